@@ -1,0 +1,40 @@
+# Two entry points, both from a fresh clone with Python 3.11 and make:
+#   make serve   install, train the default model if the repository has none, serve it
+#   make test    install, lint, type-check and run the whole test suite
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+MODELS ?= models
+
+.PHONY: serve test lint typecheck pytest train install clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+train: install
+	$(PY) -m model_training --model-repository $(MODELS) --if-missing
+
+serve: train
+	$(PY) -m service --model-repository $(MODELS)
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+typecheck: install
+	$(PY) -m mypy
+
+pytest: install
+	$(PY) -m pytest
+
+test: lint typecheck pytest
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

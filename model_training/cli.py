@@ -1,0 +1,243 @@
+"""Command line: ``python -m model_training`` trains; ``... export FILE --name N`` imports.
+
+Exit status: 0 done, 1 the data or model could not be used (one line on stderr,
+nothing written), 2 bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import platform
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model_training import __version__
+from model_training.data import DataError, Dataset, load_csv, make_blobs, split
+from model_training.repository import RepositoryError, check_name, versions, write_version
+
+DEFAULT_NAME = "blobs"
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, received {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, received {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), received {text}")
+    return value
+
+
+def _names(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model-repository",
+        type=Path,
+        default=Path("models"),
+        help="repository directory to write the new version into (default: %(default)s)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no Keras progress output")
+
+
+def train_parser() -> argparse.ArgumentParser:
+    """Options of the default command: train a classifier and write a new version."""
+    parser = argparse.ArgumentParser(
+        prog="python -m model_training",
+        description="Train a Keras softmax classifier (default: four 2-D Gaussian blobs) and "
+        "write it as a new version into the model repository. "
+        "'python -m model_training export --help' imports a model trained elsewhere.",
+    )
+    _common(parser)
+    parser.add_argument("--name", default=DEFAULT_NAME, help="model name (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=42, help="random seed (default: %(default)s)")
+    parser.add_argument("--epochs", type=_positive_int, default=30, help="(default: %(default)s)")
+    parser.add_argument(
+        "--batch-size", type=_positive_int, default=5, help="(default: %(default)s)"
+    )
+    parser.add_argument(
+        "--learning-rate", type=_positive_float, default=1e-3, help="Adam's (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--validation-split", type=_fraction, default=0.2, help="(default: %(default)s)"
+    )
+    parser.add_argument(
+        "--samples", type=_positive_int, default=1000, help="blob samples (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--test-size",
+        type=_positive_float,
+        default=250,
+        help="held-out samples: a count, or a fraction when below 1 (default: %(default)s)",
+    )
+    parser.add_argument("--data", type=Path, help="train on this CSV instead of the blobs")
+    parser.add_argument("--label-column", help="the CSV's label column (default: the last column)")
+    parser.add_argument(
+        "--if-missing",
+        action="store_true",
+        help="do nothing if the model already has a version in the repository",
+    )
+    return parser
+
+
+def export_parser() -> argparse.ArgumentParser:
+    """Options of ``export``: bring a Keras classifier trained elsewhere into the repository."""
+    parser = argparse.ArgumentParser(
+        prog="python -m model_training export",
+        description="Export a Keras softmax classifier (.keras) into the model repository as a "
+        "new version: its LiteRT serving export, metadata and hashes.",
+    )
+    parser.add_argument("model", type=Path, help="the .keras file")
+    parser.add_argument("--name", required=True, help="model name in the repository")
+    parser.add_argument(
+        "--feature-names", type=_names, help="comma-separated (default x1, x2, ...)"
+    )
+    parser.add_argument("--class-names", type=_names, help="comma-separated (default 0, 1, ...)")
+    _common(parser)
+    return parser
+
+
+def _libraries() -> dict[str, str]:
+    import keras
+    import tensorflow as tf
+
+    return {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "model_training": __version__,
+    }
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _write(
+    repository: Path, name: str, model: Any, probe: np.ndarray, metadata: dict[str, Any]
+) -> tuple[int, Path]:
+    from model_training.export import to_tflite
+
+    tflite = to_tflite(model, probe)
+
+    def write_files(directory: Path) -> None:
+        model.save(directory / "model.keras")
+        (directory / "model.tflite").write_bytes(tflite)
+
+    return write_version(repository, name, write_files, metadata)
+
+
+def _train(args: argparse.Namespace) -> int:
+    check_name(args.name)
+    if args.if_missing and (existing := versions(args.model_repository, args.name)):
+        print(
+            f"{args.name} already has version {existing[-1]} in {args.model_repository}; "
+            "nothing to do (--if-missing)"
+        )
+        return 0
+    dataset: Dataset = (
+        load_csv(args.data, args.label_column)
+        if args.data
+        else make_blobs(args.samples, seed=args.seed)
+    )
+    parts = split(dataset, args.test_size, args.seed)
+
+    from model_training.model import TrainConfig, probe_inputs, train
+
+    config = TrainConfig(
+        seed=args.seed,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        validation_split=args.validation_split,
+        verbose=0 if args.quiet else "auto",
+    )
+    result = train(parts, dataset.num_classes, config)
+    metadata = {
+        "created_at": _now(),
+        "input_dim": int(dataset.x.shape[1]),
+        "feature_names": list(dataset.feature_names),
+        "class_names": list(dataset.class_names),
+        "metrics": {
+            "test_loss": result.test_loss,
+            "test_accuracy": result.test_accuracy,
+            "test_samples": result.test_samples,
+        },
+        "training": {
+            **config.as_metadata(),
+            "test_size": args.test_size,
+            "train_samples": len(parts.y_train),
+            "data": dataset.source,
+            "history": result.history,
+        },
+        "libraries": _libraries(),
+    }
+    version, path = _write(
+        args.model_repository, args.name, result.model, probe_inputs(dataset.x), metadata
+    )
+    print(f"test loss {result.test_loss:.4f}  test accuracy {result.test_accuracy:.4f}")
+    print(f"wrote {args.name} version {version} to {path}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    check_name(args.name)
+    from model_training.export import ExportError, load_keras, logits_model
+
+    model = load_keras(args.model)
+    input_dim = int(model.input.shape[-1])
+    num_classes = int(logits_model(model).output.shape[-1])
+    features = args.feature_names or [f"x{i + 1}" for i in range(input_dim)]
+    classes = args.class_names or [str(i) for i in range(num_classes)]
+    if len(features) != input_dim:
+        raise ExportError(f"expected {input_dim} feature names, received {len(features)}")
+    if len(classes) != num_classes:
+        raise ExportError(f"expected {num_classes} class names, received {len(classes)}")
+    probe = np.random.default_rng(0).normal(scale=10.0, size=(64, input_dim)).astype(np.float32)
+    metadata = {
+        "created_at": _now(),
+        "input_dim": input_dim,
+        "feature_names": features,
+        "class_names": classes,
+        "metrics": None,
+        "training": {"exported_from": str(args.model)},
+        "libraries": _libraries(),
+    }
+    version, path = _write(args.model_repository, args.name, model, probe, metadata)
+    print(f"wrote {args.name} version {version} to {path}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the process exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    exporting = bool(argv) and argv[0] == "export"
+    parser = export_parser() if exporting else train_parser()
+    args = parser.parse_args(argv[1:] if exporting else argv)  # exits 2 on bad arguments
+    try:
+        return _export(args) if exporting else _train(args)
+    except (DataError, RepositoryError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:  # ExportError and Keras's own refusals of a model
+        print(f"error: {exc}", file=sys.stderr)
+        return 1

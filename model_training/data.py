@@ -1,0 +1,190 @@
+"""Training data: the default 4-blob example, the user's own CSV, and the held-out split.
+
+Nothing here imports TensorFlow, so bad data is reported before the slow import.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+#: The classic example: four Gaussian blobs in 2-D.
+BLOB_CENTERS: tuple[tuple[float, float], ...] = (
+    (15.0, 0.0),
+    (15.0, 15.0),
+    (0.0, 15.0),
+    (30.0, 15.0),
+)
+BLOB_STD = 1.5
+
+
+class DataError(ValueError):
+    """The training data cannot be used; the message says why and where."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Features (float32, one row per sample), integer labels and their names."""
+
+    x: npt.NDArray[np.float32]
+    y: npt.NDArray[np.int64]
+    feature_names: tuple[str, ...]
+    class_names: tuple[str, ...]
+    source: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        """How many classes the labels index into."""
+        return len(self.class_names)
+
+
+@dataclass(frozen=True)
+class Split:
+    """The training part (validation is carved from it by Keras) and the held-out test part."""
+
+    x_train: npt.NDArray[np.float32]
+    y_train: npt.NDArray[np.int64]
+    x_test: npt.NDArray[np.float32]
+    y_test: npt.NDArray[np.int64]
+
+
+def make_blobs(
+    n_samples: int = 1000,
+    *,
+    centers: Sequence[Sequence[float]] = BLOB_CENTERS,
+    std: float = BLOB_STD,
+    seed: int = 42,
+) -> Dataset:
+    """Draw isotropic Gaussian blobs, ``n_samples`` split as evenly as possible over the centres.
+
+    Same recipe as scikit-learn's ``make_blobs``: each sample is its centre plus
+    ``N(0, std^2)`` noise per feature, then the samples are shuffled.
+    """
+    if n_samples < len(centers):
+        raise DataError(
+            f"expected at least one sample per centre ({len(centers)}), "
+            f"received n_samples={n_samples}"
+        )
+    rng = np.random.default_rng(seed)
+    centre_array = np.asarray(centers, dtype=np.float64)
+    k, dim = centre_array.shape
+    per_centre = np.full(k, n_samples // k)
+    per_centre[: n_samples % k] += 1
+    y = np.repeat(np.arange(k), per_centre)
+    x = centre_array[y] + rng.normal(scale=std, size=(n_samples, dim))
+    order = rng.permutation(n_samples)
+    return Dataset(
+        x=x[order].astype(np.float32),
+        y=y[order].astype(np.int64),
+        feature_names=tuple(f"x{i + 1}" for i in range(dim)),
+        class_names=tuple(str(i) for i in range(k)),
+        source={
+            "kind": "blobs",
+            "n_samples": n_samples,
+            "centers": centre_array.tolist(),
+            "std": std,
+            "seed": seed,
+        },
+    )
+
+
+def _label_sort_key(label: str) -> tuple[int, float, str]:
+    """Numeric labels sort as numbers ("2" before "10"), the rest as text after them."""
+    try:
+        return (0, float(label), label)
+    except ValueError:
+        return (1, 0.0, label)
+
+
+def load_csv(path: Path, label_column: str | None = None) -> Dataset:
+    """Read numeric feature columns and one label column (default: the last) from a CSV file.
+
+    Raises ``DataError`` with the file, line and column of the first problem.
+    """
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.reader(handle))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read {path}: {exc}") from exc
+    rows = [row for row in rows if any(cell.strip() for cell in row)]
+    if not rows:
+        raise DataError(f"expected a header row and data rows in {path}, received an empty file")
+    header = [name.strip() for name in rows[0]]
+    if len(header) < 2:
+        raise DataError(
+            f"expected at least one feature column and one label column in {path}, "
+            f"received header {header}"
+        )
+    if len(set(header)) != len(header):
+        raise DataError(f"expected unique column names in {path}, received header {header}")
+    label_name = header[-1] if label_column is None else label_column
+    if label_name not in header:
+        raise DataError(
+            f"expected a label column named {label_name!r} in {path}, received columns {header}"
+        )
+    label_index = header.index(label_name)
+    feature_names = tuple(name for i, name in enumerate(header) if i != label_index)
+    body = rows[1:]
+    if not body:
+        raise DataError(f"expected data rows after the header in {path}, received none")
+
+    features: list[list[float]] = []
+    labels: list[str] = []
+    for line_no, row in enumerate(body, start=2):
+        if len(row) != len(header):
+            raise DataError(f"{path}:{line_no}: expected {len(header)} fields, received {len(row)}")
+        values: list[float] = []
+        for i, cell in enumerate(row):
+            if i == label_index:
+                continue
+            try:
+                value = float(cell)
+            except ValueError:
+                raise DataError(
+                    f"{path}:{line_no}: expected a number in column {header[i]!r}, "
+                    f"received {cell!r}"
+                ) from None
+            if not math.isfinite(value):
+                raise DataError(
+                    f"{path}:{line_no}: expected a finite number in column {header[i]!r}, "
+                    f"received {cell!r}"
+                )
+            values.append(value)
+        features.append(values)
+        labels.append(row[label_index].strip())
+
+    class_names = tuple(sorted(set(labels), key=_label_sort_key))
+    if len(class_names) < 2:
+        raise DataError(
+            f"expected at least two classes in column {label_name!r} of {path}, "
+            f"received {list(class_names)}"
+        )
+    index = {name: i for i, name in enumerate(class_names)}
+    return Dataset(
+        x=np.asarray(features, dtype=np.float32),
+        y=np.asarray([index[label] for label in labels], dtype=np.int64),
+        feature_names=feature_names,
+        class_names=class_names,
+        source={"kind": "csv", "path": str(path), "label_column": label_name, "rows": len(body)},
+    )
+
+
+def split(dataset: Dataset, test_size: float, seed: int) -> Split:
+    """Hold out ``test_size`` samples (a count, or a fraction when below 1) chosen at random."""
+    n = len(dataset.y)
+    n_test = round(test_size * n) if test_size < 1 else int(test_size)
+    if not 0 < n_test < n:
+        raise DataError(
+            f"expected a test size that leaves samples on both sides of the split, "
+            f"received test_size={test_size} for {n} samples"
+        )
+    order = np.random.default_rng(seed).permutation(n)
+    test, train = order[:n_test], order[n_test:]
+    return Split(dataset.x[train], dataset.y[train], dataset.x[test], dataset.y[test])

@@ -1,0 +1,88 @@
+"""The application factory: ``create_app(settings)``.
+
+Model state lives in the lifespan (loaded in a background thread so that
+``/health/live`` answers at once and ``/health/ready`` says 503 until the models are
+warm), never in module globals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from starlette.responses import HTMLResponse
+from starlette.staticfiles import StaticFiles
+
+from service import __version__
+from service.dataplane import DataPlane
+from service.errors_http import install_error_handlers
+from service.registry import ModelRegistry
+from service.routes import router
+from service.settings import Settings
+
+log = logging.getLogger("service")
+
+DESCRIPTION = """Class probabilities from Keras softmax classifiers.
+
+Served from each version's LiteRT export with the softmax applied in float64.
+Every error is `{"error": "..."}` saying what was expected and what was received."""
+
+
+def _lifespan(settings: Settings) -> Any:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        registry = ModelRegistry(settings.model_repository, settings.default_model)
+        plane = DataPlane(registry, max_batch_rows=settings.max_batch_rows)
+        loading = asyncio.create_task(asyncio.to_thread(registry.load_all))
+        loading.add_done_callback(_report_load_failure)
+        try:
+            yield {"dataplane": plane}
+        finally:
+            await asyncio.wait([loading])
+
+    return lifespan
+
+
+def _report_load_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("loading the model repository failed: %r", exc)
+
+
+def _mount_offline_docs(app: FastAPI) -> None:
+    """Swagger UI from the installed package: /docs works with no internet access."""
+    import swagger_ui_bundle
+
+    app.mount("/docs/static", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), "docs")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="softmax-serving - API docs",
+            swagger_js_url="/docs/static/swagger-ui-bundle.js",
+            swagger_css_url="/docs/static/swagger-ui.css",
+            swagger_favicon_url="/docs/static/favicon-32x32.png",
+        )
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the service for ``settings`` (default: read from ``SERVICE_*`` variables)."""
+    settings = settings or Settings()
+    app = FastAPI(
+        title="softmax-serving",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=_lifespan(settings),
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.include_router(router)
+    _mount_offline_docs(app)
+    return app

@@ -1,0 +1,80 @@
+"""``python -m service``: serve every model in the repository with uvicorn.
+
+Flags override ``SERVICE_*`` environment variables, which override the defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import uvicorn
+from pydantic import ValidationError
+
+from service.app import create_app
+from service.settings import Settings
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line; every flag also reads ``SERVICE_<FLAG>`` from the environment."""
+    p = argparse.ArgumentParser(
+        prog="python -m service",
+        description="Serve the Keras softmax classifiers of a model repository over HTTP.",
+    )
+    p.add_argument("--model-repository", type=Path, help="default: models")
+    p.add_argument("--host", help="default: 127.0.0.1")
+    p.add_argument("--port", type=int, help="default: 8000")
+    p.add_argument("--workers", type=int, help="worker processes (default: 1)")
+    p.add_argument("--default-model", help="model served at /predict")
+    p.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
+    return p
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    """Settings as SERVICE_* variables, so worker processes rebuild the very same settings."""
+    return {
+        f"SERVICE_{key.upper()}": str(value)
+        for key, value in settings.model_dump().items()
+        if value is not None
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the server until it is stopped; returns the exit status."""
+    args = parser().parse_args(argv)
+    overrides = {k: v for k, v in vars(args).items() if v is not None}
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        print(f"error: invalid settings: {problems}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    common = {
+        "host": settings.host,
+        "port": settings.port,
+        "loop": "uvloop" if sys.platform != "win32" else "asyncio",
+        "http": "httptools",
+        "log_level": settings.log_level,
+        "access_log": False,
+        "timeout_graceful_shutdown": settings.timeout_graceful_shutdown,
+        "server_header": False,
+    }
+    if settings.workers == 1:
+        uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
+    else:
+        os.environ.update(_env(settings))
+        uvicorn.run(
+            "service.app:create_app",
+            factory=True,
+            workers=settings.workers,
+            **common,  # type: ignore[arg-type]
+        )
+    return 0

@@ -1,0 +1,96 @@
+"""Every error the service answers with, each carrying its HTTP status.
+
+    ServiceError (500)
+    ├── BadRequest (400)
+    │   └── MalformedJSON (400) ........ the body is not valid JSON
+    ├── InvalidInput (422) ............. wrong shape, type, feature count, non-finite number
+    ├── NotFound (404)
+    │   ├── ModelNotFound
+    │   └── VersionNotFound
+    ├── PayloadTooLarge (413) .......... too many rows (or bytes)
+    └── Unavailable (503, Retry-After)
+        └── NotReady ................... models still loading, or none loadable
+
+    ModelLoadError ..................... a version refused at load time (never sent to a client)
+
+One handler (``service.app``) turns a ``ServiceError`` into ``{"error": message}``
+plus an optional ``detail`` list. Messages say what was expected and what was
+received, and never carry paths, stack traces or library internals.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class ServiceError(Exception):
+    """Base class: ``status_code`` is the HTTP status, ``str(exc)`` the client-facing message."""
+
+    status_code: ClassVar[int] = 500
+
+    def __init__(self, message: str, *, detail: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+
+    def headers(self) -> dict[str, str]:
+        """Extra response headers."""
+        return {}
+
+
+class BadRequest(ServiceError):
+    """The request cannot be read at all."""
+
+    status_code = 400
+
+
+class MalformedJSON(BadRequest):
+    """The body is not valid JSON."""
+
+
+class InvalidInput(ServiceError):
+    """The body is JSON but not what the endpoint takes."""
+
+    status_code = 422
+
+
+class NotFound(ServiceError):
+    """No such resource."""
+
+    status_code = 404
+
+
+class ModelNotFound(NotFound):
+    """No model of that name is served."""
+
+
+class VersionNotFound(NotFound):
+    """The model is served, but not that version."""
+
+
+class PayloadTooLarge(ServiceError):
+    """More rows (or bytes) than the configured limit."""
+
+    status_code = 413
+
+
+class Unavailable(ServiceError):
+    """Cannot answer now; try again after ``retry_after`` seconds."""
+
+    status_code = 503
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        """Tell the client when to come back."""
+        return {"Retry-After": str(self.retry_after)}
+
+
+class NotReady(Unavailable):
+    """The models are still loading, or none could be loaded."""
+
+
+class ModelLoadError(Exception):
+    """A model version was refused at load time; the message says which and why."""

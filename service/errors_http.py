@@ -1,0 +1,119 @@
+"""The one place errors become HTTP answers: ``{"error": "...", "detail": [...]}``."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+
+from service.errors import InvalidInput, MalformedJSON, ServiceError
+from service.responses import JSONResponse
+
+log = logging.getLogger("service.errors")
+
+#: Union tags that pydantic puts into error locations; not part of the client's field path.
+_TAGS = {"vector", "batch"}
+
+
+def _where(loc: Sequence[Any]) -> str:
+    path = ""
+    for part in loc:
+        if part == "body" and not path:
+            continue
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part not in _TAGS:
+            path += f".{part}" if path else str(part)
+    return path or "request body"
+
+
+def _show(value: Any, limit: int = 80) -> str:
+    """A value as the client sent it, in JSON terms."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    try:
+        text = orjson.dumps(value).decode()
+    except TypeError:
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def from_validation_error(exc: RequestValidationError) -> ServiceError:
+    """Turn FastAPI's own validation error into our 400 (not JSON) or 422 (wrong content)."""
+    errors = list(exc.errors())
+    if errors and errors[0].get("type") == "json_invalid":
+        reason = errors[0].get("ctx", {}).get("error", "")
+        return MalformedJSON(f"expected a JSON body, received invalid JSON ({reason})")
+    return invalid_input(errors)
+
+
+def invalid_input(errors: Sequence[Any]) -> InvalidInput:
+    """A 422 whose message names the first problem: where, what was expected, what came."""
+    if not errors:
+        return InvalidInput("invalid request")
+    first = errors[0]
+    detail = [{"loc": _where(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors[:20]]
+    where = _where(first["loc"])
+    if first["type"] == "missing":
+        if where == "request body":
+            return InvalidInput("expected a JSON object body, received nothing", detail=detail)
+        return InvalidInput(
+            f"expected the field {where!r}, received a body without it", detail=detail
+        )
+    if first["type"] in {"model_type", "model_attributes_type"} and where == "request body":
+        return InvalidInput(
+            f"expected a JSON object body, received {_show(first.get('input'))}", detail=detail
+        )
+    if first["type"] == "extra_forbidden":
+        return InvalidInput(
+            f"expected only documented fields, received unknown field {where!r}", detail=detail
+        )
+    message = first["msg"][:1].lower() + first["msg"][1:]
+    return InvalidInput(
+        f"invalid {where}: {message}; received {_show(first.get('input'))}", detail=detail
+    )
+
+
+def error_response(exc: ServiceError) -> JSONResponse:
+    """The JSON answer for any ``ServiceError``."""
+    body: dict[str, Any] = {"error": exc.message}
+    if exc.detail:
+        body["detail"] = exc.detail
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers())
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers that make every error a JSON body with an ``error`` string."""
+
+    async def service_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ServiceError)
+        return error_response(exc)
+
+    async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return error_response(from_validation_error(exc))
+
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 404:
+            message = f"expected a served path, received {request.method} {request.url.path}"
+        elif exc.status_code == 405:
+            message = f"expected another method for {request.url.path}, received {request.method}"
+        else:
+            message = str(exc.detail)
+        return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
+
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return JSONResponse({"error": "internal server error"}, status_code=500)
+
+    app.add_exception_handler(ServiceError, service_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(Exception, unexpected)

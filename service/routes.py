@@ -1,0 +1,175 @@
+"""HTTP endpoints of the native API. Thin: parse, call the data plane, shape the answer."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+
+from service.body import json_body, openapi_body
+from service.dataplane import DataPlane, Prediction
+from service.errors import NotReady
+from service.responses import JSONResponse
+from service.schemas import (
+    ColumnarPredictResponse,
+    ErrorResponse,
+    Health,
+    ModelInfo,
+    ModelList,
+    PredictRequest,
+    PredictResponse,
+    SoftmaxRequest,
+    SoftmaxResponse,
+)
+
+
+def get_dataplane(request: Request) -> DataPlane:
+    """The data plane built by the lifespan."""
+    plane: DataPlane = request.state.dataplane
+    return plane
+
+
+Plane = Annotated[DataPlane, Depends(get_dataplane)]
+PredictBody = Annotated[PredictRequest, Depends(json_body(PredictRequest))]
+SoftmaxBody = Annotated[SoftmaxRequest, Depends(json_body(SoftmaxRequest))]
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": ErrorResponse} for code in codes}
+
+
+PREDICT_ERRORS = _errors(400, 404, 413, 422, 503)
+
+router = APIRouter()
+
+
+def _predict_body(result: Prediction, fmt: str) -> dict[str, Any]:
+    head = {"model": result.model.name, "version": str(result.model.version)}
+    if fmt == "columnar":
+        return {
+            **head,
+            "probabilities": result.probabilities,
+            "argmax": result.argmax,
+            "labels": result.labels.tolist(),
+        }
+    labels = result.labels.tolist()
+    return {
+        **head,
+        "predictions": [
+            {"probabilities": row, "argmax": int(k), "label": label}
+            for row, k, label in zip(
+                result.probabilities.tolist(), result.argmax, labels, strict=True
+            )
+        ],
+    }
+
+
+async def _predict(
+    plane: DataPlane, body: PredictBody, model: str | None, version: str | None
+) -> JSONResponse:
+    result = await plane.predict(
+        body.instances, model=model, version=version, calibrated=body.calibrated
+    )
+    return JSONResponse(_predict_body(result, body.format))
+
+
+PREDICT = {
+    "response_model": PredictResponse | ColumnarPredictResponse,
+    "responses": PREDICT_ERRORS,
+    "tags": ["predict"],
+    "openapi_extra": openapi_body(PredictRequest),
+}
+
+
+@router.post("/predict", **PREDICT)  # type: ignore[arg-type]
+async def predict(body: PredictBody, plane: Plane) -> JSONResponse:
+    """Class probabilities for each instance, from the default model's newest version."""
+    return await _predict(plane, body, None, None)
+
+
+@router.post("/models/{name}/predict", **PREDICT)  # type: ignore[arg-type]
+async def predict_model(name: str, body: PredictBody, plane: Plane) -> JSONResponse:
+    """Class probabilities from the newest version of the named model."""
+    return await _predict(plane, body, name, None)
+
+
+@router.post("/models/{name}/versions/{version}/predict", **PREDICT)  # type: ignore[arg-type]
+async def predict_version(name: str, version: str, body: PredictBody, plane: Plane) -> JSONResponse:
+    """Class probabilities from one version of the named model."""
+    return await _predict(plane, body, name, version)
+
+
+@router.post(
+    "/softmax",
+    response_model=SoftmaxResponse,
+    responses=_errors(400, 422),
+    tags=["softmax"],
+    openapi_extra=openapi_body(SoftmaxRequest),
+)
+async def softmax(body: SoftmaxBody, plane: Plane) -> JSONResponse:
+    """softmax(logits / temperature) in float64, numerically stable for any finite logits."""
+    result = plane.softmax(body.logits, body.temperature)
+    argmax = result.argmax.tolist()
+    return JSONResponse({"probabilities": result.probabilities, "argmax": argmax})
+
+
+@router.get("/health/live", response_model=Health, tags=["health"])
+async def live() -> JSONResponse:
+    """200 while the process can answer."""
+    return JSONResponse({"status": "alive"})
+
+
+@router.get("/health/ready", response_model=Health, responses=_errors(503), tags=["health"])
+async def ready(plane: Plane) -> JSONResponse:
+    """200 once the default model is loaded and warmed up; 503 before."""
+    if not plane.registry.ready:
+        raise NotReady(plane.registry.not_ready_reason())
+    return JSONResponse({"status": "ready"})
+
+
+@router.get("/models", response_model=ModelList, responses=_errors(503), tags=["models"])
+async def list_models(plane: Plane) -> JSONResponse:
+    """Every served model with its versions and the version served by default."""
+    registry = plane.registry
+    if not registry.loaded:
+        raise NotReady(registry.not_ready_reason())
+    models = [
+        {
+            "name": name,
+            "versions": [str(v) for v in registry.versions(name)],
+            "default_version": str(registry.get(name).version),
+        }
+        for name in registry.names()
+    ]
+    return JSONResponse({"models": models})
+
+
+def _info(plane: DataPlane, name: str, version: str | None) -> JSONResponse:
+    served = plane.registry.get(name, version)
+    meta = served.metadata
+    body = meta.model_dump(mode="json", exclude={"files", "format_version"})
+    body.update(
+        version=str(meta.version),
+        versions=[str(v) for v in plane.registry.versions(name)],
+        runtime=served.runtime_name,
+    )
+    return JSONResponse(body)
+
+
+@router.get(
+    "/models/{name}", response_model=ModelInfo, responses=_errors(404, 503), tags=["models"]
+)
+async def model_info(name: str, plane: Plane) -> JSONResponse:
+    """The served (newest) version's metadata: features, classes, metrics, training."""
+    return _info(plane, name, None)
+
+
+@router.get(
+    "/models/{name}/versions/{version}",
+    response_model=ModelInfo,
+    responses=_errors(404, 503),
+    tags=["models"],
+)
+async def version_info(name: str, version: str, plane: Plane) -> JSONResponse:
+    """One version's metadata."""
+    return _info(plane, name, version)

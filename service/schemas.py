@@ -1,0 +1,203 @@
+"""Request and response bodies of the native API (they also make the OpenAPI document).
+
+Requests are strict: numbers must be JSON numbers (no ``"1.5"``, no ``true``) and
+finite (no ``NaN``, ``Infinity`` or ``1e999``); unknown fields are refused so a
+typo is not silently ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+
+FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+Row = list[FiniteFloat]
+
+
+class Request(BaseModel):
+    """Shared configuration of request bodies."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class PredictRequest(Request):
+    """Instances to classify: one row of ``input_dim`` features each."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"instances": [[15.0, 0.5], [29.0, 14.0]]},
+                {"instances": [[0.1, 15.2]], "calibrated": False, "format": "columnar"},
+            ]
+        }
+    )
+
+    instances: list[Row] = Field(min_length=1, description="One row of features per instance.")
+    calibrated: bool = Field(
+        default=True,
+        description="Apply the version's calibration temperature, where it has one; "
+        "false gives the Keras model's own probabilities.",
+    )
+    format: Literal["rows", "columnar"] = Field(
+        default="rows",
+        description="'rows': one object per instance; 'columnar': one array per field "
+        "(compact, for large batches).",
+    )
+
+
+class Prediction(BaseModel):
+    """The class distribution of one instance."""
+
+    probabilities: list[float] = Field(description="One per class, in class_names order; sum 1.")
+    argmax: int = Field(description="Index of the most probable class.")
+    label: str = Field(description="class_names[argmax].")
+
+
+class PredictResponse(BaseModel):
+    """Row format: one object per instance."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "blobs",
+                    "version": "1",
+                    "predictions": [
+                        {
+                            "probabilities": [0.9981, 0.0011, 0.0004, 0.0004],
+                            "argmax": 0,
+                            "label": "0",
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
+    model: str
+    version: str
+    predictions: list[Prediction]
+
+
+class ColumnarPredictResponse(BaseModel):
+    """Columnar format: one array per field, rows in request order."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "blobs",
+                    "version": "1",
+                    "probabilities": [[0.9981, 0.0011, 0.0004, 0.0004]],
+                    "argmax": [0],
+                    "labels": ["0"],
+                }
+            ]
+        }
+    )
+
+    model: str
+    version: str
+    probabilities: list[list[float]]
+    argmax: list[int]
+    labels: list[str]
+
+
+def _logits_shape(value: Any) -> str:
+    return "batch" if isinstance(value, list) and value and isinstance(value[0], list) else "vector"
+
+
+class SoftmaxRequest(Request):
+    """Logits (one vector, or a batch of equal-length vectors) and a temperature."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"logits": [2.0, 4.3, 1.2, -3.1]},
+                {"logits": [[13, 31, 5], [0, 100, 0]], "temperature": 2.0},
+            ]
+        }
+    )
+
+    logits: Annotated[
+        Annotated[list[FiniteFloat], Tag("vector")] | Annotated[list[Row], Tag("batch")],
+        Discriminator(_logits_shape),
+        Field(min_length=1),
+    ]
+    temperature: FiniteFloat = Field(default=1.0, gt=0, description="Divides the logits; > 0.")
+
+
+class SoftmaxResponse(BaseModel):
+    """Probabilities in the shape of the logits, and the index of the largest."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "probabilities": [
+                        0.08749206320289253,
+                        0.8726618017338312,
+                        0.03931271812743419,
+                        0.0005334169358421117,
+                    ],
+                    "argmax": 1,
+                }
+            ]
+        }
+    )
+
+    probabilities: list[float] | list[list[float]]
+    argmax: int | list[int]
+
+
+class ErrorResponse(BaseModel):
+    """Every non-2xx answer."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"error": "expected 2 features per instance, received 3 in instances[0]"}]
+        }
+    )
+
+    error: str = Field(description="What was expected and what was received.")
+    detail: list[dict[str, Any]] | None = Field(
+        default=None, description="Field-level problems, when there are several."
+    )
+
+
+class ModelSummary(BaseModel):
+    """A served model and its versions."""
+
+    name: str
+    versions: list[str]
+    default_version: str
+
+
+class ModelList(BaseModel):
+    """Every served model."""
+
+    models: list[ModelSummary]
+
+
+class ModelInfo(BaseModel):
+    """The served version's metadata."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    version: str
+    versions: list[str]
+    input_dim: int
+    feature_names: list[str]
+    class_names: list[str]
+    metrics: dict[str, Any] | None
+    calibration: dict[str, Any] | None
+    created_at: str
+    runtime: str
+
+
+class Health(BaseModel):
+    """Liveness or readiness."""
+
+    status: str
