@@ -204,7 +204,7 @@ def _export(args: argparse.Namespace) -> int:
     from model_training.export import ExportError, load_keras, logits_model
 
     model = load_keras(args.model)
-    input_dim = int(model.input.shape[-1])
+    input_dim = int(model.inputs[0].shape[-1])
     num_classes = int(logits_model(model).output.shape[-1])
     features = args.feature_names or [f"x{i + 1}" for i in range(input_dim)]
     classes = args.class_names or [str(i) for i in range(num_classes)]

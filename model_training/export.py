@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -31,25 +32,42 @@ def _is_softmax(activation: object) -> bool:
     return getattr(activation, "__name__", "") == "softmax"
 
 
+def _graph(model: keras.Model) -> tuple[Any, dict[str, Any], Any]:
+    """The input tensor, each layer's output tensor by name, and the tensor entering the last layer.
+
+    A loaded Sequential model's layers have no symbolic inputs, so its graph is rebuilt.
+    """
+    if isinstance(model, keras.Sequential):
+        inputs = keras.Input(shape=model.input_shape[1:], name="features")
+        outputs: dict[str, Any] = {}
+        x = before_last = inputs
+        for layer in model.layers:
+            before_last, x = x, layer(x)
+            outputs[layer.name] = x
+        return inputs, outputs, before_last
+    outputs = {layer.name: layer.output for layer in model.layers[1:]}
+    return model.inputs[0], outputs, model.layers[-1].input
+
+
 def logits_model(model: keras.Model) -> keras.Model:
     """A model sharing ``model``'s weights whose output is the logits before its final softmax."""
-    names = [layer.name for layer in model.layers]
-    if LOGITS_LAYER in names:
-        return keras.Model(model.inputs, model.get_layer(LOGITS_LAYER).output)
+    inputs, outputs, before_last = _graph(model)
+    if LOGITS_LAYER in outputs:
+        return keras.Model(inputs, outputs[LOGITS_LAYER])
     last = model.layers[-1]
     if isinstance(last, keras.layers.Softmax) or (
         isinstance(last, keras.layers.Activation) and _is_softmax(last.activation)
     ):
-        return keras.Model(model.inputs, last.input)
+        return keras.Model(inputs, before_last)
     if isinstance(last, keras.layers.Dense) and _is_softmax(last.activation):
         linear = keras.layers.Dense(last.units, use_bias=last.use_bias, name=LOGITS_LAYER)
-        outputs = linear(last.input)
+        logits = linear(before_last)
         linear.set_weights(last.get_weights())
-        return keras.Model(model.inputs, outputs)
+        return keras.Model(inputs, logits)
     raise ExportError(
         "expected a classifier whose last layer applies softmax (a Softmax or "
         "Activation('softmax') layer, or Dense(..., activation='softmax')) or that has a "
-        f"layer named {LOGITS_LAYER!r}. Received: layers {names}"
+        f"layer named {LOGITS_LAYER!r}. Received: layers {[layer.name for layer in model.layers]}"
     )
 
 
@@ -65,7 +83,7 @@ def to_tflite(model: keras.Model, probe: np.ndarray) -> bytes:
     The check runs the export in the same interpreter the service uses, on ``probe``,
     and compares softmax(export logits) with the Keras model's own output.
     """
-    if len(model.inputs) != 1 or len(model.input.shape) != 2:
+    if len(model.inputs) != 1 or len(model.inputs[0].shape) != 2:
         raise ExportError(
             "expected a model with one input of shape (batch, features). "
             f"Received: inputs {[tuple(t.shape) for t in model.inputs]}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -67,6 +68,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "timeout_graceful_shutdown": settings.timeout_graceful_shutdown,
         "server_header": False,
     }
+    # uvicorn drains in-flight requests on SIGTERM/SIGINT, then re-raises the signal into
+    # the handler that was there before it. Make that a no-op, so a graceful stop exits 0.
+    for stop in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop, lambda signum, frame: None)
     if settings.workers == 1:
         uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
     else:

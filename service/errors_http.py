@@ -44,6 +44,13 @@ def _show(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _message(error: Any) -> str:
+    """pydantic's message, minus internal class names."""
+    if error["type"] in {"model_type", "model_attributes_type", "dict_type"}:
+        return "Input should be a JSON object"
+    return str(error["msg"])
+
+
 def from_validation_error(exc: RequestValidationError) -> ServiceError:
     """Turn FastAPI's own validation error into our 400 (not JSON) or 422 (wrong content)."""
     errors = list(exc.errors())
@@ -58,7 +65,7 @@ def invalid_input(errors: Sequence[Any]) -> InvalidInput:
     if not errors:
         return InvalidInput("invalid request")
     first = errors[0]
-    detail = [{"loc": _where(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors[:20]]
+    detail = [{"loc": _where(e["loc"]), "msg": _message(e), "type": e["type"]} for e in errors[:20]]
     where = _where(first["loc"])
     if first["type"] == "missing":
         if where == "request body":
@@ -74,7 +81,8 @@ def invalid_input(errors: Sequence[Any]) -> InvalidInput:
         return InvalidInput(
             f"expected only documented fields, received unknown field {where!r}", detail=detail
         )
-    message = first["msg"][:1].lower() + first["msg"][1:]
+    message = _message(first)
+    message = message[:1].lower() + message[1:]
     return InvalidInput(
         f"invalid {where}: {message}; received {_show(first.get('input'))}", detail=detail
     )

@@ -121,21 +121,32 @@ class KerasRuntime:
 
     @staticmethod
     def _cut_at_logits(keras: Any, model: Any) -> Any:
-        names = [layer.name for layer in model.layers]
-        if "logits" in names:
-            return keras.Model(model.inputs, model.get_layer("logits").output)
+        """The same cut as the trainer's export: at a 'logits' layer, or before the softmax."""
+        if isinstance(model, keras.Sequential):  # a loaded Sequential has no symbolic graph
+            inputs = keras.Input(shape=model.input_shape[1:])
+            outputs: dict[str, Any] = {}
+            x = before_last = inputs
+            for layer in model.layers:
+                before_last, x = x, layer(x)
+                outputs[layer.name] = x
+        else:
+            inputs, before_last = model.inputs[0], model.layers[-1].input
+            outputs = {layer.name: layer.output for layer in model.layers[1:]}
+        if "logits" in outputs:
+            return keras.Model(inputs, outputs["logits"])
         last = model.layers[-1]
         if isinstance(last, keras.layers.Softmax) or (
             isinstance(last, keras.layers.Activation) and _is_softmax(last.activation)
         ):
-            return keras.Model(model.inputs, last.input)
+            return keras.Model(inputs, before_last)
         if isinstance(last, keras.layers.Dense) and _is_softmax(last.activation):
             linear = keras.layers.Dense(last.units, use_bias=last.use_bias)
-            outputs = linear(last.input)
+            logits = linear(before_last)
             linear.set_weights(last.get_weights())
-            return keras.Model(model.inputs, outputs)
+            return keras.Model(inputs, logits)
         raise ModelLoadError(
-            f"expected a classifier ending in softmax or with a 'logits' layer, received {names}"
+            "expected a classifier ending in softmax or with a 'logits' layer, received "
+            f"{[layer.name for layer in model.layers]}"
         )
 
     def logits(self, features: Features) -> Logits:

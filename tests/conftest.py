@@ -1,0 +1,152 @@
+"""Shared fixtures: a model repository trained by the real CLI, and the real server on a free port.
+
+Both are built once per test session in a temporary directory (training takes
+seconds); nothing trained is ever committed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.commands import SERVE_ARGV, TRAIN_ARGV
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def python_argv(argv: tuple[str, ...]) -> list[str]:
+    """A container command with this interpreter in place of ``python``."""
+    assert argv[0] == "python"
+    return [sys.executable, *argv[1:]]
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The test environment, with the project importable and no stray SERVICE_* settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SERVICE_")}
+    env["PYTHONPATH"] = str(ROOT)
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    env.update(extra)
+    return env
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class TrainedRepository:
+    """Where the default model was trained, and what the trainer printed."""
+
+    workdir: Path
+    repository: Path
+    stdout: str
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainedRepository:
+    """The default 4-blob model, trained with the container's exact command (plus --quiet)."""
+    workdir = tmp_path_factory.mktemp("work")
+    result = subprocess.run(
+        [*python_argv(TRAIN_ARGV), "--quiet"],
+        cwd=workdir,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return TrainedRepository(workdir, workdir / "models", result.stdout)
+
+
+@dataclass
+class Server:
+    """A running ``python -m service`` process."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+    def output(self) -> str:
+        """Everything the server has logged so far."""
+        return self.log.read_text(errors="replace")
+
+    def stop(self, timeout: float = 30) -> int:
+        """SIGTERM, then wait; returns the exit status."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT if os.name == "nt" else signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return int(self.process.returncode)
+
+
+def start_server(
+    workdir: Path,
+    log: Path,
+    *,
+    args: tuple[str, ...] = (),
+    port: int | None = None,
+    wait_ready: bool = True,
+    **env: str,
+) -> Server:
+    """Start the container's serve command in ``workdir``; wait until it answers on ``port``.
+
+    The port (default: a free one) is passed as SERVICE_PORT unless ``env`` sets that itself.
+    """
+    port = port or free_port()
+    env = {"SERVICE_PORT": str(port), **env}
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [*python_argv(SERVE_ARGV), *args],
+            cwd=workdir,
+            env=subprocess_env(**env),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    server = Server(process, f"http://127.0.0.1:{port}", log)
+    path = "/health/ready" if wait_ready else "/health/live"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited with {process.returncode}:\n{server.output()}")
+        try:
+            if httpx.get(server.url + path, timeout=1).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    server.stop()
+    raise AssertionError(f"server not answering {path} within 60 s:\n{server.output()}")
+
+
+@pytest.fixture(scope="session")
+def server(
+    trained: TrainedRepository, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """The real service serving the default model, shared by the API tests."""
+    running = start_server(trained.workdir, tmp_path_factory.mktemp("server") / "server.log")
+    yield running
+    assert running.stop() == 0, running.output()
+
+
+@pytest.fixture
+def client(server: Server) -> Iterator[httpx.Client]:
+    """An HTTP client for the shared server."""
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        yield http

@@ -1,0 +1,278 @@
+"""The native HTTP API, against the real server (``python -m service``) over real HTTP."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import keras
+import numpy as np
+import pytest
+
+from model_training.data import BLOB_CENTERS
+from tests.conftest import TrainedRepository
+from tests.reference import softmax_reference
+
+GOOD = {"instances": [[15.0, 0.0]]}
+
+
+def assert_still_serving(client: httpx.Client) -> None:
+    response = client.post("/predict", json=GOOD)
+    assert response.status_code == 200
+    assert response.json()["predictions"][0]["argmax"] == 0
+
+
+def keras_reference(trained: TrainedRepository, x: np.ndarray) -> np.ndarray:
+    model = keras.saving.load_model(
+        trained.repository / "blobs" / "1" / "model.keras", compile=False, safe_mode=True
+    )
+    return np.asarray(model(x.astype(np.float32), training=False), dtype=np.float64)
+
+
+# --- /predict ---------------------------------------------------------------------------
+
+
+def test_predict_classifies_points_near_each_blob_centre(client: httpx.Client) -> None:
+    offsets = np.array([[0.0, 0.0], [0.7, -0.4], [-0.5, 0.6]])
+    points = [list(np.add(c, o)) for c in BLOB_CENTERS for o in offsets]
+    response = client.post("/predict", json={"instances": points})
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["model"], body["version"]) == ("blobs", "1")
+    predictions = body["predictions"]
+    assert [p["argmax"] for p in predictions] == [k for k in range(4) for _ in offsets]
+    for p in predictions:
+        assert len(p["probabilities"]) == 4
+        assert sum(p["probabilities"]) == pytest.approx(1.0, abs=1e-12)
+        assert p["argmax"] == int(np.argmax(p["probabilities"]))
+        assert p["label"] == str(p["argmax"])
+        assert p["probabilities"][p["argmax"]] > 0.9
+
+
+def test_predict_matches_the_saved_keras_model_within_1e_5(
+    client: httpx.Client, trained: TrainedRepository
+) -> None:
+    x = np.random.default_rng(5).uniform(-10, 40, size=(500, 2))
+    response = client.post("/predict", json={"instances": x.tolist(), "format": "columnar"})
+    assert response.status_code == 200
+    served = np.array(response.json()["probabilities"])
+    assert np.abs(served - keras_reference(trained, x)).max() < 1e-5
+
+
+def test_predict_columnar_format_has_one_array_per_field(client: httpx.Client) -> None:
+    instances = [[15.0, 0.0], [30.0, 15.0]]
+    rows = client.post("/predict", json={"instances": instances}).json()
+    columns = client.post("/predict", json={"instances": instances, "format": "columnar"}).json()
+    assert set(columns) == {"model", "version", "probabilities", "argmax", "labels"}
+    assert columns["probabilities"] == [p["probabilities"] for p in rows["predictions"]]
+    assert columns["argmax"] == [0, 3]
+    assert columns["labels"] == ["0", "3"]
+
+
+def test_predict_forms_with_model_and_version_agree(client: httpx.Client) -> None:
+    answers = [
+        client.post(path, json=GOOD).json()
+        for path in ("/predict", "/models/blobs/predict", "/models/blobs/versions/1/predict")
+    ]
+    assert answers[0] == answers[1] == answers[2]
+
+
+def test_predict_reads_json_whatever_the_content_type(client: httpx.Client) -> None:
+    response = client.post(
+        "/predict", content=b'{"instances": [[15, 0]]}', headers={"content-type": "text/plain"}
+    )
+    assert response.status_code == 200
+
+
+def test_predict_is_deterministic(client: httpx.Client) -> None:
+    first = client.post("/predict", json={"instances": [[3.3, 7.7]] * 3}).json()
+    second = client.post("/predict", json={"instances": [[3.3, 7.7]]}).json()
+    assert first["predictions"][0] == first["predictions"][2] == second["predictions"][0]
+
+
+# --- errors -----------------------------------------------------------------------------
+
+BAD_PREDICT: list[tuple[str, bytes, int, str]] = [
+    ("malformed JSON", b'{"instances": [[1, 2]', 400, "invalid JSON"),
+    ("empty body", b"", 400, "empty body"),
+    ("not an object", b"[[1, 2]]", 422, "JSON object"),
+    ("missing instances", b'{"rows": [[1, 2]]}', 422, "'instances'"),
+    ("unknown field", b'{"instances": [[1, 2]], "extra": 1}', 422, "unknown field 'extra'"),
+    ("wrong width", b'{"instances": [[1, 2, 3]]}', 422, "expected 2 features per instance"),
+    ("ragged rows", b'{"instances": [[1, 2], [1]]}', 422, "received 1 in instances[1]"),
+    ("string number", b'{"instances": [[1, "1.5"]]}', 422, 'received "1.5"'),
+    ("boolean", b'{"instances": [[1, true]]}', 422, "received true"),
+    ("null", b'{"instances": [[1, null]]}', 422, "received null"),
+    ("NaN", b'{"instances": [[1, NaN]]}', 422, "finite number; received NaN"),
+    ("Infinity", b'{"instances": [[1, Infinity]]}', 422, "finite number; received Infinity"),
+    ("1e999", b'{"instances": [[1, 1e999]]}', 422, "finite number; received Infinity"),
+    ("-1e999", b'{"instances": [[-1e999, 1]]}', 422, "received -Infinity"),
+    ("empty instances", b'{"instances": []}', 422, "at least 1 item"),
+    ("flat instances", b'{"instances": [1, 2]}', 422, "instances[0]"),
+    ("beyond float32", b'{"instances": [[1e300, 0]]}', 422, "float32 range"),
+    ("bad format", b'{"instances": [[1, 2]], "format": "csv"}', 422, "'rows' or 'columnar'"),
+    ("calibrated not bool", b'{"instances": [[1, 2]], "calibrated": "yes"}', 422, "boolean"),
+]
+
+
+def assert_error(response: httpx.Response, status: int, fragment: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert isinstance(body["error"], str)
+    assert fragment in body["error"], body["error"]
+    for leak in ("Traceback", 'File "', "/site-packages/", "pydantic", "PredictRequest"):
+        assert leak not in response.text
+    return body
+
+
+@pytest.mark.parametrize(
+    ("case", "body", "status", "fragment"), BAD_PREDICT, ids=[c[0] for c in BAD_PREDICT]
+)
+def test_predict_rejects_bad_input_clearly_and_keeps_serving(
+    client: httpx.Client, case: str, body: bytes, status: int, fragment: str
+) -> None:
+    response = client.post("/predict", content=body, headers={"content-type": "application/json"})
+    error = assert_error(response, status, fragment)
+    if status == 422:
+        assert "expected" in error["error"] or "should" in error["error"]
+        assert "received" in error["error"]
+    assert_still_serving(client)
+
+
+def test_predict_unknown_model_is_404(client: httpx.Client) -> None:
+    body = assert_error(client.post("/models/nope/predict", json=GOOD), 404, "'nope'")
+    assert "blobs" in body["error"]
+
+
+@pytest.mark.parametrize("version", ["2", "0", "abc", "-1", "1.0"])
+def test_predict_unknown_version_is_404(client: httpx.Client, version: str) -> None:
+    assert_error(
+        client.post(f"/models/blobs/versions/{version}/predict", json=GOOD), 404, "version"
+    )
+
+
+def test_unknown_path_and_wrong_method_answer_json(client: httpx.Client) -> None:
+    assert_error(client.get("/nowhere"), 404, "/nowhere")
+    assert_error(client.get("/predict"), 405, "GET")
+
+
+# --- /softmax ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "logits", [[2.0, 4.3, 1.2, -3.1], [13, 31, 5], [0, 100, 0], [1000, 0, -1000]]
+)
+def test_softmax_endpoint_matches_reference_to_1e12(
+    client: httpx.Client, logits: list[float]
+) -> None:
+    response = client.post("/softmax", json={"logits": logits})
+    assert response.status_code == 200
+    body = response.json()
+    for got, want in zip(body["probabilities"], softmax_reference(logits), strict=True):
+        assert got == pytest.approx(want, rel=1e-12, abs=0)
+    assert body["argmax"] == int(np.argmax(logits))
+
+
+def test_softmax_endpoint_keeps_3_72e_44(client: httpx.Client) -> None:
+    probabilities = client.post("/softmax", json={"logits": [0, 100, 0]}).json()["probabilities"]
+    assert 3.72e-44 < probabilities[0] < 3.73e-44
+
+
+@pytest.mark.parametrize("temperature", [1e-3, 0.1, 1.0, 10.0, 1e3])
+def test_softmax_endpoint_applies_temperature(client: httpx.Client, temperature: float) -> None:
+    for logits in ([2.0, 4.3, 1.2, -3.1], [1000, 0, -1000]):
+        body = client.post("/softmax", json={"logits": logits, "temperature": temperature}).json()
+        for got, want in zip(
+            body["probabilities"], softmax_reference(logits, temperature), strict=True
+        ):
+            assert got == pytest.approx(want, rel=1e-12, abs=0)
+
+
+def test_softmax_endpoint_takes_a_batch(client: httpx.Client) -> None:
+    batch = [[13, 31, 5], [0, 100, 0], [3, 2, 1]]
+    body = client.post("/softmax", json={"logits": batch}).json()
+    assert body["argmax"] == [1, 1, 0]
+    for row, logits in zip(body["probabilities"], batch, strict=True):
+        assert row == pytest.approx(softmax_reference(logits), rel=1e-12)
+
+
+BAD_SOFTMAX: list[tuple[str, bytes, int, str]] = [
+    ("zero temperature", b'{"logits": [1, 2], "temperature": 0}', 422, "temperature"),
+    ("negative temperature", b'{"logits": [1, 2], "temperature": -1}', 422, "temperature"),
+    ("NaN temperature", b'{"logits": [1, 2], "temperature": NaN}', 422, "temperature"),
+    ("empty logits", b'{"logits": []}', 422, "logits"),
+    ("empty rows", b'{"logits": [[]]}', 422, "at least one logit"),
+    ("ragged batch", b'{"logits": [[1, 2], [1, 2, 3]]}', 422, "same length"),
+    ("string logit", b'{"logits": [1, "2"]}', 422, "logits[1]"),
+    ("infinite logit", b'{"logits": [1, 1e999]}', 422, "finite"),
+    ("malformed", b'{"logits": [1, 2}', 400, "invalid JSON"),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "body", "status", "fragment"), BAD_SOFTMAX, ids=[c[0] for c in BAD_SOFTMAX]
+)
+def test_softmax_rejects_bad_input_clearly(
+    client: httpx.Client, case: str, body: bytes, status: int, fragment: str
+) -> None:
+    assert_error(client.post("/softmax", content=body), status, fragment)
+    assert_still_serving(client)
+
+
+# --- health, metadata, docs -------------------------------------------------------------
+
+
+def test_health_endpoints_answer_200_when_ready(client: httpx.Client) -> None:
+    assert client.get("/health/live").status_code == 200
+    assert client.get("/health/ready").json() == {"status": "ready"}
+
+
+def test_models_lists_names_versions_and_default(client: httpx.Client) -> None:
+    assert client.get("/models").json() == {
+        "models": [{"name": "blobs", "versions": ["1"], "default_version": "1"}]
+    }
+
+
+def test_model_metadata_describes_the_served_version(
+    client: httpx.Client, trained: TrainedRepository
+) -> None:
+    body = client.get("/models/blobs").json()
+    assert body["version"] == "1"
+    assert body["input_dim"] == 2
+    assert body["feature_names"] == ["x1", "x2"]
+    assert body["class_names"] == ["0", "1", "2", "3"]
+    assert body["metrics"]["test_accuracy"] >= 0.99
+    assert body["runtime"] == "litert"
+    assert "files" not in body
+    assert client.get("/models/blobs/versions/1").json() == body
+    assert_error(client.get("/models/other"), 404, "'other'")
+
+
+def test_docs_work_offline(client: httpx.Client) -> None:
+    html = client.get("/docs").text
+    assert "cdn" not in html.lower()
+    for asset in ("/docs/static/swagger-ui-bundle.js", "/docs/static/swagger-ui.css"):
+        assert asset in html
+        response = client.get(asset)
+        assert response.status_code == 200
+        assert len(response.content) > 10_000
+    assert "http://" not in html
+    assert "https://" not in html
+
+
+def test_openapi_documents_bodies_with_examples(client: httpx.Client) -> None:
+    spec = client.get("/openapi.json").json()
+    for path in (
+        "/predict",
+        "/models/{name}/predict",
+        "/models/{name}/versions/{version}/predict",
+        "/softmax",
+    ):
+        operation = spec["paths"][path]["post"]
+        schema = operation["requestBody"]["content"]["application/json"]["schema"]
+        assert schema["examples"], path
+        assert "422" in operation["responses"]
+    assert "examples" in spec["components"]["schemas"]["PredictResponse"]
+    for path in ("/health/live", "/health/ready", "/models", "/models/{name}"):
+        assert "get" in spec["paths"][path]

@@ -1,0 +1,161 @@
+"""``python -m model_training``: the real command, run as users run it."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TrainedRepository, python_argv, subprocess_env
+
+TRAIN = ("python", "-m", "model_training")
+FAST = ("--epochs", "3", "--batch-size", "32", "--samples", "200", "--test-size", "50", "--quiet")
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*python_argv(TRAIN), *args],
+        cwd=cwd,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_default_training_reaches_99_percent_test_accuracy(trained: TrainedRepository) -> None:
+    match = re.search(r"test loss (\S+)\s+test accuracy (\S+)", trained.stdout)
+    assert match, trained.stdout
+    assert float(match.group(2)) >= 0.99
+    metadata = json.loads((trained.repository / "blobs" / "1" / "metadata.json").read_text())
+    assert metadata["metrics"]["test_accuracy"] == pytest.approx(float(match.group(2)), abs=5e-5)
+    assert metadata["metrics"]["test_samples"] == 250
+    training = metadata["training"]
+    assert (training["epochs"], training["batch_size"], training["learning_rate"]) == (30, 5, 1e-3)
+    assert training["validation_split"] == 0.2
+    assert training["data"]["centers"] == [[15, 0], [15, 15], [0, 15], [30, 15]]
+    assert training["data"]["n_samples"] == 1000
+
+
+def test_default_training_writes_all_three_files_with_hashes(trained: TrainedRepository) -> None:
+    version = trained.repository / "blobs" / "1"
+    assert sorted(p.name for p in version.iterdir()) == [
+        "metadata.json",
+        "model.keras",
+        "model.tflite",
+    ]
+    metadata = json.loads((version / "metadata.json").read_text())
+    for key in (
+        "format_version",
+        "name",
+        "version",
+        "input_dim",
+        "feature_names",
+        "class_names",
+        "created_at",
+        "metrics",
+        "training",
+        "libraries",
+        "files",
+    ):
+        assert key in metadata
+    assert set(metadata["files"]) == {"model.keras", "model.tflite"}
+    assert metadata["libraries"]["keras"].startswith("3.")
+
+
+def test_if_missing_leaves_an_existing_model_alone(trained: TrainedRepository) -> None:
+    result = run("--if-missing", "--quiet", cwd=trained.workdir)
+    assert result.returncode == 0, result.stderr
+    assert "nothing to do" in result.stdout
+    assert sorted(p.name for p in (trained.repository / "blobs").iterdir()) == ["1"]
+
+
+def test_training_twice_writes_consecutive_versions_and_no_temporary_files(
+    tmp_path: Path,
+) -> None:
+    for _ in range(2):
+        result = run("--model-repository", "repo", "--name", "tiny", *FAST, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "repo" / "tiny").iterdir()) == ["1", "2"]
+    assert "wrote tiny version 2" in result.stdout
+
+
+def test_training_on_a_csv_uses_its_header_and_labels(tmp_path: Path) -> None:
+    rows = ["sepal,petal,species"]
+    for i in range(60):
+        kind = ["setosa", "versicolor", "virginica"][i % 3]
+        rows.append(f"{i % 3 * 5 + (i % 7) * 0.1},{i % 3 * 3 - (i % 5) * 0.1},{kind}")
+    (tmp_path / "flowers.csv").write_text("\n".join(rows) + "\n")
+    result = run(
+        "--data",
+        "flowers.csv",
+        "--name",
+        "flowers",
+        "--test-size",
+        "0.25",
+        "--epochs",
+        "2",
+        "--quiet",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    metadata = json.loads((tmp_path / "models/flowers/1/metadata.json").read_text())
+    assert metadata["feature_names"] == ["sepal", "petal"]
+    assert metadata["class_names"] == ["setosa", "versicolor", "virginica"]
+    assert metadata["input_dim"] == 2
+    assert metadata["metrics"]["test_samples"] == 15
+
+
+@pytest.mark.parametrize(
+    ("csv", "extra", "message"),
+    [
+        ("", (), "empty file"),
+        ("a,b,label\n1,2,x\n3,4,y\n", ("--label-column", "kind"), "label column named 'kind'"),
+        ("a,b,label\n1,oops,x\n3,4,y\n", (), "expected a number in column 'b'"),
+        ("a,b,label\n1,2,x\n3,4,x\n", (), "at least two classes"),
+    ],
+)
+def test_bad_csv_exits_1_with_one_line_and_writes_nothing(
+    tmp_path: Path, csv: str, extra: tuple[str, ...], message: str
+) -> None:
+    (tmp_path / "bad.csv").write_text(csv)
+    result = run("--data", "bad.csv", *extra, cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("error: ")
+    assert message in result.stderr
+    assert not (tmp_path / "models").exists() or not any((tmp_path / "models").rglob("*"))
+
+
+def test_missing_csv_file_exits_1(tmp_path: Path) -> None:
+    result = run("--data", "absent.csv", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "cannot read" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--epochs", "0"),
+        ("--batch-size", "x"),
+        ("--learning-rate", "-1"),
+        ("--bogus",),
+        ("--validation-split", "1.5"),
+    ],
+)
+def test_bad_arguments_exit_2_with_usage(tmp_path: Path, args: tuple[str, ...]) -> None:
+    result = run(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "usage:" in result.stderr
+    assert not (tmp_path / "models").exists()
+
+
+def test_invalid_model_name_exits_1_and_writes_nothing(tmp_path: Path) -> None:
+    result = run("--name", "../escape", *FAST, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "model name" in result.stderr
+    assert not any(tmp_path.iterdir())
