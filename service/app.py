@@ -19,10 +19,13 @@ from starlette.responses import HTMLResponse
 from starlette.staticfiles import StaticFiles
 
 from service import __version__
+from service.batching import BatchingConfig
 from service.dataplane import DataPlane
 from service.errors_http import install_error_handlers
-from service.registry import ModelRegistry
-from service.routes import router
+from service.registry import BatchingPolicy, ModelRegistry
+from service.routes import direct, router
+from service.routing import add_direct_routes
+from service.runtime import Runtime
 from service.settings import Settings
 
 log = logging.getLogger("service")
@@ -36,7 +39,9 @@ Every error is `{"error": "..."}` saying what was expected and what was received
 def _lifespan(settings: Settings) -> Any:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        registry = ModelRegistry(settings.model_repository, settings.default_model)
+        registry = ModelRegistry(
+            settings.model_repository, settings.default_model, batching_policy(settings)
+        )
         plane = DataPlane(registry, max_batch_rows=settings.max_batch_rows)
         loading = asyncio.create_task(asyncio.to_thread(registry.load_all))
         loading.add_done_callback(_report_load_failure)
@@ -46,6 +51,22 @@ def _lifespan(settings: Settings) -> Any:
             await asyncio.wait([loading])
 
     return lifespan
+
+
+def batching_policy(settings: Settings) -> BatchingPolicy:
+    """Settings, with per-model overrides, as the registry's batching decision."""
+
+    def decide(name: str, runtime: Runtime) -> BatchingConfig:
+        override = settings.model_batching.get(name)
+        mode = (override and override.batching) or settings.batching
+        size = (override and override.batch_max_size) or settings.batch_max_size
+        wait_ms = settings.batch_max_wait_ms
+        if override and override.batch_max_wait_ms is not None:
+            wait_ms = override.batch_max_wait_ms
+        enabled = mode == "on" or (mode == "auto" and runtime.blocking)
+        return BatchingConfig(enabled=enabled, max_batch_size=size, max_wait=wait_ms / 1e3)
+
+    return decide
 
 
 def _report_load_failure(task: asyncio.Task[None]) -> None:
@@ -83,6 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
+    add_direct_routes(app, direct)  # first, and unwrapped: the hot paths
     app.include_router(router)
     _mount_offline_docs(app)
     return app

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import numpy.typing as npt
 
 from service import artifacts
 from service.artifacts import Metadata
+from service.batching import Batcher, BatchingConfig
 from service.errors import ModelLoadError, ModelNotFound, NotReady, VersionNotFound
 from service.runtime import KerasRuntime, LiteRTRuntime, Runtime
 from service.softmax import softmax
@@ -33,6 +35,7 @@ class LoadedVersion:
     runtime: Runtime
     runtime_name: str
     labels: npt.NDArray[np.str_] = field(repr=False)
+    batcher: Batcher | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
@@ -76,7 +79,18 @@ def _warm_up(runtime: Runtime, metadata: Metadata) -> None:
             )
 
 
-def load_version(version_dir: Path, name: str, version: int) -> LoadedVersion:
+#: Decides batching for a model, given its name and runtime.
+BatchingPolicy = Callable[[str, Runtime], BatchingConfig]
+
+
+def never_batch(name: str, runtime: Runtime) -> BatchingConfig:
+    """The default policy of a bare registry: no batching."""
+    return BatchingConfig(enabled=False)
+
+
+def load_version(
+    version_dir: Path, name: str, version: int, batching: BatchingPolicy = never_batch
+) -> LoadedVersion:
     """Check, open and warm up one version; raises ``ModelLoadError`` saying why not."""
     metadata = artifacts.read_metadata(version_dir, name, version)
     artifacts.verify_files(version_dir, metadata)
@@ -85,15 +99,23 @@ def load_version(version_dir: Path, name: str, version: int) -> LoadedVersion:
     except ModelLoadError as exc:
         raise ModelLoadError(f"model {name!r} version {version}: {exc}") from exc
     _warm_up(runtime, metadata)
-    return LoadedVersion(metadata, runtime, runtime_name, np.asarray(metadata.class_names))
+    config = batching(name, runtime)
+    batcher = Batcher(runtime, config) if config.enabled else None
+    return LoadedVersion(metadata, runtime, runtime_name, np.asarray(metadata.class_names), batcher)
 
 
 class ModelRegistry:
     """Every servable version of every model in one repository."""
 
-    def __init__(self, repository: Path, default_model: str | None = None) -> None:
+    def __init__(
+        self,
+        repository: Path,
+        default_model: str | None = None,
+        batching: BatchingPolicy = never_batch,
+    ) -> None:
         self.repository = repository
         self._configured_default = default_model
+        self._batching = batching
         self._models: dict[str, dict[int, LoadedVersion]] = {}
         self.loaded = False
 
@@ -104,12 +126,20 @@ class ModelRegistry:
         for name in artifacts.model_names(self.repository):
             for version in artifacts.version_numbers(self.repository / name):
                 try:
-                    loaded = load_version(self.repository / name / str(version), name, version)
+                    loaded = load_version(
+                        self.repository / name / str(version), name, version, self._batching
+                    )
                 except ModelLoadError as exc:
                     log.error("refusing %s", exc)
                     continue
                 models.setdefault(name, {})[version] = loaded
-                log.info("loaded model %r version %d (%s)", name, version, loaded.runtime_name)
+                log.info(
+                    "loaded model %r version %d (%s%s)",
+                    name,
+                    version,
+                    loaded.runtime_name,
+                    ", batching" if loaded.batcher else "",
+                )
         self._models = models
         self.loaded = True
         if not models:

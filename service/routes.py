@@ -6,10 +6,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 
-from service.body import json_body, openapi_body
+from service import body as bodies
+from service.body import openapi_body
 from service.dataplane import DataPlane, Prediction
 from service.errors import NotReady
 from service.responses import JSONResponse
+from service.routing import DirectRoute
 from service.schemas import (
     ColumnarPredictResponse,
     ErrorResponse,
@@ -30,8 +32,6 @@ def get_dataplane(request: Request) -> DataPlane:
 
 
 Plane = Annotated[DataPlane, Depends(get_dataplane)]
-PredictBody = Annotated[PredictRequest, Depends(json_body(PredictRequest))]
-SoftmaxBody = Annotated[SoftmaxRequest, Depends(json_body(SoftmaxRequest))]
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -41,6 +41,8 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 PREDICT_ERRORS = _errors(400, 404, 413, 422, 503)
 
 router = APIRouter()
+#: The hot endpoints: see service.routing.DirectRoute.
+direct = APIRouter(route_class=DirectRoute)
 
 
 def _predict_body(result: Prediction, fmt: str) -> dict[str, Any]:
@@ -64,9 +66,14 @@ def _predict_body(result: Prediction, fmt: str) -> dict[str, Any]:
     }
 
 
-async def _predict(
-    plane: DataPlane, body: PredictBody, model: str | None, version: str | None
-) -> JSONResponse:
+# The predict and softmax endpoints are DirectRoutes: they take the Request and their
+# path parameters, and parse the body in one pass with the pydantic model that
+# documents it (service.body).
+
+
+async def _predict(request: Request, model: str | None, version: str | None) -> JSONResponse:
+    body = await bodies.read(request, PredictRequest)
+    plane: DataPlane = request.state.dataplane
     result = await plane.predict(
         body.instances, model=model, version=version, calibrated=body.calibrated
     )
@@ -81,34 +88,35 @@ PREDICT = {
 }
 
 
-@router.post("/predict", **PREDICT)  # type: ignore[arg-type]
-async def predict(body: PredictBody, plane: Plane) -> JSONResponse:
+@direct.post("/predict", **PREDICT)  # type: ignore[arg-type]
+async def predict(request: Request) -> JSONResponse:
     """Class probabilities for each instance, from the default model's newest version."""
-    return await _predict(plane, body, None, None)
+    return await _predict(request, None, None)
 
 
-@router.post("/models/{name}/predict", **PREDICT)  # type: ignore[arg-type]
-async def predict_model(name: str, body: PredictBody, plane: Plane) -> JSONResponse:
+@direct.post("/models/{name}/predict", **PREDICT)  # type: ignore[arg-type]
+async def predict_model(name: str, request: Request) -> JSONResponse:
     """Class probabilities from the newest version of the named model."""
-    return await _predict(plane, body, name, None)
+    return await _predict(request, name, None)
 
 
-@router.post("/models/{name}/versions/{version}/predict", **PREDICT)  # type: ignore[arg-type]
-async def predict_version(name: str, version: str, body: PredictBody, plane: Plane) -> JSONResponse:
+@direct.post("/models/{name}/versions/{version}/predict", **PREDICT)  # type: ignore[arg-type]
+async def predict_version(name: str, version: str, request: Request) -> JSONResponse:
     """Class probabilities from one version of the named model."""
-    return await _predict(plane, body, name, version)
+    return await _predict(request, name, version)
 
 
-@router.post(
+@direct.post(
     "/softmax",
     response_model=SoftmaxResponse,
     responses=_errors(400, 422),
     tags=["softmax"],
     openapi_extra=openapi_body(SoftmaxRequest),
 )
-async def softmax(body: SoftmaxBody, plane: Plane) -> JSONResponse:
+async def softmax(request: Request) -> JSONResponse:
     """softmax(logits / temperature) in float64, numerically stable for any finite logits."""
-    result = plane.softmax(body.logits, body.temperature)
+    body = await bodies.read(request, SoftmaxRequest)
+    result = DataPlane.softmax(body.logits, body.temperature)
     argmax = result.argmax.tolist()
     return JSONResponse({"probabilities": result.probabilities, "argmax": argmax})
 

@@ -112,6 +112,13 @@ class KerasRuntime:
         self._model = self._cut_at_logits(keras, model)
         out_dim = int(self._model.output.shape[-1])
         in_dim = int(self._model.input.shape[-1])
+        import tensorflow as tf
+
+        # One traced graph for every batch size: eager calls cost several times more.
+        self._call = tf.function(
+            lambda x: self._model(x, training=False),
+            input_signature=[tf.TensorSpec([None, in_dim], tf.float32)],
+        )
         if (in_dim, out_dim) != (input_dim, num_classes):
             raise ModelLoadError(
                 f"expected {path.name} to map {input_dim} features to {num_classes} classes, "
@@ -152,4 +159,4 @@ class KerasRuntime:
     def logits(self, features: Features) -> Logits:
         """Run the Keras model directly (``model.predict`` is for offline batches)."""
         with self._lock:
-            return np.asarray(self._model(features, training=False))
+            return np.asarray(self._call(features))

@@ -5,8 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ModelBatching(BaseModel):
+    """Batching for one model; unset fields take the global settings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    batching: Literal["auto", "on", "off"] | None = None
+    """Whether to batch this model's requests."""
+
+    batch_max_size: int | None = Field(default=None, ge=1)
+    """Most rows in one batch."""
+
+    batch_max_wait_ms: float | None = Field(default=None, ge=0)
+    """Longest a request waits for others to join its batch."""
 
 
 class Settings(BaseSettings):
@@ -33,6 +48,19 @@ class Settings(BaseSettings):
 
     max_batch_rows: int = Field(default=100_000, ge=1)
     """Most instances accepted in one request; more is answered with 413."""
+
+    batching: Literal["auto", "on", "off"] = "auto"
+    """Run concurrent requests as one model call: ``auto`` batches runtimes whose per-call
+    cost dominates (Keras/TensorFlow) and not LiteRT, whose calls take microseconds."""
+
+    batch_max_size: int = Field(default=64, ge=1)
+    """Most rows in one batch (a larger request runs alone)."""
+
+    batch_max_wait_ms: float = Field(default=2.0, ge=0)
+    """Longest a request waits for others to fill its batch; only waited for under load."""
+
+    model_batching: dict[str, ModelBatching] = Field(default_factory=dict)
+    """Per-model overrides, as JSON: ``{"blobs": {"batching": "on", "batch_max_size": 32}}``."""
 
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     """Logging threshold for the service and uvicorn."""

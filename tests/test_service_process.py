@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import subprocess
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from tests.commands import SERVE_ARGV
 from tests.conftest import (
+    Server,
     TrainedRepository,
     free_port,
     python_argv,
@@ -156,3 +159,43 @@ def test_invalid_settings_exit_2_with_one_line(
     assert result.returncode == 2
     assert result.stderr.startswith("error: invalid settings")
     assert message in result.stderr
+
+
+def keras_only_repository(trained: TrainedRepository, workdir: Path) -> Path:
+    """A copy of the default model without its LiteRT export: served through Keras."""
+    repo = copy_repository(trained, workdir)
+    version = repo / "blobs" / "1"
+    (version / "model.tflite").unlink()
+    metadata = json.loads((version / "metadata.json").read_text())
+    del metadata["files"]["model.tflite"]
+    (version / "metadata.json").write_text(json.dumps(metadata))
+    return repo
+
+
+def test_keras_runtime_with_batching_answers_concurrent_clients_like_litert(
+    trained: TrainedRepository, server: Server, tmp_path: Path
+) -> None:
+    keras_only_repository(trained, tmp_path)
+    points = [[float(i % 31), float(i % 17)] for i in range(48)]
+    expected = httpx.post(server.url + "/predict", json={"instances": points}).json()
+
+    keras_server = start_server(tmp_path, tmp_path / "log", SERVICE_BATCHING="on")
+    try:
+        assert httpx.get(keras_server.url + "/models/blobs").json()["runtime"] == "keras"
+
+        async def ask_all() -> list[httpx.Response]:
+            async with httpx.AsyncClient(base_url=keras_server.url, timeout=30) as client:
+                return list(
+                    await asyncio.gather(
+                        *(client.post("/predict", json={"instances": [p]}) for p in points)
+                    )
+                )
+
+        answers = asyncio.run(ask_all())
+        assert "loaded model 'blobs' version 1 (keras, batching)" in keras_server.output()
+    finally:
+        assert keras_server.stop() == 0
+    for answer, want in zip(answers, expected["predictions"], strict=True):
+        got = answer.json()["predictions"][0]
+        assert got["argmax"] == want["argmax"]
+        np.testing.assert_allclose(got["probabilities"], want["probabilities"], atol=1e-5)

@@ -1,0 +1,132 @@
+"""Adaptive batching: requests that arrive together run as one call of a slow runtime.
+
+For runtimes whose per-call cost dominates (Keras/TensorFlow: a millisecond or more a
+call, however few rows), running 64 concurrent one-row requests as one 64-row call
+is many times faster than 64 calls. The batcher is adaptive:
+
+- an idle runtime takes a request at once, so a lone client pays no waiting time;
+- while the runtime is busy, new requests queue; when it is free, everything
+  queued (up to ``max_batch_size`` rows) runs as one call;
+- only when the last batch held several requests (so more are probably on their
+  way) does it wait, at most ``max_wait`` seconds, to fill the batch further.
+
+Each request gets back exactly its own rows. A request larger than
+``max_batch_size`` runs alone. Runtime errors reach every request of the batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from dataclasses import dataclass
+
+import anyio.to_thread
+import numpy as np
+
+from service.runtime import Features, Logits, Runtime
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    """When and how to batch one model's requests."""
+
+    enabled: bool
+    max_batch_size: int = 64
+    max_wait: float = 0.002
+
+
+@dataclass
+class _Pending:
+    features: Features
+    done: asyncio.Future[Logits]
+
+
+class Batcher:
+    """Batches calls to one runtime; use one per model version, from one event loop."""
+
+    def __init__(self, runtime: Runtime, config: BatchingConfig) -> None:
+        if config.max_batch_size < 1:
+            raise ValueError(f"expected max_batch_size >= 1, received {config.max_batch_size}")
+        if config.max_wait < 0:
+            raise ValueError(f"expected max_wait >= 0, received {config.max_wait}")
+        self._runtime = runtime
+        self._config = config
+        self._queue: deque[_Pending] = deque()
+        self._arrived: asyncio.Event | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._last_batch_requests = 0
+        self.batches = 0
+        self.requests = 0
+
+    async def logits(self, features: Features) -> Logits:
+        """The runtime's logits for ``features``, computed in some batch."""
+        loop = asyncio.get_running_loop()
+        pending = _Pending(features, loop.create_future())
+        self._queue.append(pending)
+        if self._arrived is None:
+            self._arrived = asyncio.Event()
+        self._arrived.set()
+        if self._worker is None or self._worker.done():
+            self._worker = loop.create_task(self._run())
+        return await pending.done
+
+    async def _run(self) -> None:
+        """Drain the queue batch by batch; exit when it is empty (restarted on demand)."""
+        assert self._arrived is not None
+        while self._queue:
+            if self._last_batch_requests > 1 and self._config.max_wait > 0:
+                await self._fill(self._config.max_wait)
+            batch = self._take()
+            self._last_batch_requests = len(batch)
+            await self._execute(batch)
+
+    async def _fill(self, max_wait: float) -> None:
+        """Wait up to ``max_wait`` for the queue to reach a full batch."""
+        assert self._arrived is not None
+        deadline = asyncio.get_running_loop().time() + max_wait
+        while self._queued_rows() < self._config.max_batch_size:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                return
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+
+    def _queued_rows(self) -> int:
+        return sum(len(p.features) for p in self._queue)
+
+    def _take(self) -> list[_Pending]:
+        batch = [self._queue.popleft()]
+        rows = len(batch[0].features)
+        while self._queue and rows + len(self._queue[0].features) <= self._config.max_batch_size:
+            item = self._queue.popleft()
+            batch.append(item)
+            rows += len(item.features)
+        return batch
+
+    async def _execute(self, batch: list[_Pending]) -> None:
+        live = [p for p in batch if not p.done.cancelled()]
+        if not live:
+            return
+        features = (
+            live[0].features if len(live) == 1 else np.concatenate([p.features for p in live])
+        )
+        try:
+            if self._runtime.blocking:
+                logits = await anyio.to_thread.run_sync(self._runtime.logits, features)
+            else:
+                logits = self._runtime.logits(features)
+        except Exception as exc:  # every waiting request must hear of it
+            for p in live:
+                if not p.done.done():
+                    p.done.set_exception(exc)
+            return
+        self.batches += 1
+        self.requests += len(live)
+        start = 0
+        for p in live:
+            stop = start + len(p.features)
+            if not p.done.done():
+                p.done.set_result(logits[start:stop])
+            start = stop
