@@ -88,12 +88,24 @@ def invalid_input(errors: Sequence[Any]) -> InvalidInput:
     )
 
 
-def error_response(exc: ServiceError) -> JSONResponse:
-    """The JSON answer for any ``ServiceError``."""
+#: The compatibility APIs answer every malformed or invalid request with 400, as TF
+#: Serving and the Open Inference Protocol do; the native API separates 400 and 422.
+COMPAT_PREFIXES = ("/v1/", "/v2/", "/v2")
+
+
+def status_for(exc: ServiceError, path: str) -> int:
+    """The HTTP status of ``exc`` on ``path``."""
+    if exc.status_code == 422 and path.startswith(COMPAT_PREFIXES):
+        return 400
+    return exc.status_code
+
+
+def error_response(exc: ServiceError, path: str = "/") -> JSONResponse:
+    """The JSON answer for any ``ServiceError`` raised while serving ``path``."""
     body: dict[str, Any] = {"error": exc.message}
     if exc.detail:
         body["detail"] = exc.detail
-    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers())
+    return JSONResponse(body, status_code=status_for(exc, path), headers=exc.headers())
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -101,11 +113,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def service_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ServiceError)
-        return error_response(exc)
+        return error_response(exc, request.url.path)
 
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        return error_response(from_validation_error(exc))
+        return error_response(from_validation_error(exc), request.url.path)
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
