@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
 from starlette.responses import HTMLResponse
 from starlette.staticfiles import StaticFiles
@@ -22,6 +24,7 @@ from service import __version__
 from service.batching import BatchingConfig
 from service.dataplane import DataPlane
 from service.errors_http import install_error_handlers
+from service.middleware import AdmissionMiddleware, ApiKeyMiddleware, RequestIdMiddleware
 from service.registry import BatchingPolicy, ModelRegistry
 from service.routes import direct, router
 from service.routing import add_direct_routes
@@ -42,7 +45,12 @@ def _lifespan(settings: Settings) -> Any:
         registry = ModelRegistry(
             settings.model_repository, settings.default_model, batching_policy(settings)
         )
-        plane = DataPlane(registry, max_batch_rows=settings.max_batch_rows)
+        plane = DataPlane(
+            registry,
+            max_batch_rows=settings.max_batch_rows,
+            max_values_per_row=settings.max_values_per_row,
+            max_json_depth=settings.max_json_depth,
+        )
         loading = asyncio.create_task(asyncio.to_thread(registry.load_all))
         loading.add_done_callback(_report_load_failure)
         try:
@@ -91,6 +99,40 @@ def _mount_offline_docs(app: FastAPI) -> None:
         )
 
 
+#: The paths of inference requests: the ones the in-flight bound applies to.
+INFERENCE_PATHS = re.compile(
+    r"/(predict|softmax|models/[^/]+(/versions/[^/]+)?/predict"
+    r"|v1/models/[^/]+(/versions/[^/]+)?:predict|v2/models/[^/]+(/versions/[^/]+)?/infer)$"
+)
+
+
+def _add_middleware(app: FastAPI, settings: Settings) -> None:
+    """Outermost first: request id, CORS, API keys, admission control."""
+    app.add_middleware(
+        AdmissionMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout=settings.body_timeout,
+        max_inflight=settings.max_inflight,
+        retry_after=settings.retry_after,
+        inference_paths=INFERENCE_PATHS,
+    )
+    if settings.api_keys:
+        app.add_middleware(
+            ApiKeyMiddleware,
+            keys=[key.get_secret_value() for key in settings.api_keys],
+            open_paths=settings.open_paths,
+        )
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "X-API-Key", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+        )
+    app.add_middleware(RequestIdMiddleware)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the service for ``settings`` (default: read from ``SERVICE_*`` variables)."""
     settings = settings or Settings()
@@ -104,6 +146,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
+    _add_middleware(app, settings)
     add_direct_routes(app, direct)  # first, and unwrapped: the hot paths
     app.include_router(router)
     _mount_offline_docs(app)

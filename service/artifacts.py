@@ -109,6 +109,12 @@ def _sha256(path: Path) -> str:
 def read_metadata(version_dir: Path, name: str, version: int) -> Metadata:
     """Parse and check ``metadata.json``; raise ``ModelLoadError`` saying what is wrong."""
     where = f"model {name!r} version {version}"
+    for part in (version_dir.parent, version_dir, version_dir / METADATA):
+        if part.is_symlink():
+            raise ModelLoadError(
+                f"{where}: expected real files inside the model repository, received a "
+                f"symbolic link at {part.name!r}: refused, it could point anywhere"
+            )
     try:
         metadata = Metadata.model_validate_json((version_dir / METADATA).read_bytes())
     except OSError as exc:

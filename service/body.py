@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
+import numpy as np
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
@@ -21,8 +22,34 @@ from service.errors_http import invalid_input
 M = TypeVar("M", bound=BaseModel)
 
 
-def parse(model: type[M], raw: bytes) -> M:
+_OPENING = (ord("["), ord("{"))
+_CLOSING = (ord("]"), ord("}"))
+
+
+def check_depth(raw: bytes, limit: int) -> None:
+    """Refuse (400) bodies nested deeper than ``limit`` arrays/objects.
+
+    Brackets inside strings count too, which can only over-estimate the depth; our
+    request bodies have no free text where that would matter.
+    """
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return  # cannot be deeper than the number of openings
+    chars = np.frombuffer(raw, dtype=np.uint8)
+    steps = np.zeros(len(chars), dtype=np.int32)
+    for c in _OPENING:
+        steps[chars == c] = 1
+    for c in _CLOSING:
+        steps[chars == c] = -1
+    depth = int(np.cumsum(steps[steps != 0]).max(initial=0))
+    if depth > limit:
+        raise MalformedJSON(
+            f"expected JSON nested at most {limit} levels deep, received {depth} levels"
+        )
+
+
+def parse(model: type[M], raw: bytes, max_depth: int = 32) -> M:
     """``raw`` validated as ``model``; raises 400 (not JSON) or 422 (not what ``model`` takes)."""
+    check_depth(raw, max_depth)
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:
@@ -40,9 +67,9 @@ def problem(exc: ValidationError, raw: bytes) -> ServiceError:
     return invalid_input(errors)
 
 
-async def read(request: Request, model: type[M]) -> M:
+async def read(request: Request, model: type[M], max_depth: int = 32) -> M:
     """The request's body validated as ``model``."""
-    return parse(model, await request.body())
+    return parse(model, await request.body(), max_depth)
 
 
 def openapi_body(model: type[BaseModel]) -> dict[str, Any]:

@@ -6,6 +6,7 @@ Flags override ``SERVICE_*`` environment variables, which override the defaults.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import uvicorn
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from service.app import create_app
 from service.settings import Settings
@@ -35,11 +36,23 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _env_value(value: object) -> str:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, list):
+        return ",".join(_env_value(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value)
+    return str(value)
+
+
 def _env(settings: Settings) -> dict[str, str]:
     """Settings as SERVICE_* variables, so worker processes rebuild the very same settings."""
+    data = settings.model_dump(mode="python")
+    data["model_batching"] = settings.model_dump(mode="json")["model_batching"]
     return {
-        f"SERVICE_{key.upper()}": str(value)
-        for key, value in settings.model_dump().items()
+        f"SERVICE_{key.upper()}": _env_value(value)
+        for key, value in data.items()
         if value is not None
     }
 
@@ -66,6 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "log_level": settings.log_level,
         "access_log": False,
         "timeout_graceful_shutdown": settings.timeout_graceful_shutdown,
+        "timeout_keep_alive": settings.timeout_keep_alive,
         "server_header": False,
     }
     # uvicorn drains in-flight requests on SIGTERM/SIGINT, then re-raises the signal into

@@ -87,9 +87,18 @@ def features(instances: Instances, input_dim: int) -> Features:
 class DataPlane:
     """Predictions and softmax for the routes."""
 
-    def __init__(self, registry: ModelRegistry, *, max_batch_rows: int) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        *,
+        max_batch_rows: int = 100_000,
+        max_values_per_row: int = 10_000,
+        max_json_depth: int = 32,
+    ) -> None:
         self.registry = registry
         self.max_batch_rows = max_batch_rows
+        self.max_values_per_row = max_values_per_row
+        self.max_json_depth = max_json_depth
 
     def resolve(self, model: str | None = None, version: str | None = None) -> LoadedVersion:
         """The version a request for ``model``/``version`` is served by (404/503 if none)."""
@@ -131,11 +140,19 @@ class DataPlane:
             return await anyio.to_thread.run_sync(served.runtime.logits, x)
         return served.runtime.logits(x)  # microseconds: cheaper than any hand-off
 
-    @staticmethod
     def softmax(
-        logits: Sequence[float] | Sequence[Sequence[float]], temperature: float
+        self, logits: Sequence[float] | Sequence[Sequence[float]], temperature: float
     ) -> SoftmaxResult:
         """The float64 softmax of one vector or a batch of equal-length vectors."""
+        if len(logits) > self.max_batch_rows:
+            raise PayloadTooLarge(
+                f"expected at most {self.max_batch_rows} rows of logits, received {len(logits)}"
+            )
+        row = logits[0] if logits and isinstance(logits[0], Sequence) else logits
+        if len(row) > self.max_values_per_row:
+            raise PayloadTooLarge(
+                f"expected at most {self.max_values_per_row} logits per row, received {len(row)}"
+            )
         if logits and isinstance(logits[0], Sequence):
             widths = {len(row) for row in logits}  # type: ignore[arg-type]
             if len(widths) != 1:

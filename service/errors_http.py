@@ -100,12 +100,19 @@ def status_for(exc: ServiceError, path: str) -> int:
     return exc.status_code
 
 
-def error_response(exc: ServiceError, path: str = "/") -> JSONResponse:
-    """The JSON answer for any ``ServiceError`` raised while serving ``path``."""
+def request_id(request: Request) -> str | None:
+    """The id RequestIdMiddleware gave this request."""
+    return getattr(request.state, "request_id", None)
+
+
+def error_response(exc: ServiceError, request: Request) -> JSONResponse:
+    """The JSON answer for any ``ServiceError`` raised while serving ``request``."""
     body: dict[str, Any] = {"error": exc.message}
     if exc.detail:
         body["detail"] = exc.detail
-    return JSONResponse(body, status_code=status_for(exc, path), headers=exc.headers())
+    body["request_id"] = request_id(request)
+    status = status_for(exc, request.url.path)
+    return JSONResponse(body, status_code=status, headers=exc.headers())
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -113,11 +120,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def service_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ServiceError)
-        return error_response(exc, request.url.path)
+        return error_response(exc, request)
 
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        return error_response(from_validation_error(exc), request.url.path)
+        return error_response(from_validation_error(exc), request)
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
@@ -127,11 +134,19 @@ def install_error_handlers(app: FastAPI) -> None:
             message = f"expected another method for {request.url.path}, received {request.method}"
         else:
             message = str(exc.detail)
-        return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
+        body = {"error": message, "request_id": request_id(request)}
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return JSONResponse({"error": "internal server error"}, status_code=500)
+        rid = request_id(request)
+        log.exception(
+            "unexpected error on %s %s (request %s)", request.method, request.url.path, rid
+        )
+        body = {
+            "error": f"internal server error; quote request id {rid} to the operator",
+            "request_id": rid,
+        }
+        return JSONResponse(body, status_code=500, headers={"X-Request-ID": str(rid)})
 
     app.add_exception_handler(ServiceError, service_error)
     app.add_exception_handler(RequestValidationError, validation_error)

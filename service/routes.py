@@ -72,8 +72,8 @@ def _predict_body(result: Prediction, fmt: str) -> dict[str, Any]:
 
 
 async def _predict(request: Request, model: str | None, version: str | None) -> JSONResponse:
-    body = await bodies.read(request, PredictRequest)
     plane: DataPlane = request.state.dataplane
+    body = await bodies.read(request, PredictRequest, plane.max_json_depth)
     result = await plane.predict(
         body.instances, model=model, version=version, calibrated=body.calibrated
     )
@@ -115,8 +115,9 @@ async def predict_version(name: str, version: str, request: Request) -> JSONResp
 )
 async def softmax(request: Request) -> JSONResponse:
     """softmax(logits / temperature) in float64, numerically stable for any finite logits."""
-    body = await bodies.read(request, SoftmaxRequest)
-    result = DataPlane.softmax(body.logits, body.temperature)
+    plane: DataPlane = request.state.dataplane
+    body = await bodies.read(request, SoftmaxRequest, plane.max_json_depth)
+    result = plane.softmax(body.logits, body.temperature)
     argmax = result.argmax.tolist()
     return JSONResponse({"probabilities": result.probabilities, "argmax": argmax})
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class ModelBatching(BaseModel):
@@ -65,8 +65,70 @@ class Settings(BaseSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     """Logging threshold for the service and uvicorn."""
 
-    timeout_graceful_shutdown: float = Field(default=10.0, ge=0)
-    """Seconds to let in-flight requests finish after SIGTERM."""
+    timeout_graceful_shutdown: float = Field(default=8.0, ge=0)
+    """Seconds in-flight requests get to finish after SIGTERM; below Docker's 10 s and
+    Kubernetes' 30 s defaults, so the process exits 0 before it would be killed."""
+
+    # --- limits and overload -------------------------------------------------------------
+
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    """Largest request body; larger is answered 413 before the body is read (from its
+    Content-Length) or as soon as the streamed bytes pass the limit."""
+
+    max_values_per_row: int = Field(default=10_000, ge=1)
+    """Most numbers in one row of ``logits`` or ``instances`` (422 beyond)."""
+
+    max_json_depth: int = Field(default=32, ge=2)
+    """Deepest nesting of arrays and objects in a request body (400 beyond)."""
+
+    body_timeout: float = Field(default=30.0, gt=0)
+    """Seconds a client may take to send its whole body before it is answered 408."""
+
+    timeout_keep_alive: int = Field(default=75, ge=1)
+    """Seconds an idle keep-alive connection stays open: longer than the idle timeout of
+    common proxies and load balancers (60 s), so they, not we, close idle connections."""
+
+    max_inflight: int = Field(default=64, ge=1)
+    """Inference requests one worker handles at once; more are answered 503 with
+    ``Retry-After`` at once instead of queueing without bound."""
+
+    retry_after: int = Field(default=1, ge=1)
+    """Seconds a client is told to wait (``Retry-After``) when overloaded or not ready."""
+
+    # --- access --------------------------------------------------------------------------
+
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    """API keys, comma-separated; when set, every request must carry one as
+    ``Authorization: Bearer <key>`` or ``X-API-Key: <key>`` (401 otherwise)."""
+
+    open_paths: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: [
+            "/health/live",
+            "/health/ready",
+            "/v2/health/live",
+            "/v2/health/ready",
+            "/metrics",
+        ]
+    )
+    """Paths that need no API key even when keys are set (comma-separated)."""
+
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Origins allowed by CORS (comma-separated, ``*`` for any); empty: CORS off."""
+
+    @field_validator("api_keys", "open_paths", "cors_origins", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _strong_keys(cls, value: list[SecretStr]) -> list[SecretStr]:
+        for key in value:
+            if len(key.get_secret_value()) < 16:
+                raise ValueError("expected API keys of at least 16 characters")
+        return value
 
     @field_validator("model_repository")
     @classmethod

@@ -1,0 +1,241 @@
+"""Pure ASGI middleware guarding every request: request ids, API keys, admission control.
+
+Pure ASGI (not Starlette's BaseHTTPMiddleware) because each layer runs on the hot
+path: together they cost a few microseconds per request.
+
+- ``RequestIdMiddleware``: honours a sane ``X-Request-ID`` or makes one, stores it in
+  ``scope["state"]["request_id"]`` for error bodies and logs, and echoes it.
+- ``ApiKeyMiddleware``: when keys are configured, requires ``Authorization: Bearer``
+  or ``X-API-Key``, compared in constant time; 401 with ``WWW-Authenticate``.
+- ``AdmissionMiddleware``: refuses bodies over the byte limit (from Content-Length,
+  before reading; or while streaming), answers clients that stall sending their body
+  with 408, and bounds the inference requests in progress (503 + ``Retry-After`` at
+  once when full), so latency cannot grow without bound under overload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import re
+import uuid
+from collections.abc import Iterable
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+
+
+def state(scope: Scope) -> dict[str, object]:
+    """The per-request state dict Starlette exposes as ``request.state``."""
+    value = scope.setdefault("state", {})
+    assert isinstance(value, dict)
+    return value
+
+
+async def send_json(
+    send: Send, status: int, body: dict[str, object], headers: Iterable[tuple[bytes, bytes]] = ()
+) -> None:
+    """Answer with a JSON body from inside a middleware."""
+    content = orjson.dumps(body)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(content)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": content})
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None
+
+
+class RequestIdMiddleware:
+    """Give every request an id, echoed as ``X-Request-ID``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        sent = _header(scope, b"x-request-id")
+        rid = (
+            sent if sent is not None and _REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex.encode()
+        )
+        state(scope)["request_id"] = rid.decode()
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", rid)]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+class ApiKeyMiddleware:
+    """Require one of ``keys`` on every path except ``open_paths``."""
+
+    def __init__(self, app: ASGIApp, keys: Iterable[str], open_paths: Iterable[str]) -> None:
+        self.app = app
+        self.keys = [key.encode() for key in keys]
+        self.open_paths = frozenset(open_paths)
+
+    def _presented(self, scope: Scope) -> bytes | None:
+        authorization = _header(scope, b"authorization")
+        if authorization is not None and authorization[:7].lower() == b"bearer ":
+            return authorization[7:].strip()
+        return _header(scope, b"x-api-key")
+
+    def _valid(self, presented: bytes) -> bool:
+        # Compare with every key, always: no early exit that would time which one matched.
+        matches = [hmac.compare_digest(presented, key) for key in self.keys]
+        return any(matches)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["path"] in self.open_paths
+            or scope["method"] == "OPTIONS"
+        ):
+            await self.app(scope, receive, send)
+            return
+        presented = self._presented(scope)
+        if presented is not None and self._valid(presented):
+            await self.app(scope, receive, send)
+            return
+        received = "no key" if presented is None else "a key that is not valid"
+        await send_json(
+            send,
+            401,
+            {
+                "error": "expected an API key as 'Authorization: Bearer <key>' or "
+                f"'X-API-Key: <key>', received {received}",
+                "request_id": state(scope).get("request_id"),
+            },
+            [(b"www-authenticate", b'Bearer realm="softmax-serving"')],
+        )
+
+
+class BodyTooLarge(Exception):
+    """Raised inside ``receive`` when the streamed body passes the limit."""
+
+
+class BodyTimeout(Exception):
+    """Raised inside ``receive`` when the client stalls sending its body."""
+
+
+class AdmissionMiddleware:
+    """Byte limit, body timeout and a bound on inference requests in progress."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        body_timeout: float,
+        max_inflight: int,
+        retry_after: int,
+        inference_paths: re.Pattern[str],
+    ) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.body_timeout = body_timeout
+        self.max_inflight = max_inflight
+        self.retry_after = str(retry_after).encode()
+        self.inference_paths = inference_paths
+        self.inflight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = state(scope).get("request_id")
+        length = _header(scope, b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
+            await self._too_large(send, rid, length.decode(errors="replace"))
+            return
+        inference = scope["method"] == "POST" and self.inference_paths.match(scope["path"])
+        if inference and self.inflight >= self.max_inflight:
+            await send_json(
+                send,
+                503,
+                {
+                    "error": f"overloaded: expected at most {self.max_inflight} inference "
+                    f"requests in progress, received one more; retry after "
+                    f"{self.retry_after.decode()} s",
+                    "request_id": rid,
+                },
+                [(b"retry-after", self.retry_after)],
+            )
+            return
+        received = 0
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.body_timeout
+
+        async def guarded_receive() -> Message:
+            nonlocal received
+            remaining = deadline - loop.time()
+            try:
+                async with asyncio.timeout(max(remaining, 0.0)):
+                    message = await receive()
+            except TimeoutError:
+                raise BodyTimeout from None
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise BodyTooLarge
+            return message
+
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        if inference:
+            self.inflight += 1
+        try:
+            await self.app(scope, guarded_receive, tracking_send)
+        except BodyTooLarge:
+            if not started:
+                await self._too_large(send, rid, f"more than {self.max_body_bytes}")
+        except BodyTimeout:
+            if not started:
+                await send_json(
+                    send,
+                    408,
+                    {
+                        "error": f"expected the whole body within {self.body_timeout:g} s, "
+                        "received only part of it",
+                        "request_id": rid,
+                    },
+                    [(b"connection", b"close")],
+                )
+        finally:
+            if inference:
+                self.inflight -= 1
+
+    async def _too_large(self, send: Send, rid: object, received: str) -> None:
+        await send_json(
+            send,
+            413,
+            {
+                "error": f"expected a body of at most {self.max_body_bytes} bytes, "
+                f"received {received} bytes",
+                "request_id": rid,
+            },
+            [(b"connection", b"close")],
+        )
