@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 MODELS ?= models
 
-.PHONY: serve test lint typecheck pytest train install clean
+.PHONY: serve test lint typecheck pytest train install browser clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +31,11 @@ lint: install
 typecheck: install
 	$(PY) -m mypy
 
-pytest: install
+# The playground test drives a real headless Chromium: Debian's package, never a download.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+
+pytest: install browser
 	$(PY) -m pytest
 
 test: lint typecheck pytest

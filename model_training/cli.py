@@ -1,5 +1,10 @@
 """Command line: ``python -m model_training`` trains; ``... export FILE --name N`` imports.
 
+Training also fits the calibration temperature on the validation split, records the
+training data's statistics for the out-of-distribution signal (both in the
+metadata) and, unless ``--no-report``, writes a report into the version's
+``report/`` folder.
+
 Exit status: 0 done, 1 the data or model could not be used (one line on stderr,
 nothing written), 2 bad arguments.
 """
@@ -12,13 +17,25 @@ import platform
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from model_training import __version__
-from model_training.data import DataError, Dataset, load_csv, make_blobs, split
-from model_training.repository import RepositoryError, check_name, versions, write_version
+from model_training.calibration import calibrate
+from model_training.data import DataError, Dataset, Split, load_csv, make_blobs, split
+from model_training.ood import fit_reference, flagged
+from model_training.repository import (
+    REPORT_DIR,
+    RepositoryError,
+    check_name,
+    file_hashes,
+    versions,
+    write_version,
+)
+
+if TYPE_CHECKING:
+    from model_training.report import ReportData
 
 DEFAULT_NAME = "blobs"
 
@@ -77,7 +94,11 @@ def train_parser() -> argparse.ArgumentParser:
         "--learning-rate", type=_positive_float, default=1e-3, help="Adam's (default: %(default)s)"
     )
     parser.add_argument(
-        "--validation-split", type=_fraction, default=0.2, help="(default: %(default)s)"
+        "--validation-split",
+        type=_fraction,
+        default=0.2,
+        help="share of the training data (its last part) held out for the validation curves "
+        "and to fit the calibration temperature; 0: no calibration (default: %(default)s)",
     )
     parser.add_argument(
         "--samples", type=_positive_int, default=1000, help="blob samples (default: %(default)s)"
@@ -90,6 +111,12 @@ def train_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--data", type=Path, help="train on this CSV instead of the blobs")
     parser.add_argument("--label-column", help="the CSV's label column (default: the last column)")
+    parser.add_argument(
+        "--no-report",
+        action="store_true",
+        help="write no report/ (plots and report.md) into the version; calibration and the "
+        "out-of-distribution statistics are still recorded in the metadata",
+    )
     parser.add_argument(
         "--if-missing",
         action="store_true",
@@ -133,15 +160,32 @@ def _now() -> str:
 
 
 def _write(
-    repository: Path, name: str, model: Any, probe: np.ndarray, metadata: dict[str, Any]
+    repository: Path,
+    name: str,
+    model: Any,
+    probe: np.ndarray,
+    metadata: dict[str, Any],
+    report: ReportData | None = None,
 ) -> tuple[int, Path]:
     from model_training.export import to_tflite
 
     tflite = to_tflite(model, probe)
 
-    def write_files(directory: Path) -> None:
+    def write_files(directory: Path) -> dict[str, Any]:
         model.save(directory / "model.keras")
         (directory / "model.tflite").write_bytes(tflite)
+        if report is None:
+            return {"report": None}
+        from model_training.report import write_report
+
+        written = write_report(directory / REPORT_DIR, report)
+        # Recorded for provenance, outside "files": the service verifies only what it serves.
+        return {
+            "report": {
+                "directory": REPORT_DIR,
+                "files": file_hashes(directory / REPORT_DIR, written),
+            }
+        }
 
     return write_version(repository, name, write_files, metadata)
 
@@ -161,7 +205,7 @@ def _train(args: argparse.Namespace) -> int:
     )
     parts = split(dataset, args.test_size, args.seed)
 
-    from model_training.model import TrainConfig, probe_inputs, train
+    from model_training.model import TrainConfig, logits, probe_inputs, train
 
     config = TrainConfig(
         seed=args.seed,
@@ -172,6 +216,19 @@ def _train(args: argparse.Namespace) -> int:
         verbose=0 if args.quiet else "auto",
     )
     result = train(parts, dataset.num_classes, config)
+    held = result.validation
+    test_logits = logits(result.model, parts.x_test)
+    validation_logits = (
+        logits(result.model, held.x_val)
+        if len(held.y_val)
+        else np.empty((0, dataset.num_classes), dtype=np.float64)
+    )
+    calibration = (
+        calibrate(validation_logits, held.y_val, test_logits, parts.y_test)
+        if len(held.y_val)
+        else None
+    )
+    training_data = _training_data(parts, dataset.class_names)
     metadata = {
         "created_at": _now(),
         "input_dim": int(dataset.x.shape[1]),
@@ -182,21 +239,70 @@ def _train(args: argparse.Namespace) -> int:
             "test_accuracy": result.test_accuracy,
             "test_samples": result.test_samples,
         },
+        "calibration": calibration,
         "training": {
             **config.as_metadata(),
             "test_size": args.test_size,
-            "train_samples": len(parts.y_train),
+            "train_samples": len(held.y_fit),
+            "validation_samples": len(held.y_val),
             "data": dataset.source,
             "history": result.history,
         },
+        "training_data": training_data,
         "libraries": _libraries(),
     }
+    report = None
+    if not args.no_report:
+        from model_training.report import ReportData
+
+        report = ReportData(
+            name=args.name,
+            metadata=metadata,
+            history=result.history,
+            x_train=parts.x_train,
+            y_train=parts.y_train,
+            validation_logits=validation_logits,
+            y_val=held.y_val,
+            x_test=parts.x_test,
+            y_test=parts.y_test,
+            test_logits=test_logits,
+            logits=lambda x: logits(result.model, x),
+        )
     version, path = _write(
-        args.model_repository, args.name, result.model, probe_inputs(dataset.x), metadata
+        args.model_repository, args.name, result.model, probe_inputs(dataset.x), metadata, report
     )
     print(f"test loss {result.test_loss:.4f}  test accuracy {result.test_accuracy:.4f}")
+    _print_summary(calibration, training_data["ood"])
     print(f"wrote {args.name} version {version} to {path}")
+    if report is not None:
+        print(f"report: {path / REPORT_DIR / 'report.md'}")
     return 0
+
+
+def _training_data(parts: Split, class_names: Sequence[str]) -> dict[str, Any]:
+    """Statistics of the training part and the OOD detector, checked on the test split."""
+    training_data = fit_reference(parts.x_train, parts.y_train, list(class_names))
+    detector = training_data["ood"]
+    detector["test_flagged"] = float(flagged(parts.x_test, detector).mean())
+    return training_data
+
+
+def _print_summary(calibration: dict[str, Any] | None, detector: dict[str, Any]) -> None:
+    if calibration is None:
+        print("calibration: none (no validation split)")
+    else:
+        test = calibration["test"]
+        note = "  (at the search bound: see the report)" if calibration["at_bound"] else ""
+        print(
+            f"calibration: temperature {calibration['temperature']:.4g}  "
+            f"test NLL {test['nll_before']:.4f} -> {test['nll_after']:.4f}  "
+            f"test ECE {test['ece_before']:.4f} -> {test['ece_after']:.4f}{note}"
+        )
+    print(
+        f"out-of-distribution threshold: distance {detector['threshold']:.4g} "
+        f"(flags {detector['train_flagged']:.2%} of training, "
+        f"{detector['test_flagged']:.2%} of test samples)"
+    )
 
 
 def _export(args: argparse.Namespace) -> int:

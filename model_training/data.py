@@ -47,12 +47,22 @@ class Dataset:
 
 @dataclass(frozen=True)
 class Split:
-    """The training part (validation is carved from it by Keras) and the held-out test part."""
+    """The training part (validation is carved from it: ``carve_validation``) and the test part."""
 
     x_train: npt.NDArray[np.float32]
     y_train: npt.NDArray[np.int64]
     x_test: npt.NDArray[np.float32]
     y_test: npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class Validation:
+    """The training part cut in two: the samples the weights are fitted on, and the rest."""
+
+    x_fit: npt.NDArray[np.float32]
+    y_fit: npt.NDArray[np.int64]
+    x_val: npt.NDArray[np.float32]
+    y_val: npt.NDArray[np.int64]
 
 
 def make_blobs(
@@ -188,3 +198,23 @@ def split(dataset: Dataset, test_size: float, seed: int) -> Split:
     order = np.random.default_rng(seed).permutation(n)
     test, train = order[:n_test], order[n_test:]
     return Split(dataset.x[train], dataset.y[train], dataset.x[test], dataset.y[test])
+
+
+def carve_validation(
+    x: npt.NDArray[np.float32], y: npt.NDArray[np.int64], fraction: float
+) -> Validation:
+    """The last ``fraction`` of the training arrays as validation, the rest for fitting.
+
+    Exactly the samples Keras's ``fit(validation_split=fraction)`` would take (it
+    splits at ``floor(n * (1 - fraction))``), but carved out here so the same
+    validation samples are at hand afterwards to fit the calibration temperature.
+    ``fraction=0`` leaves the validation part empty.
+    """
+    n = len(y)
+    split_at = math.floor(n * (1.0 - fraction)) if fraction else n
+    if split_at == 0 or (fraction and split_at == n):
+        raise DataError(
+            f"expected a validation split that leaves samples on both sides, "
+            f"received validation_split={fraction} for {n} training samples"
+        )
+    return Validation(x[:split_at], y[:split_at], x[split_at:], y[split_at:])

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from model_training.data import Split
+from model_training.data import Split, Validation, carve_validation
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -48,13 +48,14 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class TrainResult:
-    """The trained model with its held-out metrics and per-epoch history."""
+    """The trained model, its held-out metrics, per-epoch history and the validation split used."""
 
     model: keras.Model
     test_loss: float
     test_accuracy: float
     test_samples: int
     history: dict[str, list[float]]
+    validation: Validation
 
 
 def seed_everything(seed: int) -> None:
@@ -79,7 +80,13 @@ def build_classifier(
 
 
 def train(data: Split, num_classes: int, config: TrainConfig) -> TrainResult:
-    """Fit the classifier with Adam and categorical cross-entropy, then score the test split."""
+    """Fit the classifier with Adam and categorical cross-entropy, then score the test split.
+
+    The validation split is the last ``config.validation_split`` of the training part,
+    carved out here (the same samples Keras's ``validation_split`` would take) and kept
+    in the result, so the calibration can be fitted on exactly those samples.
+    """
+    parts = carve_validation(data.x_train, data.y_train, config.validation_split)
     seed_everything(config.seed)
     model = build_classifier(data.x_train.shape[1], num_classes, config.hidden_units)
     model.compile(
@@ -87,14 +94,19 @@ def train(data: Split, num_classes: int, config: TrainConfig) -> TrainResult:
         loss="categorical_crossentropy",
         metrics=["accuracy"],
     )
-    y_train = keras.utils.to_categorical(data.y_train, num_classes)
+    y_fit = keras.utils.to_categorical(parts.y_fit, num_classes)
     y_test = keras.utils.to_categorical(data.y_test, num_classes)
+    validation_data = (
+        (parts.x_val, keras.utils.to_categorical(parts.y_val, num_classes))
+        if len(parts.y_val)
+        else None
+    )
     fitted = model.fit(
-        data.x_train,
-        y_train,
+        parts.x_fit,
+        y_fit,
         epochs=config.epochs,
         batch_size=config.batch_size,
-        validation_split=config.validation_split,
+        validation_data=validation_data,
         verbose=config.verbose,
     )
     test_loss, test_accuracy = model.evaluate(data.x_test, y_test, verbose=0)
@@ -105,7 +117,14 @@ def train(data: Split, num_classes: int, config: TrainConfig) -> TrainResult:
         test_accuracy=float(test_accuracy),
         test_samples=len(data.y_test),
         history=history,
+        validation=parts,
     )
+
+
+def logits(model: keras.Model, x: np.ndarray) -> np.ndarray:
+    """The output of ``model``'s ``logits`` layer (before the softmax) for ``x``, as float64."""
+    head = keras.Model(model.inputs[0], model.get_layer(LOGITS_LAYER).output)
+    return np.asarray(head(np.asarray(x, dtype=np.float32), training=False), dtype=np.float64)
 
 
 def probe_inputs(x: np.ndarray, n: int = 64, seed: int = 0) -> np.ndarray:

@@ -1,6 +1,7 @@
 """Write versions into a model repository: ``<repo>/<name>/<version>/`` with three files.
 
-Each version holds ``model.keras``, ``model.tflite`` and ``metadata.json``.
+Each version holds ``model.keras``, ``model.tflite`` and ``metadata.json`` and, from a
+training run, a ``report/`` folder (hashed under ``metadata["report"]``, not ``files``).
 
 A version is first written into a hidden temporary sibling and then renamed into
 place, so a server scanning the repository never sees half a version. The rename
@@ -23,6 +24,8 @@ FORMAT_VERSION = 1
 MODEL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 VERSION_DIR = re.compile(r"[1-9][0-9]{0,17}")
 METADATA = "metadata.json"
+#: The training report's folder inside a version (``model_training.report`` writes it).
+REPORT_DIR = "report"
 
 
 class RepositoryError(ValueError):
@@ -77,13 +80,16 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 def write_version(
     repository: Path,
     name: str,
-    write_files: Callable[[Path], None],
+    write_files: Callable[[Path], dict[str, Any] | None],
     metadata: dict[str, Any],
 ) -> tuple[int, Path]:
     """Write a new version of ``name`` atomically and return its number and directory.
 
-    ``write_files(tmp_dir)`` writes the model files; every regular file it leaves
-    is hashed into ``metadata["files"]``. ``name`` and ``version`` are filled in here.
+    ``write_files(tmp_dir)`` writes the model files; every regular file it leaves at
+    the top of ``tmp_dir`` is hashed into ``metadata["files"]`` (which the service
+    verifies). It may also write into subdirectories (the training report), which
+    ``metadata["files"]`` does not list, and return more metadata to merge in (such
+    as those files' own hashes). ``name`` and ``version`` are filled in here.
     """
     check_name(name)
     model_dir = repository / name
@@ -91,13 +97,13 @@ def write_version(
     tmp = model_dir / f".tmp-{uuid.uuid4().hex}"
     tmp.mkdir()
     try:
-        write_files(tmp)
+        extra = write_files(tmp) or {}
         files = sorted(p for p in tmp.iterdir() if p.is_file())
-        hashes = {p.name: {"sha256": sha256(p), "bytes": p.stat().st_size} for p in files}
+        hashes = file_hashes(tmp, [p.name for p in files])
         for _ in range(100):
             version = _taken(model_dir) + 1
             head = {"format_version": FORMAT_VERSION, "name": name, "version": version}
-            _write_json(tmp / METADATA, {**head, **metadata, "files": hashes})
+            _write_json(tmp / METADATA, {**head, **metadata, **extra, "files": hashes})
             target = model_dir / str(version)
             try:
                 os.rename(tmp, target)  # atomic; fails if the target exists and is not empty
@@ -110,3 +116,11 @@ def write_version(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def file_hashes(directory: Path, names: list[str]) -> dict[str, dict[str, Any]]:
+    """``{name: {"sha256", "bytes"}}`` for the named files in ``directory``."""
+    return {
+        name: {"sha256": sha256(directory / name), "bytes": (directory / name).stat().st_size}
+        for name in names
+    }

@@ -10,26 +10,35 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
-from starlette.responses import HTMLResponse
+from starlette.responses import HTMLResponse, Response
 from starlette.staticfiles import StaticFiles
 
-from service import __version__
+from service import __version__, lifecycle, tfserving, v2
 from service.batching import BatchingConfig
 from service.dataplane import DataPlane
 from service.errors_http import install_error_handlers
-from service.middleware import AdmissionMiddleware, ApiKeyMiddleware, RequestIdMiddleware
-from service.registry import BatchingPolicy, ModelRegistry
+from service.metrics import CONTENT_TYPE, Metrics
+from service.middleware import (
+    AdmissionMiddleware,
+    ApiKeyMiddleware,
+    ObservabilityMiddleware,
+    RequestIdMiddleware,
+)
+from service.playground import mount_playground
+from service.policy import VersionPolicy
+from service.registry import BatchingPolicy, ModelRegistry, State, VersionStatus
 from service.routes import direct, router
 from service.routing import add_direct_routes
 from service.runtime import Runtime
 from service.settings import Settings
+from service.watcher import RepositoryWatcher
 
 log = logging.getLogger("service")
 
@@ -39,29 +48,40 @@ Served from each version's LiteRT export with the softmax applied in float64.
 Every error is `{"error": "..."}` saying what was expected and what was received."""
 
 
-def _lifespan(settings: Settings) -> Any:
+def _lifespan(settings: Settings, metrics: Metrics) -> Any:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         registry = ModelRegistry(
-            settings.model_repository, settings.default_model, batching_policy(settings)
+            settings.model_repository,
+            settings.default_model,
+            batching_policy(settings, metrics),
+            VersionPolicy.parse(settings.version_policy),
         )
+        registry.subscribe(model_events(metrics))
         plane = DataPlane(
             registry,
             max_batch_rows=settings.max_batch_rows,
             max_values_per_row=settings.max_values_per_row,
             max_json_depth=settings.max_json_depth,
+            metrics=metrics,
         )
         loading = asyncio.create_task(asyncio.to_thread(registry.load_all))
         loading.add_done_callback(_report_load_failure)
+        watching = asyncio.create_task(
+            RepositoryWatcher(registry, settings.poll_interval).run(after=loading)
+        )
+        if settings.workers > 1 and settings.poll_interval == 0:
+            log.warning("polling is off: POST /models/{name}/reload reaches one worker only")
         try:
             yield {"dataplane": plane}
         finally:
-            await asyncio.wait([loading])
+            watching.cancel()
+            await asyncio.wait([loading, watching])
 
     return lifespan
 
 
-def batching_policy(settings: Settings) -> BatchingPolicy:
+def batching_policy(settings: Settings, metrics: Metrics | None = None) -> BatchingPolicy:
     """Settings, with per-model overrides, as the registry's batching decision."""
 
     def decide(name: str, runtime: Runtime) -> BatchingConfig:
@@ -72,7 +92,10 @@ def batching_policy(settings: Settings) -> BatchingPolicy:
         if override and override.batch_max_wait_ms is not None:
             wait_ms = override.batch_max_wait_ms
         enabled = mode == "on" or (mode == "auto" and runtime.blocking)
-        return BatchingConfig(enabled=enabled, max_batch_size=size, max_wait=wait_ms / 1e3)
+        observe = metrics.batch_rows.labels(name).observe if metrics else None
+        return BatchingConfig(
+            enabled=enabled, max_batch_size=size, max_wait=wait_ms / 1e3, on_batch=observe
+        )
 
     return decide
 
@@ -80,6 +103,30 @@ def batching_policy(settings: Settings) -> BatchingPolicy:
 def _report_load_failure(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and (exc := task.exception()) is not None:
         log.error("loading the model repository failed: %r", exc)
+
+
+def model_events(metrics: Metrics) -> Callable[[str, VersionStatus], None]:
+    """A registry listener counting loaded and refused versions."""
+
+    def on_status(name: str, status: VersionStatus) -> None:
+        if status.state == State.AVAILABLE:
+            metrics.model_loads.labels(name, "loaded").inc()
+        elif status.state == State.END and status.error:
+            metrics.model_loads.labels(name, "refused").inc()
+
+    return on_status
+
+
+def _add_metrics_route(app: FastAPI, metrics: Metrics) -> None:
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus(request: Request) -> Response:
+        """Prometheus text format, every worker's samples when there are several."""
+        registry = request.state.dataplane.registry
+        for name in registry.names():
+            versions = registry.versions(name)
+            if versions:
+                metrics.served_version.labels(name).set(max(versions))
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
 
 
 def _mount_offline_docs(app: FastAPI) -> None:
@@ -106,8 +153,8 @@ INFERENCE_PATHS = re.compile(
 )
 
 
-def _add_middleware(app: FastAPI, settings: Settings) -> None:
-    """Outermost first: request id, CORS, API keys, admission control."""
+def _add_middleware(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
+    """Outermost first: request id, metrics and access log, CORS, API keys, admission."""
     app.add_middleware(
         AdmissionMiddleware,
         max_body_bytes=settings.max_body_bytes,
@@ -115,6 +162,7 @@ def _add_middleware(app: FastAPI, settings: Settings) -> None:
         max_inflight=settings.max_inflight,
         retry_after=settings.retry_after,
         inference_paths=INFERENCE_PATHS,
+        inflight_gauge=metrics.inflight,
     )
     if settings.api_keys:
         app.add_middleware(
@@ -130,24 +178,31 @@ def _add_middleware(app: FastAPI, settings: Settings) -> None:
             allow_headers=["Authorization", "Content-Type", "X-API-Key", "X-Request-ID"],
             expose_headers=["X-Request-ID", "Retry-After"],
         )
+    app.add_middleware(ObservabilityMiddleware, metrics=metrics, access_log=settings.access_log)
     app.add_middleware(RequestIdMiddleware)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the service for ``settings`` (default: read from ``SERVICE_*`` variables)."""
     settings = settings or Settings()
+    metrics = Metrics()
     app = FastAPI(
         title="softmax-serving",
         version=__version__,
         description=DESCRIPTION,
-        lifespan=_lifespan(settings),
+        lifespan=_lifespan(settings, metrics),
         docs_url=None,
         redoc_url=None,
     )
     app.state.settings = settings
     install_error_handlers(app)
-    _add_middleware(app, settings)
-    add_direct_routes(app, direct)  # first, and unwrapped: the hot paths
-    app.include_router(router)
+    app.state.metrics = metrics
+    _add_middleware(app, settings, metrics)
+    _add_metrics_route(app, metrics)
+    for hot in (direct, tfserving.direct, v2.direct):
+        add_direct_routes(app, hot)  # first, and unwrapped: the hot paths
+    for routes in (router, lifecycle.router, tfserving.router, v2.router):
+        app.include_router(routes)
     _mount_offline_docs(app)
+    mount_playground(app)
     return app

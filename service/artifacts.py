@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import re
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from service.errors import ModelLoadError
+from service.ood import OODDetector
 
 MODEL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 VERSION_DIR = re.compile(r"[1-9][0-9]{0,17}")
@@ -27,6 +30,24 @@ class FileEntry(BaseModel):
 
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     bytes: int = Field(ge=0)
+
+
+class OODReference(BaseModel):
+    """The trainer's out-of-distribution reference (see service.ood)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    class_means: list[list[float]] = Field(min_length=1)
+    precision: list[list[float]] = Field(min_length=1)
+    threshold: float = Field(ge=0, allow_inf_nan=False)
+
+
+class TrainingData(BaseModel):
+    """What the training data looked like (only what the service uses is typed)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    ood: OODReference | None = None
 
 
 class Calibration(BaseModel):
@@ -49,6 +70,7 @@ class Metadata(BaseModel):
     created_at: str
     metrics: dict[str, Any] | None = None
     calibration: Calibration | None = None
+    training_data: TrainingData | None = None
     files: dict[str, FileEntry]
 
     @model_validator(mode="after")
@@ -63,7 +85,27 @@ class Metadata(BaseModel):
                 f"expected {self.input_dim} feature_names (input_dim), "
                 f"received {len(self.feature_names)}"
             )
+        ood = self.training_data.ood if self.training_data else None
+        if ood is not None:
+            shapes = {len(row) for row in ood.class_means} | {len(row) for row in ood.precision}
+            if shapes != {self.input_dim} or len(ood.precision) != self.input_dim:
+                raise ValueError(
+                    f"expected OOD class means and a precision matrix over {self.input_dim} "
+                    f"features, received rows of lengths {sorted(shapes)}"
+                )
         return self
+
+    @cached_property
+    def ood_detector(self) -> OODDetector | None:
+        """The version's out-of-distribution detector, when its trainer recorded one."""
+        ood = self.training_data.ood if self.training_data else None
+        if ood is None:
+            return None
+        return OODDetector(
+            np.asarray(ood.class_means, dtype=np.float64),
+            np.asarray(ood.precision, dtype=np.float64),
+            ood.threshold,
+        )
 
     @property
     def temperature(self) -> float:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import anyio.to_thread
@@ -34,6 +35,8 @@ class BatchingConfig:
     enabled: bool
     max_batch_size: int = 64
     max_wait: float = 0.002
+    #: Told the number of rows of every model call (metrics).
+    on_batch: Callable[[int], None] | None = None
 
 
 @dataclass
@@ -124,6 +127,8 @@ class Batcher:
             return
         self.batches += 1
         self.requests += len(live)
+        if self._config.on_batch is not None:
+            self._config.on_batch(len(features))
         start = 0
         for p in live:
             stop = start + len(p.features)

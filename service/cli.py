@@ -6,17 +6,20 @@ Flags override ``SERVICE_*`` environment variables, which override the defaults.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import logging
 import os
 import signal
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import uvicorn
+from fastapi import FastAPI
 from pydantic import SecretStr, ValidationError
 
+from service import logs
 from service.app import create_app
 from service.settings import Settings
 
@@ -57,6 +60,15 @@ def _env(settings: Settings) -> dict[str, str]:
     }
 
 
+def worker_app() -> FastAPI:
+    """The application of one worker process (``--workers N``): settings come from the
+    SERVICE_* variables the parent exported, and logging is set up here because a
+    spawned worker starts with none."""
+    settings = Settings()
+    logs.configure(settings.log_level)
+    return create_app(settings)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the server until it is stopped; returns the exit status."""
     args = parser().parse_args(argv)
@@ -67,10 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         print(f"error: invalid settings: {problems}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure(settings.log_level)
     common = {
         "host": settings.host,
         "port": settings.port,
@@ -81,6 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "timeout_graceful_shutdown": settings.timeout_graceful_shutdown,
         "timeout_keep_alive": settings.timeout_keep_alive,
         "server_header": False,
+        "log_config": None,  # uvicorn's loggers go through ours (JSON lines)
     }
     # uvicorn drains in-flight requests on SIGTERM/SIGINT, then re-raises the signal into
     # the handler that was there before it. Make that a no-op, so a graceful stop exits 0.
@@ -90,10 +100,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
     else:
         os.environ.update(_env(settings))
-        uvicorn.run(
-            "service.app:create_app",
-            factory=True,
-            workers=settings.workers,
-            **common,  # type: ignore[arg-type]
-        )
+        with contextlib.ExitStack() as stack:
+            if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+                # Every worker writes its metrics here; /metrics in any worker sums them up.
+                shared = stack.enter_context(tempfile.TemporaryDirectory(prefix="softmax-metrics-"))
+                os.environ["PROMETHEUS_MULTIPROC_DIR"] = shared
+            uvicorn.run(
+                "service.cli:worker_app",
+                factory=True,
+                workers=settings.workers,
+                **common,  # type: ignore[arg-type]
+            )
     return 0

@@ -8,8 +8,10 @@ converted and checked by numpy in one go, and the element-by-element search for
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import anyio.to_thread
@@ -17,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from service.errors import InvalidInput, PayloadTooLarge
+from service.metrics import Metrics
 from service.registry import LoadedVersion, ModelRegistry
 from service.runtime import Features, Logits
 from service.softmax import softmax
@@ -32,6 +35,7 @@ class Prediction:
     """Probabilities for a batch, with the model version that produced them."""
 
     model: LoadedVersion
+    features: npt.NDArray[np.float64]
     logits: Logits
     probabilities: npt.NDArray[np.float64]
     argmax: npt.NDArray[np.intp]
@@ -40,6 +44,24 @@ class Prediction:
     def labels(self) -> npt.NDArray[np.str_]:
         """``class_names[argmax]`` for each row."""
         return self.model.labels[self.argmax]
+
+    @cached_property
+    def ood_distance(self) -> npt.NDArray[np.float64] | None:
+        """Distance of each input to the nearest training class (None: no reference)."""
+        detector = self.model.metadata.ood_detector
+        return None if detector is None else detector.distance(self.features)
+
+    @property
+    def ood(self) -> npt.NDArray[np.bool_] | None:
+        """True for inputs unlike the training data (None: the version has no reference)."""
+        detector, distance = self.model.metadata.ood_detector, self.ood_distance
+        return None if detector is None or distance is None else detector.flags(distance)
+
+    @property
+    def entropy(self) -> npt.NDArray[np.float64]:
+        """Shannon entropy of each row's distribution, in nats (0: certain; log k: uniform)."""
+        p = self.probabilities
+        return np.asarray(-(p * np.log(np.where(p > 0, p, 1.0))).sum(axis=1))
 
 
 @dataclass(frozen=True)
@@ -65,18 +87,21 @@ def _wrong_width(instances: Instances, input_dim: int) -> InvalidInput:
     return InvalidInput(f"expected rows of {input_dim} numbers, received something else")
 
 
-def features(instances: Instances, input_dim: int) -> Features:
-    """A C-contiguous float32 matrix of ``instances``, or ``InvalidInput`` saying what is wrong."""
+def features(instances: Instances, input_dim: int) -> npt.NDArray[np.float64]:
+    """``instances`` as a float64 matrix within float32 range, or ``InvalidInput`` saying why not.
+
+    The model runs on its float32 cast; the float64 values are kept for what is computed
+    about the input itself (the out-of-distribution distance).
+    """
     try:
-        with np.errstate(over="ignore"):  # beyond float32 becomes inf, refused just below
-            x = np.array(instances, dtype=np.float32)
+        x = np.array(instances, dtype=np.float64)
     except (ValueError, TypeError):  # ragged rows, or not numbers at all
         raise _wrong_width(instances, input_dim) from None
     if x.ndim != 2 or x.shape[1] != input_dim or x.shape[0] == 0:
         raise _wrong_width(instances, input_dim)
-    if not np.isfinite(x).all():
-        i, j = (int(k) for k in np.argwhere(~np.isfinite(x))[0])
-        value = float(instances[i][j])
+    if not np.abs(x).max() <= FLOAT32_MAX:  # also catches NaN in binary tensors
+        i, j = (int(k) for k in np.argwhere(~(np.abs(x) <= FLOAT32_MAX))[0])
+        value = float(x[i, j])
         raise InvalidInput(
             f"expected finite features within the model's float32 range "
             f"(|x| <= {FLOAT32_MAX:.4g}), received {value!r} in instances[{i}][{j}]"
@@ -94,8 +119,10 @@ class DataPlane:
         max_batch_rows: int = 100_000,
         max_values_per_row: int = 10_000,
         max_json_depth: int = 32,
+        metrics: Metrics | None = None,
     ) -> None:
         self.registry = registry
+        self.metrics = metrics
         self.max_batch_rows = max_batch_rows
         self.max_values_per_row = max_values_per_row
         self.max_json_depth = max_json_depth
@@ -121,7 +148,9 @@ class DataPlane:
                 f"received {len(instances)}"
             )
         x = features(instances, served.metadata.input_dim)
-        logits = await self._logits(served, x)
+        started = time.perf_counter()
+        logits = await self._logits(served, x.astype(np.float32))
+        elapsed = time.perf_counter() - started
         if not np.isfinite(logits).all():
             bad = int(np.argwhere(~np.isfinite(logits))[0][0])
             raise InvalidInput(
@@ -130,7 +159,13 @@ class DataPlane:
             )
         temperature = served.metadata.temperature if calibrated else 1.0
         probabilities = softmax(logits, temperature)
-        return Prediction(served, logits, probabilities, probabilities.argmax(axis=1))
+        argmax = probabilities.argmax(axis=1)
+        if self.metrics is not None:
+            name, version = served.name, str(served.version)
+            self.metrics.inference_seconds.labels(name, version).observe(elapsed)
+            self.metrics.request_rows.labels(name).observe(len(x))
+            self.metrics.count_classes(name, served.metadata.class_names, argmax)
+        return Prediction(served, x, logits, probabilities, argmax)
 
     @staticmethod
     async def _logits(served: LoadedVersion, x: Features) -> Logits:

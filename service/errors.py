@@ -7,6 +7,7 @@
     ├── NotFound (404)
     │   ├── ModelNotFound
     │   └── VersionNotFound
+    ├── VersionRefused (409) ........... a reload found a version it had to refuse
     ├── PayloadTooLarge (413) .......... too many rows (or bytes)
     └── Unavailable (503, Retry-After)
         └── NotReady ................... models still loading, or none loadable
@@ -66,6 +67,12 @@ class ModelNotFound(NotFound):
 
 class VersionNotFound(NotFound):
     """The model is served, but not that version."""
+
+
+class VersionRefused(ServiceError):
+    """A reload was asked for and a version the policy wants was refused; the old one serves."""
+
+    status_code = 409
 
 
 class PayloadTooLarge(ServiceError):

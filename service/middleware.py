@@ -7,6 +7,8 @@ path: together they cost a few microseconds per request.
   ``scope["state"]["request_id"]`` for error bodies and logs, and echoes it.
 - ``ApiKeyMiddleware``: when keys are configured, requires ``Authorization: Bearer``
   or ``X-API-Key``, compared in constant time; 401 with ``WWW-Authenticate``.
+- ``ObservabilityMiddleware``: request counters and latency histograms, and one
+  access-log record (JSON) per request.
 - ``AdmissionMiddleware``: refuses bodies over the byte limit (from Content-Length,
   before reading; or while streaming), answers clients that stall sending their body
   with 408, and bounds the inference requests in progress (503 + ``Retry-After`` at
@@ -17,12 +19,17 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 import re
+import time
 import uuid
 from collections.abc import Iterable
 
 import orjson
+from prometheus_client import Gauge
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.metrics import Metrics
 
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 
@@ -90,7 +97,9 @@ class ApiKeyMiddleware:
     def __init__(self, app: ASGIApp, keys: Iterable[str], open_paths: Iterable[str]) -> None:
         self.app = app
         self.keys = [key.encode() for key in keys]
-        self.open_paths = frozenset(open_paths)
+        paths = list(open_paths)
+        self.open_paths = frozenset(p for p in paths if not p.endswith("*"))
+        self.open_prefixes = tuple(p[:-1] for p in paths if p.endswith("*"))
 
     def _presented(self, scope: Scope) -> bytes | None:
         authorization = _header(scope, b"authorization")
@@ -107,6 +116,7 @@ class ApiKeyMiddleware:
         if (
             scope["type"] != "http"
             or scope["path"] in self.open_paths
+            or (self.open_prefixes and scope["path"].startswith(self.open_prefixes))
             or scope["method"] == "OPTIONS"
         ):
             await self.app(scope, receive, send)
@@ -148,6 +158,7 @@ class AdmissionMiddleware:
         max_inflight: int,
         retry_after: int,
         inference_paths: re.Pattern[str],
+        inflight_gauge: Gauge | None = None,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
@@ -156,6 +167,7 @@ class AdmissionMiddleware:
         self.retry_after = str(retry_after).encode()
         self.inference_paths = inference_paths
         self.inflight = 0
+        self.inflight_gauge = inflight_gauge
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -207,6 +219,8 @@ class AdmissionMiddleware:
 
         if inference:
             self.inflight += 1
+            if self.inflight_gauge is not None:
+                self.inflight_gauge.inc()
         try:
             await self.app(scope, guarded_receive, tracking_send)
         except BodyTooLarge:
@@ -227,6 +241,8 @@ class AdmissionMiddleware:
         finally:
             if inference:
                 self.inflight -= 1
+                if self.inflight_gauge is not None:
+                    self.inflight_gauge.dec()
 
     async def _too_large(self, send: Send, rid: object, received: str) -> None:
         await send_json(
@@ -239,3 +255,63 @@ class AdmissionMiddleware:
             },
             [(b"connection", b"close")],
         )
+
+
+class ObservabilityMiddleware:
+    """Per request: Prometheus counters and latency, and one access-log record.
+
+    The route template (not the raw path) is the ``endpoint`` label and the model and
+    version are those the data plane served (``scope["state"]``), so labels stay bounded.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, access_log: bool) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.access_log = access_log
+        self.log = logging.getLogger("service.access")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def observing_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observing_send)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = scope.get("route")
+            endpoint = getattr(route, "path", None) or "unmatched"
+            info = state(scope)
+            model = str(info.get("model", ""))
+            version = str(info.get("version", ""))
+            self.metrics.requests.labels(endpoint, model, version, str(status)).inc()
+            self.metrics.request_seconds.labels(endpoint).observe(elapsed)
+            if self.access_log:
+                self.log.info(
+                    "%s %s %d",
+                    scope["method"],
+                    scope["path"],
+                    status,
+                    extra={
+                        "fields": {
+                            "event": "request",
+                            "request_id": info.get("request_id"),
+                            "method": scope["method"],
+                            "path": scope["path"],
+                            "endpoint": endpoint,
+                            "model": model or None,
+                            "version": version or None,
+                            "rows": info.get("rows"),
+                            "status": status,
+                            "latency_ms": round(elapsed * 1e3, 3),
+                        }
+                    },
+                )

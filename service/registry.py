@@ -1,17 +1,37 @@
-"""The loaded models: which versions of which models are served, and which is the default.
+"""The loaded models: which versions of which models are served, and how that changes.
 
 Loading a version: read and check its metadata, verify every file's sha256, start
 its runtime, then warm it up with a probe batch that must give finite
 probabilities summing to 1. A version that fails any step is refused with one
 log line and the others keep serving.
+
+Which versions are served follows the version policy (``service.policy``) applied
+to the versions on disk, newest first, skipping refused ones. Each version goes
+through TF Serving's states::
+
+    LOADING ──> AVAILABLE ──> UNLOADING ──> END
+       │
+       └──────> END (refused, with the reason)
+
+A new version is loaded and warmed up off the event loop while the old one keeps
+answering, then the served set is swapped in one assignment. A request holds the
+``LoadedVersion`` it resolved until it has answered, so requests in flight finish
+on the version they started with; a version that leaves the served set is
+``UNLOADING`` until the last of them lets go of it (CPython frees it at once), then
+``END``. A refused version is not tried again until its files change or a reload
+is asked for.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
+import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import count
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +40,14 @@ import numpy.typing as npt
 from service import artifacts
 from service.artifacts import Metadata
 from service.batching import Batcher, BatchingConfig
-from service.errors import ModelLoadError, ModelNotFound, NotReady, VersionNotFound
+from service.errors import (
+    ModelLoadError,
+    ModelNotFound,
+    NotReady,
+    VersionNotFound,
+    VersionRefused,
+)
+from service.policy import VersionPolicy
 from service.runtime import KerasRuntime, LiteRTRuntime, Runtime
 from service.softmax import softmax
 
@@ -46,6 +73,26 @@ class LoadedVersion:
     def version(self) -> int:
         """The version number."""
         return self.metadata.version
+
+
+class State(enum.StrEnum):
+    """A version's state, named as TF Serving names them."""
+
+    LOADING = "LOADING"
+    AVAILABLE = "AVAILABLE"
+    UNLOADING = "UNLOADING"
+    END = "END"
+
+
+@dataclass(frozen=True)
+class VersionStatus:
+    """Where one version is in its lifecycle; ``error`` says why it was refused."""
+
+    version: int
+    state: State
+    error: str = ""
+    #: Which load this status belongs to, so a late "unloaded" cannot overwrite a reload.
+    load_id: int = field(default=0, compare=False)
 
 
 def _open_runtime(version_dir: Path, metadata: Metadata) -> tuple[Runtime, str]:
@@ -104,47 +151,216 @@ def load_version(
     return LoadedVersion(metadata, runtime, runtime_name, np.asarray(metadata.class_names), batcher)
 
 
+#: Told of every status change, with the model's name; called from whichever thread made it.
+Listener = Callable[[str, VersionStatus], None]
+
+#: What identifies a version's files on disk: (name, size, mtime) of each entry.
+Fingerprint = tuple[tuple[str, int, int], ...]
+
+
+def fingerprint(version_dir: Path) -> Fingerprint:
+    """Changes whenever a file of the version is added, removed, rewritten or touched."""
+    try:
+        entries = sorted(version_dir.iterdir())
+        return tuple((p.name, (s := p.stat()).st_size, s.st_mtime_ns) for p in entries)
+    except OSError:
+        return ()
+
+
 class ModelRegistry:
-    """Every servable version of every model in one repository."""
+    """Every served version of every model in one repository, kept in step with the disk.
+
+    Reads (``get``, ``names``, ``versions``, ``status``) are lock-free: they see one
+    published snapshot. Changes (``load_all``, ``poll``, ``reload``, ``unload``) run
+    one at a time, in whatever thread calls them (never the event loop: loading
+    takes milliseconds to seconds).
+    """
 
     def __init__(
         self,
         repository: Path,
         default_model: str | None = None,
         batching: BatchingPolicy = never_batch,
+        policy: VersionPolicy | None = None,
     ) -> None:
         self.repository = repository
+        self.policy = policy or VersionPolicy()
         self._configured_default = default_model
         self._batching = batching
+        #: The served versions: replaced as a whole on every change, never mutated.
         self._models: dict[str, dict[int, LoadedVersion]] = {}
+        #: Every version's latest status; single-item assignments only (atomic).
+        self._status: dict[str, dict[int, VersionStatus]] = {}
+        self._refused: dict[tuple[str, int], Fingerprint] = {}
+        self._unloaded: set[str] = set()
+        self._changing = threading.Lock()
+        self._load_ids = count(1)
+        self._repository_missing = False
+        self._listeners: list[Listener] = []
         self.loaded = False
 
+    def subscribe(self, listener: Listener) -> None:
+        """Call ``listener(name, status)`` on every status change (metrics, say)."""
+        self._listeners.append(listener)
+
+    # --- changes -----------------------------------------------------------------------
+
     def load_all(self) -> None:
-        """Scan the repository and load every version that passes the checks."""
+        """Scan the repository and load what the version policy asks for."""
         started = time.perf_counter()
-        models: dict[str, dict[int, LoadedVersion]] = {}
-        for name in artifacts.model_names(self.repository):
-            for version in artifacts.version_numbers(self.repository / name):
-                try:
-                    loaded = load_version(
-                        self.repository / name / str(version), name, version, self._batching
-                    )
-                except ModelLoadError as exc:
-                    log.error("refusing %s", exc)
-                    continue
-                models.setdefault(name, {})[version] = loaded
-                log.info(
-                    "loaded model %r version %d (%s%s)",
-                    name,
-                    version,
-                    loaded.runtime_name,
-                    ", batching" if loaded.batcher else "",
-                )
-        self._models = models
+        self.poll()
         self.loaded = True
-        if not models:
+        if not self._models:
             log.warning("no loadable model in %s", self.repository)
         log.info("models ready in %.0f ms", (time.perf_counter() - started) * 1e3)
+
+    def poll(self) -> None:
+        """Apply what changed on disk: new versions, removed versions, changed refused ones."""
+        with self._changing:
+            if not self.repository.is_dir():
+                if not self._repository_missing:
+                    log.warning(
+                        "model repository %s is missing; serving what is loaded", self.repository
+                    )
+                self._repository_missing = True
+                return
+            self._repository_missing = False
+            names = set(artifacts.model_names(self.repository)) | set(self._models)
+            for name in sorted(names - self._unloaded):
+                self._reconcile(name, force=False)
+
+    def reload(self, name: str) -> list[VersionStatus]:
+        """Load ``name`` now, retrying refused versions; raises ``VersionRefused`` on a refusal.
+
+        Also undoes ``unload``. Returns the model's statuses.
+        """
+        with self._changing:
+            if not self._on_disk(name) and name not in self._models:
+                raise ModelNotFound(
+                    f"expected a model of the repository {artifacts.model_names(self.repository)}"
+                    f", received {name!r}"
+                )
+            self._unloaded.discard(name)
+            refusals = self._reconcile(name, force=True)
+        serving = self.versions(name)
+        if refusals:
+            keeps = f"version {serving[-1]} keeps serving" if serving else "no version serves"
+            raise VersionRefused(
+                f"failed to load model {name!r}: {'; '.join(refusals)}; {keeps}",
+                detail=[_status_json(s) for s in self.status(name, missing_ok=True)],
+            )
+        if not serving:
+            on_disk = artifacts.version_numbers(self.repository / name)
+            raise VersionRefused(
+                f"failed to load model {name!r}: expected a version the policy "
+                f"{str(self.policy)!r} serves, received versions {on_disk} on disk"
+            )
+        return self.status(name)
+
+    def unload(self, name: str) -> None:
+        """Stop serving every version of ``name`` until ``reload``; unknown names are ignored."""
+        with self._changing:
+            if name not in self._models and not self._on_disk(name):
+                return
+            self._unloaded.add(name)
+            self._publish(name, self._models.get(name, {}), {})
+
+    def _on_disk(self, name: str) -> bool:
+        return artifacts.is_model_name(name) and (self.repository / name).is_dir()
+
+    def _reconcile(self, name: str, *, force: bool) -> list[str]:
+        """Load and swap in what the policy wants for ``name``; returns the refusals."""
+        model_dir = self.repository / name
+        on_disk = artifacts.version_numbers(model_dir) if self._on_disk(name) else []
+        served = self._models.get(name, {})
+        target: dict[int, LoadedVersion] = {}
+        loaded_now: dict[int, int] = {}
+        refusals: list[str] = []
+        limit = self.policy.limit
+        for version in self.policy.candidates(on_disk):
+            if limit is not None and len(target) >= limit:
+                break
+            if version in served:
+                target[version] = served[version]
+                continue
+            version_dir = model_dir / str(version)
+            prints = fingerprint(version_dir)
+            if not force and self._refused.get((name, version)) == prints:
+                continue  # refused before and unchanged since: not worth another try
+            load_id = next(self._load_ids)
+            self._set(name, VersionStatus(version, State.LOADING, load_id=load_id))
+            try:
+                target[version] = load_version(version_dir, name, version, self._batching)
+            except Exception as exc:  # a refusal; anything else a runtime raised means the same
+                if isinstance(exc, ModelLoadError):
+                    reason = str(exc)
+                    log.error("refusing %s", reason)
+                else:  # the details (paths, internals) go to the log only
+                    reason = f"model {name!r} version {version}: unexpected {type(exc).__name__}"
+                    log.exception("refusing %s while loading", reason)
+                self._refused[(name, version)] = prints
+                self._set(name, VersionStatus(version, State.END, reason, load_id))
+                refusals.append(f"version {version} is at UNAVAILABLE state: {reason}")
+                continue
+            self._refused.pop((name, version), None)
+            loaded_now[version] = load_id
+        self._publish(name, served, target, loaded_now)
+        return refusals
+
+    def _publish(
+        self,
+        name: str,
+        served: dict[int, LoadedVersion],
+        target: dict[int, LoadedVersion],
+        loaded_now: dict[int, int] | None = None,
+    ) -> None:
+        """Swap ``target`` in for ``name`` (one assignment), then retire what left."""
+        if target.keys() == served.keys():
+            return
+        models = dict(self._models)
+        if target:
+            models[name] = target
+        else:
+            models.pop(name, None)
+        self._models = models  # the swap: new requests resolve to the new set from here on
+        for version, load_id in (loaded_now or {}).items():
+            loaded = target[version]
+            self._set(name, VersionStatus(version, State.AVAILABLE, load_id=load_id))
+            log.info(
+                "loaded model %r version %d (%s%s)",
+                name,
+                version,
+                loaded.runtime_name,
+                ", batching" if loaded.batcher else "",
+            )
+        for version in served.keys() - target.keys():
+            self._retire(name, served[version])
+
+    def _retire(self, name: str, loaded: LoadedVersion) -> None:
+        version = loaded.version
+        current = self._status.get(name, {}).get(version)
+        load_id = current.load_id if current else 0
+        self._set(name, VersionStatus(version, State.UNLOADING, load_id=load_id))
+        log.info("unloading model %r version %d after its last request", name, version)
+        weakref.finalize(loaded, self._released, name, version, load_id)
+
+    def _released(self, name: str, version: int, load_id: int) -> None:
+        """The last reference to a retired version is gone: it is unloaded."""
+        current = self._status.get(name, {}).get(version)
+        if current is not None and current.load_id == load_id and current.state is State.UNLOADING:
+            self._set(name, VersionStatus(version, State.END, load_id=load_id))
+            log.info("unloaded model %r version %d", name, version)
+
+    def _set(self, name: str, status: VersionStatus) -> None:
+        # Item assignments only: atomic, so finalizers may call this from any thread.
+        self._status.setdefault(name, {})[status.version] = status
+        for listener in self._listeners:
+            try:
+                listener(name, status)
+            except Exception:  # an observer's bug must not stop a reload
+                log.exception("status listener failed for model %r", name)
+
+    # --- reads -------------------------------------------------------------------------
 
     @property
     def default_model(self) -> str | None:
@@ -177,6 +393,23 @@ class ModelRegistry:
         """Served versions of ``name``, oldest first."""
         return sorted(self._models.get(name, {}))
 
+    def known(self) -> list[str]:
+        """Every model that is served, has a status, or is in the repository, sorted."""
+        on_disk = artifacts.model_names(self.repository)
+        return sorted(set(self._models) | set(self._status) | set(on_disk))
+
+    def status(self, name: str, *, missing_ok: bool = False) -> list[VersionStatus]:
+        """Every version of ``name`` the registry has tried, oldest first; 404 if none."""
+        if not self.loaded:
+            raise NotReady(self.not_ready_reason())
+        statuses = dict(self._status.get(name, {}))
+        if not statuses and not missing_ok:
+            raise ModelNotFound(
+                f"expected a model the server has loaded or tried to load {sorted(self._status)}, "
+                f"received {name!r}"
+            )
+        return [statuses[v] for v in sorted(statuses)]
+
     def get(self, name: str | None = None, version: str | int | None = None) -> LoadedVersion:
         """The version to serve: the newest unless one is asked for; raises 404/503 errors."""
         if not self.loaded:
@@ -202,3 +435,7 @@ class ModelRegistry:
                 f"received {str(version)[:40]!r}"
             )
         return versions[number]
+
+
+def _status_json(status: VersionStatus) -> dict[str, str]:
+    return {"version": str(status.version), "state": status.state.value, "error": status.error}

@@ -45,6 +45,13 @@ router = APIRouter()
 direct = APIRouter(route_class=DirectRoute)
 
 
+def note_served(request: Request, result: Prediction) -> None:
+    """Tell the access log and metrics which version served the request, and how many rows."""
+    request.state.model = result.model.name
+    request.state.version = result.model.version
+    request.state.rows = len(result.argmax)
+
+
 def _predict_body(result: Prediction, fmt: str) -> dict[str, Any]:
     head = {"model": result.model.name, "version": str(result.model.version)}
     if fmt == "columnar":
@@ -53,14 +60,32 @@ def _predict_body(result: Prediction, fmt: str) -> dict[str, Any]:
             "probabilities": result.probabilities,
             "argmax": result.argmax,
             "labels": result.labels.tolist(),
+            "entropy": result.entropy,
+            "ood": result.ood,
+            "ood_distance": result.ood_distance,
         }
-    labels = result.labels.tolist()
+    n = len(result.argmax)
+    flags = result.ood.tolist() if result.ood is not None else [None] * n
+    distances = result.ood_distance.tolist() if result.ood_distance is not None else [None] * n
     return {
         **head,
         "predictions": [
-            {"probabilities": row, "argmax": int(k), "label": label}
-            for row, k, label in zip(
-                result.probabilities.tolist(), result.argmax, labels, strict=True
+            {
+                "probabilities": row,
+                "argmax": k,
+                "label": label,
+                "entropy": h,
+                "ood": flag,
+                "ood_distance": distance,
+            }
+            for row, k, label, h, flag, distance in zip(
+                result.probabilities.tolist(),
+                result.argmax.tolist(),
+                result.labels.tolist(),
+                result.entropy.tolist(),
+                flags,
+                distances,
+                strict=True,
             )
         ],
     }
@@ -77,6 +102,7 @@ async def _predict(request: Request, model: str | None, version: str | None) -> 
     result = await plane.predict(
         body.instances, model=model, version=version, calibrated=body.calibrated
     )
+    note_served(request, result)
     return JSONResponse(_predict_body(result, body.format))
 
 

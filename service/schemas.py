@@ -52,6 +52,19 @@ class Prediction(BaseModel):
     probabilities: list[float] = Field(description="One per class, in class_names order; sum 1.")
     argmax: int = Field(description="Index of the most probable class.")
     label: str = Field(description="class_names[argmax].")
+    entropy: float = Field(
+        description="Entropy of the distribution in nats: 0 when certain, log(classes) when "
+        "uniform. High entropy: the model cannot tell the classes apart here."
+    )
+    ood: bool | None = Field(
+        description="True when the input is unlike the training data (its distance to the "
+        "nearest class exceeds the version's threshold): the probabilities are not to be "
+        "trusted. null when the version has no training-data reference."
+    )
+    ood_distance: float | None = Field(
+        description="Mahalanobis distance to the nearest class of the training data, in "
+        "within-class standard deviations."
+    )
 
 
 class PredictResponse(BaseModel):
@@ -68,6 +81,9 @@ class PredictResponse(BaseModel):
                             "probabilities": [0.9981, 0.0011, 0.0004, 0.0004],
                             "argmax": 0,
                             "label": "0",
+                            "entropy": 0.0092,
+                            "ood": False,
+                            "ood_distance": 0.42,
                         }
                     ],
                 }
@@ -92,6 +108,9 @@ class ColumnarPredictResponse(BaseModel):
                     "probabilities": [[0.9981, 0.0011, 0.0004, 0.0004]],
                     "argmax": [0],
                     "labels": ["0"],
+                    "entropy": [0.0092],
+                    "ood": [False],
+                    "ood_distance": [0.42],
                 }
             ]
         }
@@ -102,6 +121,9 @@ class ColumnarPredictResponse(BaseModel):
     probabilities: list[list[float]]
     argmax: list[int]
     labels: list[str]
+    entropy: list[float]
+    ood: list[bool] | None
+    ood_distance: list[float] | None
 
 
 def _logits_shape(value: Any) -> str:

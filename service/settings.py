@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.policy import VersionPolicy
+
 
 class ModelBatching(BaseModel):
     """Batching for one model; unset fields take the global settings."""
@@ -62,6 +64,9 @@ class Settings(BaseSettings):
     model_batching: dict[str, ModelBatching] = Field(default_factory=dict)
     """Per-model overrides, as JSON: ``{"blobs": {"batching": "on", "batch_max_size": 32}}``."""
 
+    access_log: bool = True
+    """One JSON line per request (request id, path, model, version, status, rows, latency)."""
+
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     """Logging threshold for the service and uvicorn."""
 
@@ -108,12 +113,30 @@ class Settings(BaseSettings):
             "/v2/health/live",
             "/v2/health/ready",
             "/metrics",
+            "/",
+            "/playground/static/*",
         ]
     )
-    """Paths that need no API key even when keys are set (comma-separated)."""
+    """Paths that need no API key even when keys are set (comma-separated; a trailing ``*``
+    matches any path starting with what precedes it)."""
 
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Origins allowed by CORS (comma-separated, ``*`` for any); empty: CORS off."""
+
+    # --- model lifecycle -----------------------------------------------------------------
+
+    version_policy: str = "latest"
+    """Versions of each model to serve, as TF Serving's model_version_policy: ``latest``
+    (the newest loadable one), ``latest:N`` (the N newest), ``all``, or ``specific:1,3``."""
+
+    poll_interval: float = Field(default=2.0, ge=0)
+    """Seconds between scans of the model repository for new, removed or repaired versions
+    (each worker scans on its own); 0: only on ``POST /models/{name}/reload``."""
+
+    @field_validator("version_policy")
+    @classmethod
+    def _policy(cls, value: str) -> str:
+        return str(VersionPolicy.parse(value))
 
     @field_validator("api_keys", "open_paths", "cors_origins", mode="before")
     @classmethod

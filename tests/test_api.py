@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import httpx
@@ -53,20 +54,77 @@ def test_predict_matches_the_saved_keras_model_within_1e_5(
     client: httpx.Client, trained: TrainedRepository
 ) -> None:
     x = np.random.default_rng(5).uniform(-10, 40, size=(500, 2))
-    response = client.post("/predict", json={"instances": x.tolist(), "format": "columnar"})
+    body = {"instances": x.tolist(), "format": "columnar", "calibrated": False}
+    response = client.post("/predict", json=body)
     assert response.status_code == 200
     served = np.array(response.json()["probabilities"])
     assert np.abs(served - keras_reference(trained, x)).max() < 1e-5
+
+
+def test_predict_is_calibrated_by_default_with_the_versions_temperature(
+    client: httpx.Client,
+) -> None:
+    temperature = client.get("/models/blobs").json()["calibration"]["temperature"]
+    assert temperature != 1.0
+    points = np.random.default_rng(6).uniform(-5, 35, size=(50, 2)).tolist()
+    raw = client.post("/predict", json={"instances": points, "calibrated": False}).json()
+    calibrated = client.post("/predict", json={"instances": points}).json()
+    for r, c in zip(raw["predictions"], calibrated["predictions"], strict=True):
+        # softmax(z / T) from the raw distribution: log p = z - logsumexp(z)
+        z = np.log(np.array(r["probabilities"], dtype=np.float64)) / temperature
+        expected = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+        np.testing.assert_allclose(c["probabilities"], expected, rtol=1e-9, atol=1e-300)
+        assert c["argmax"] == r["argmax"]
+
+
+def test_predict_flags_inputs_unlike_the_training_data(client: httpx.Client) -> None:
+    reference = client.get("/models/blobs").json()["training_data"]["ood"]
+    means = np.array(reference["class_means"], dtype=np.float64)
+    precision = np.array(reference["precision"], dtype=np.float64)
+    points = [[15.0, 0.0], [0.2, 14.8], [30.0, 15.5], [1000.0, -1000.0], [22.5, 7.5], [-40.0, 60.0]]
+    predictions = client.post("/predict", json={"instances": points}).json()["predictions"]
+    for point, p in zip(points, predictions, strict=True):
+        diffs = np.array(point) - means
+        expected = float(np.sqrt(min(d @ precision @ d for d in diffs)))
+        assert p["ood_distance"] == pytest.approx(expected, rel=1e-9)
+        assert p["ood"] == (expected > reference["threshold"])
+    assert [p["ood"] for p in predictions] == [False, False, False, True, True, True]
+    far = predictions[3]
+    assert max(far["probabilities"]) > 0.99  # the softmax is sure of a class far from any data ...
+    assert far["ood"]  # ... which is exactly why the flag is there
 
 
 def test_predict_columnar_format_has_one_array_per_field(client: httpx.Client) -> None:
     instances = [[15.0, 0.0], [30.0, 15.0]]
     rows = client.post("/predict", json={"instances": instances}).json()
     columns = client.post("/predict", json={"instances": instances, "format": "columnar"}).json()
-    assert set(columns) == {"model", "version", "probabilities", "argmax", "labels"}
+    fields = {
+        "model",
+        "version",
+        "probabilities",
+        "argmax",
+        "labels",
+        "entropy",
+        "ood",
+        "ood_distance",
+    }
+    assert set(columns) == fields
     assert columns["probabilities"] == [p["probabilities"] for p in rows["predictions"]]
+    assert columns["entropy"] == [p["entropy"] for p in rows["predictions"]]
+    assert columns["ood"] == [p["ood"] for p in rows["predictions"]]
+    assert columns["ood_distance"] == [p["ood_distance"] for p in rows["predictions"]]
     assert columns["argmax"] == [0, 3]
     assert columns["labels"] == ["0", "3"]
+
+
+def test_predict_reports_the_entropy_of_each_distribution(client: httpx.Client) -> None:
+    points = [[15.0, 0.0], [7.5, 7.5], [22.5, 15.0], [-50.0, 80.0]]
+    for p in client.post("/predict", json={"instances": points}).json()["predictions"]:
+        expected = -sum(q * math.log(q) for q in p["probabilities"] if q > 0)
+        assert p["entropy"] == pytest.approx(expected, rel=1e-12, abs=1e-300)
+        assert 0.0 <= p["entropy"] <= math.log(4) + 1e-12
+    certain, between = client.post("/predict", json={"instances": points[:2]}).json()["predictions"]
+    assert between["entropy"] > certain["entropy"]  # halfway between two blobs is less sure
 
 
 def test_predict_forms_with_model_and_version_agree(client: httpx.Client) -> None:

@@ -13,7 +13,9 @@ import keras
 import numpy as np
 import pytest
 
+from model_training import calibration, ood
 from model_training.cli import main as train_main
+from model_training.model import logits
 from service.errors import ModelLoadError
 from service.registry import load_version
 from service.softmax import softmax
@@ -139,6 +141,39 @@ def test_same_seed_gives_the_same_weights_and_another_seed_does_not(tmp_path: Pa
     third = weights_after_training(tmp_path, 8, "c")
     assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
     assert not all(np.array_equal(a, c) for a, c in zip(first, third, strict=True))
+
+
+def test_a_trained_version_with_report_and_calibration_loads_and_serves_calibrated(
+    tmp_path: Path,
+) -> None:
+    repo = tmp_path / "repo"
+    args = ["--model-repository", str(repo), "--epochs", "2", "--samples", "200"]
+    assert train_main([*args, "--test-size", "50", "--quiet"]) == 0
+    version = repo / "blobs" / "1"
+    metadata = json.loads((version / "metadata.json").read_text())
+    assert (version / "report" / "report.md").is_file()
+    loaded = load_version(version, "blobs", 1)  # every hash in "files" verifies
+    temperature = metadata["calibration"]["temperature"]
+    assert loaded.metadata.temperature == temperature
+    x = grid(n=11)
+    served = softmax(loaded.runtime.logits(x), loaded.metadata.temperature)
+    model = keras.saving.load_model(version / "model.keras", compile=False, safe_mode=True)
+    expected = calibration.softmax(logits(model, x), temperature)
+    assert np.abs(served - expected).max() < TOLERANCE
+    # The OOD parameters survive the trip through metadata.json (the service reads them there).
+    detector = metadata["training_data"]["ood"]
+    far = np.array([[1000.0, -1000.0]])
+    assert ood.distance_from_metadata(far, detector)[0] > detector["threshold"]
+
+
+def test_a_damaged_report_file_does_not_stop_the_version_from_serving(
+    trained: TrainedRepository, tmp_path: Path
+) -> None:
+    # The report is documentation: its hashes are recorded (metadata["report"]) for
+    # anyone to check, but only the served files (metadata["files"]) gate loading.
+    version = copy_version(trained.repository / "blobs" / "1", tmp_path)
+    (version / "report" / "reliability.png").write_bytes(b"not a png")
+    assert load_version(version, "blobs", 1).metadata.calibration is not None
 
 
 def foreign_classifier(path: Path) -> keras.Model:

@@ -7,7 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model_training.data import BLOB_CENTERS, DataError, load_csv, make_blobs, split
+from model_training.data import (
+    BLOB_CENTERS,
+    DataError,
+    carve_validation,
+    load_csv,
+    make_blobs,
+    split,
+)
 
 
 def test_make_blobs_draws_equal_groups_around_each_centre() -> None:
@@ -45,6 +52,26 @@ def test_split_accepts_a_fraction() -> None:
 def test_split_refuses_a_test_size_that_leaves_no_training_data() -> None:
     with pytest.raises(DataError, match="test size"):
         split(make_blobs(100, seed=0), 100, seed=0)
+
+
+def test_carve_validation_takes_the_last_part_as_keras_validation_split_does() -> None:
+    x = np.arange(20, dtype=np.float32).reshape(10, 2)
+    parts = carve_validation(x, np.arange(10), 0.25)  # Keras: split at floor(10 * 0.75) = 7
+    assert parts.y_fit.tolist() == list(range(7))
+    assert parts.y_val.tolist() == [7, 8, 9]
+    assert parts.x_val.tolist() == x[7:].tolist()
+    assert len(carve_validation(x[:3], np.arange(3), 0.2).y_val) == 1  # floor(2.4) = 2 to fit
+
+
+def test_carve_validation_of_zero_leaves_no_validation() -> None:
+    parts = carve_validation(np.zeros((5, 2), np.float32), np.arange(5), 0.0)
+    assert len(parts.y_fit) == 5
+    assert parts.x_val.shape == (0, 2)
+
+
+def test_carve_validation_refuses_a_split_with_an_empty_side() -> None:
+    with pytest.raises(DataError, match="validation split"):
+        carve_validation(np.zeros((3, 2), np.float32), np.arange(3), 0.9)
 
 
 def write(tmp_path: Path, text: str) -> Path:

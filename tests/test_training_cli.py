@@ -47,6 +47,7 @@ def test_default_training_writes_all_three_files_with_hashes(trained: TrainedRep
         "metadata.json",
         "model.keras",
         "model.tflite",
+        "report",
     ]
     metadata = json.loads((version / "metadata.json").read_text())
     for key in (

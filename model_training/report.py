@@ -1,0 +1,540 @@
+"""The training report: ``report/report.md`` and its PNGs, written into the version being built.
+
+Files (in the version's ``report/`` folder):
+
+- ``decision_regions.png`` (2-D data only): the training samples over the regions
+  each class wins, contours of the calibrated largest probability, the
+  out-of-distribution boundary and the misclassified test samples;
+- ``training_curves.png``: loss and accuracy per epoch, training and validation;
+- ``confusion_matrix.png``: the test split;
+- ``reliability.png``: reliability diagrams before and after temperature scaling,
+  on the validation split (where the temperature was fitted) and the test split;
+- ``report.md``: the metrics and the four figures, readable on any Markdown viewer.
+
+matplotlib draws with the non-interactive Agg backend (no window ever opens) and
+every figure is closed once saved. Nothing here imports TensorFlow: the
+decision-region grid is scored through the ``logits`` callable the caller passes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # before pyplot: never a window, works without a display
+
+import matplotlib.pyplot as plt
+import numpy as np
+import numpy.typing as npt
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+from model_training import calibration, ood
+
+DPI = 110
+#: Largest-probability contours on the decision-region plot.
+PROBABILITY_LEVELS = (0.5, 0.9, 0.99, 0.999)
+
+Logits = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class ReportData:
+    """Everything the report shows; ``metadata`` is the version's metadata as written."""
+
+    name: str
+    metadata: dict[str, Any]
+    history: dict[str, list[float]]
+    x_train: npt.NDArray[np.float32]
+    y_train: npt.NDArray[np.int64]
+    validation_logits: npt.NDArray[np.float64]
+    y_val: npt.NDArray[np.int64]
+    x_test: npt.NDArray[np.float32]
+    y_test: npt.NDArray[np.int64]
+    test_logits: npt.NDArray[np.float64]
+    logits: Logits
+
+    @property
+    def class_names(self) -> list[str]:
+        """The classes, in the model's output order."""
+        return list(self.metadata["class_names"])
+
+    @property
+    def feature_names(self) -> list[str]:
+        """The input features, in column order."""
+        return list(self.metadata["feature_names"])
+
+    @property
+    def temperature(self) -> float:
+        """The calibration temperature, 1 when there is none."""
+        block = self.metadata.get("calibration")
+        return float(block["temperature"]) if block else 1.0
+
+
+def _colours(k: int) -> list[Any]:
+    cmap = plt.get_cmap("tab10" if k <= 10 else "tab20")
+    return [cmap(i % cmap.N) for i in range(k)]
+
+
+def _save(fig: Figure, path: Path) -> None:
+    try:
+        fig.savefig(path, dpi=DPI, bbox_inches="tight", metadata={"Software": None})
+    finally:
+        plt.close(fig)
+
+
+def _log_axis(axis: Any) -> None:
+    """A log-scale y axis labelled with plain numbers (0.01, 1, 100), not 1e-02 or 10^0.
+
+    When it spans less than two decades, the minor ticks at 2 and 5 are labelled too.
+    """
+    axis.set_yscale("log")
+
+    def minor(value: float, _: int) -> str:
+        low, high = axis.get_ylim()
+        mantissa = round(value / 10 ** math.floor(math.log10(value)))
+        return f"{value:g}" if high / low < 100 and mantissa in (2, 5) else ""
+
+    axis.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.yaxis.set_minor_formatter(FuncFormatter(minor))
+
+
+def _grid(x: np.ndarray, steps: int = 300) -> tuple[np.ndarray, np.ndarray]:
+    low, high = x.min(axis=0).astype(np.float64), x.max(axis=0).astype(np.float64)
+    pad = (high - low) * 0.2 + 1e-3 * (np.abs(high) + 1.0)
+    return np.meshgrid(
+        np.linspace(low[0] - pad[0], high[0] + pad[0], steps),
+        np.linspace(low[1] - pad[1], high[1] + pad[1], steps),
+    )
+
+
+def decision_regions(data: ReportData, path: Path) -> None:
+    """Regions, calibrated max-probability contours, OOD boundary, data (2-D inputs only)."""
+    names, features = data.class_names, data.feature_names
+    colours = _colours(len(names))
+    xx, yy = _grid(np.concatenate([data.x_train, data.x_test]))
+    points = np.column_stack([xx.ravel(), yy.ravel()])
+    probabilities = calibration.softmax(data.logits(points), data.temperature)
+    winner = probabilities.argmax(axis=1).reshape(xx.shape)
+    top = probabilities.max(axis=1).reshape(xx.shape)
+
+    fig, ax = plt.subplots(figsize=(8.5, 7))
+    extent = (xx.min(), xx.max(), yy.min(), yy.max())
+    ax.imshow(
+        winner,
+        origin="lower",
+        extent=extent,
+        cmap=ListedColormap(colours),
+        vmin=-0.5,
+        vmax=len(names) - 0.5,
+        alpha=0.22,
+        aspect="auto",
+        interpolation="nearest",
+    )
+    levels = [v for v in PROBABILITY_LEVELS if top.min() < v < top.max()]
+    if levels:
+        contours = ax.contour(xx, yy, top, levels=levels, colors="0.25", linewidths=0.8)
+        ax.clabel(contours, fmt=lambda v: f"{v:g}", fontsize=8)
+    handles: list[Any] = [
+        Line2D(
+            [],
+            [],
+            color="0.25",
+            linewidth=0.8,
+            label=f"largest probability: {', '.join(f'{v:g}' for v in levels) or 'flat'}",
+        )
+    ]
+    detector = data.metadata.get("training_data", {}).get("ood")
+    if detector:
+        distance = ood.distance_from_metadata(points, detector).reshape(xx.shape)
+        ax.contour(
+            xx,
+            yy,
+            distance,
+            levels=[detector["threshold"]],
+            colors="crimson",
+            linewidths=1.6,
+            linestyles="--",
+        )
+        handles.append(
+            Line2D(
+                [],
+                [],
+                color="crimson",
+                linestyle="--",
+                label=f"OOD boundary (distance {detector['threshold']:.2f}): outside is flagged",
+            )
+        )
+    for k, (name, colour) in enumerate(zip(names, colours, strict=True)):
+        members = data.x_train[data.y_train == k]
+        ax.scatter(
+            members[:, 0],
+            members[:, 1],
+            s=12,
+            color=colour,
+            edgecolors="black",
+            linewidths=0.3,
+            label=f"class {name} (training sample)",
+        )
+    predicted = data.test_logits.argmax(axis=1)
+    wrong = data.x_test[predicted != data.y_test]
+    ax.scatter(wrong[:, 0], wrong[:, 1], s=70, marker="x", color="black", linewidths=1.8)
+    handles.append(
+        Line2D(
+            [],
+            [],
+            marker="x",
+            color="black",
+            linestyle="",
+            markersize=8,
+            label=f"misclassified test sample ({len(wrong)} of {len(data.y_test)})",
+        )
+    )
+    class_handles, _ = ax.get_legend_handles_labels()
+    ax.legend(
+        handles=[*class_handles, *handles],
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1.0),
+        fontsize=9,
+    )
+    span = np.ptp(points, axis=0)
+    if max(span) / max(min(span), 1e-12) < 4:
+        ax.set_aspect("equal")
+    ax.set_xlabel(features[0])
+    ax.set_ylabel(features[1])
+    calibrated = (
+        f"calibrated largest probability (T = {data.temperature:.3g})"
+        if data.metadata.get("calibration")
+        else "largest probability (no calibration)"
+    )
+    ax.set_title(f"{data.name}: decision regions and {calibrated}", fontsize=11)
+    _save(fig, path)
+
+
+def training_curves(data: ReportData, path: Path) -> None:
+    """Loss (log scale) and accuracy per epoch, training and validation, and the final test."""
+    history = data.history
+    epochs = np.arange(1, len(history["loss"]) + 1)
+    metrics = data.metadata["metrics"]
+    marker = "o" if len(epochs) <= 40 else None
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4.3))
+    panels = ((loss_ax, "loss", "Loss (cross-entropy)"), (acc_ax, "accuracy", "Accuracy"))
+    for ax, key, title in panels:
+        ax.plot(epochs, history[key], marker=marker, markersize=3, label="training")
+        if f"val_{key}" in history:
+            ax.plot(epochs, history[f"val_{key}"], marker=marker, markersize=3, label="validation")
+        ax.plot(
+            [epochs[-1]],
+            [metrics[f"test_{key}"]],
+            marker="*",
+            markersize=12,
+            linestyle="",
+            color="black",
+            label=f"test, after training ({metrics[f'test_{key}']:.4g})",
+        )
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(key)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=9)
+    _log_axis(loss_ax)
+    acc_ax.set_ylim(top=1.005)
+    fig.suptitle(f"{data.name}: training curves", fontsize=12)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def confusion(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> npt.NDArray[np.int64]:
+    """``matrix[i, j]``: how many samples of true class ``i`` were predicted as ``j``."""
+    return np.bincount(y_true * k + y_pred, minlength=k * k).reshape(k, k).astype(np.int64)
+
+
+def confusion_matrix(data: ReportData, path: Path) -> None:
+    """Counts of true against predicted classes on the test split."""
+    names = data.class_names
+    k = len(names)
+    matrix = confusion(data.y_test, data.test_logits.argmax(axis=1), k)
+    size = min(max(4.8, 0.55 * k + 2.5), 20)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    image = ax.imshow(matrix, cmap="Blues")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="test samples")
+    if k <= 30:
+        for (i, j), count in np.ndenumerate(matrix):
+            dark = count > matrix.max() / 2
+            ax.text(j, i, str(count), ha="center", va="center", color="white" if dark else "black")
+    ax.set_xticks(range(k), names, rotation=45 if max(map(len, names)) > 3 else 0, ha="right")
+    ax.set_yticks(range(k), names)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    accuracy = np.trace(matrix) / max(matrix.sum(), 1)
+    ax.set_title(
+        f"{data.name}: confusion matrix, test split\n"
+        f"{np.trace(matrix)} of {matrix.sum()} right (accuracy {accuracy:.4f})",
+        fontsize=11,
+    )
+    _save(fig, path)
+
+
+def _reliability_panel(
+    top: Any, bottom: Any, logits: np.ndarray, labels: np.ndarray, temperature: float | None
+) -> None:
+    curves = [("uncalibrated", 1.0, "tab:orange", "s")]
+    if temperature is not None:
+        curves.append((f"temperature-scaled, T = {temperature:.3g}", temperature, "tab:blue", "o"))
+    width = 1.0 / calibration.ECE_BINS
+    top.plot([0, 1], [0, 1], color="0.5", linestyle=":", label="perfectly calibrated")
+    for i, (label, t, colour, marker) in enumerate(curves):
+        bins = calibration.reliability(calibration.softmax(logits, t), labels)
+        used = bins.count > 0
+        top.plot(
+            bins.confidence[used],
+            bins.accuracy[used],
+            marker=marker,
+            color=colour,
+            clip_on=False,  # a point at confidence 1 sits on the edge
+            label=f"{label} (ECE {bins.ece:.4f})",
+        )
+        centres = bins.edges[:-1] + width / 2
+        offset = (i - (len(curves) - 1) / 2) * width * 0.4
+        bottom.bar(centres + offset, bins.count, width=width * 0.4, color=colour, label=label)
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1.02)
+    top.set_ylabel("accuracy in the bin")
+    top.grid(alpha=0.3)
+    # Below the counts, not over the diagram: no corner of it is always free of points.
+    handles, labels = top.get_legend_handles_labels()
+    bottom.legend(
+        handles, labels, fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.32), frameon=False
+    )
+    _log_axis(bottom)
+    bottom.set_ylim(bottom=0.7)  # a bin with a single sample still shows a bar
+    bottom.set_xlim(0, 1)
+    bottom.set_xlabel(f"confidence (largest probability), {calibration.ECE_BINS} bins")
+    bottom.set_ylabel("samples (log)")
+    bottom.grid(alpha=0.3)
+
+
+def reliability_diagram(data: ReportData, path: Path) -> None:
+    """Accuracy against confidence per bin, before and after calibration, with sample counts."""
+    temperature = data.temperature if data.metadata.get("calibration") else None
+    panels = [("test split (held out)", data.test_logits, data.y_test)]
+    if len(data.y_val):
+        title = "validation split (T fitted here)" if temperature else "validation split"
+        panels.insert(0, (title, data.validation_logits, data.y_val))
+    fig, axes = plt.subplots(
+        2,
+        len(panels),
+        figsize=(5.6 * len(panels), 7),
+        squeeze=False,
+        sharex="col",
+        gridspec_kw={"height_ratios": [3, 1.2]},
+    )
+    for column, (title, logits, labels) in enumerate(panels):
+        _reliability_panel(axes[0, column], axes[1, column], logits, labels, temperature)
+        axes[0, column].set_title(f"{title}: {len(labels)} samples", fontsize=10)
+    fig.suptitle(f"{data.name}: reliability diagram", fontsize=12)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
+
+
+def _calibration_section(block: dict[str, Any] | None) -> list[str]:
+    if not block:
+        return [
+            "No calibration: training ran without a validation split (`--validation-split 0`), "
+            "so the service serves the model's own probabilities (temperature 1).",
+        ]
+    t = block["temperature"]
+    sense = (
+        "below 1: the model was under-confident, and calibrated probabilities are sharper"
+        if t < 1
+        else "above 1: the model was over-confident, and calibrated probabilities are softer"
+    )
+    lines = [
+        f"Temperature scaling: the service divides the logits by **T = {t:.4g}** before the "
+        f'softmax (unless a request says `"calibrated": false`). T is {sense}. It minimises '
+        f"the negative log-likelihood (NLL) of the validation split; the test split never "
+        f"took part. The argmax, hence the accuracy, is the same either way.",
+        "",
+        "| split | samples | NLL before | NLL after | ECE before | ECE after |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for key, label in (("validation", "validation (T fitted here)"), ("test", "test (held out)")):
+        s = block[key]
+        lines.append(
+            f"| {label} | {s['samples']} | {_fmt(s['nll_before'])} | {_fmt(s['nll_after'])} "
+            f"| {_fmt(s['ece_before'])} | {_fmt(s['ece_after'])} |"
+        )
+    lines += [
+        "",
+        f"ECE (expected calibration error): the samples are put in {block['ece_bins']} "
+        "equal-width bins by confidence (largest probability); ECE is the sample-weighted "
+        "mean of |accuracy - mean confidence| over the bins. 0 is perfect.",
+    ]
+    if block.get("at_bound"):
+        lines += [
+            "",
+            f"**Warning:** the fit stopped at the edge of its search interval "
+            f"{block['bounds']}: the validation NLL would keep falling beyond it. This "
+            "happens when every validation sample is classified correctly, so "
+            "sharpening never costs anything on it; treat this temperature with care.",
+        ]
+    return lines
+
+
+def _ood_section(training_data: dict[str, Any], test_flagged: float) -> list[str]:
+    detector = training_data["ood"]
+    return [
+        "Each prediction comes with the distance of the input to the training data; above "
+        f"**{detector['threshold']:.4g}** the input is flagged as out of distribution (OOD).",
+        "",
+        "distance(x) = min over classes k of sqrt((x - m_k)^T P (x - m_k)): the Mahalanobis "
+        "distance to the nearest class mean m_k, with P the inverse of the pooled "
+        "within-class covariance of the training features (plus a ridge of "
+        f"{detector['ridge']:.3g}). It counts standard deviations to the nearest class along "
+        "the data's own directions of spread. The threshold is the "
+        f"{detector['quantile'] * 100:g}th percentile of the training samples' own distances, "
+        "so about that share of inputs like the training data pass unflagged.",
+        "",
+        "| | value |",
+        "|---|---:|",
+        f"| reference samples (training + validation) | {training_data['n']} |",
+        f"| threshold | {detector['threshold']:.4g} |",
+        f"| training samples flagged | {detector['train_flagged']:.2%} |",
+        f"| test samples flagged (held out) | {test_flagged:.2%} |",
+    ]
+
+
+def markdown(data: ReportData, files: Sequence[str]) -> str:
+    """The text of ``report.md``; ``files`` are the figures written next to it."""
+    meta = data.metadata
+    metrics, training = meta["metrics"], meta["training"]
+    source = training["data"]
+    if source.get("kind") == "blobs":
+        where = (
+            f"{len(source['centers'])} Gaussian blobs, {source['n_samples']} samples, "
+            f"seed {source['seed']}"
+        )
+    else:
+        where = f"`{source.get('path')}`"
+    correct = round(metrics["test_accuracy"] * metrics["test_samples"])
+    lines = [
+        f"# Training report: {data.name}",
+        "",
+        f"Created {meta['created_at']} from {where}: {training['train_samples']} samples to "
+        f"fit the weights, {training['validation_samples']} for validation, "
+        f"{metrics['test_samples']} held out for testing. {training['epochs']} epochs, "
+        f"batch size {training['batch_size']}, learning rate {training['learning_rate']:g}, "
+        f"seed {training['seed']}.",
+        "",
+        "## Metrics",
+        "",
+        "| | value |",
+        "|---|---:|",
+        f"| test accuracy | {metrics['test_accuracy']:.4f} ({correct} of "
+        f"{metrics['test_samples']}) |",
+        f"| test loss (cross-entropy, uncalibrated) | {_fmt(metrics['test_loss'])} |",
+    ]
+    block = meta.get("calibration")
+    if block:
+        lines += [
+            f"| calibration temperature T | {block['temperature']:.4g} |",
+            f"| test NLL, calibrated | {_fmt(block['test']['nll_after'])} |",
+            f"| test ECE, uncalibrated -> calibrated | {_fmt(block['test']['ece_before'])} -> "
+            f"{_fmt(block['test']['ece_after'])} |",
+        ]
+    detector = meta["training_data"]["ood"]
+    test_flagged = float(ood.flagged(data.x_test, detector).mean())
+    lines += [
+        f"| OOD threshold (distance) | {detector['threshold']:.4g} |",
+        "",
+        "## Calibration",
+        "",
+        *_calibration_section(block),
+        "",
+        "## Out-of-distribution signal",
+        "",
+        *_ood_section(meta["training_data"], test_flagged),
+        "",
+        "## Figures",
+        "",
+    ]
+    if "decision_regions.png" in files:
+        lines += [
+            "### Decision regions",
+            "",
+            "![Decision regions](decision_regions.png)",
+            "",
+            "Background colour: the class the model picks at each point. Grey contours: "
+            "the calibrated probability of that class (what the service answers by default). "
+            "Dots: training samples, coloured by their true class; crosses: misclassified "
+            "test samples. Outside the dashed red line the service flags inputs as out of "
+            "distribution: the model still picks a class there, with a confidence that "
+            "means nothing.",
+            "",
+        ]
+    else:
+        lines += [
+            "### Decision regions",
+            "",
+            f"Not drawn: the data has {len(data.feature_names)} features and the plot needs "
+            "exactly 2.",
+            "",
+        ]
+    lines += [
+        "### Training curves",
+        "",
+        "![Training curves](training_curves.png)",
+        "",
+        "Loss (log scale) and accuracy after each epoch, on the samples the weights are "
+        "fitted on and on the validation split; the star is the held-out test split after "
+        "the last epoch. Training and validation curves far apart would mean over-fitting.",
+        "",
+        "### Confusion matrix",
+        "",
+        "![Confusion matrix](confusion_matrix.png)",
+        "",
+        "Rows: true class; columns: predicted class; test split. Everything off the "
+        "diagonal is a mistake.",
+        "",
+        "### Reliability diagram",
+        "",
+        "![Reliability diagram](reliability.png)",
+        "",
+        "Top: for the samples in each confidence bin, the share that was classified right, "
+        "against their mean confidence; honest probabilities lie on the dotted diagonal "
+        "(below it: over-confident; above it: under-confident). Bottom: how many samples "
+        "fall in each bin (log scale); on well-separated data nearly all sit in the top bin.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_report(directory: Path, data: ReportData) -> list[str]:
+    """Write ``report.md`` and its PNGs into ``directory`` (created); returns the file names."""
+    directory.mkdir(parents=True, exist_ok=True)
+    figures: list[tuple[str, Callable[[ReportData, Path], None]]] = []
+    if len(data.feature_names) == 2:
+        figures.append(("decision_regions.png", decision_regions))
+    figures += [
+        ("training_curves.png", training_curves),
+        ("confusion_matrix.png", confusion_matrix),
+        ("reliability.png", reliability_diagram),
+    ]
+    written = []
+    for filename, draw in figures:
+        draw(data, directory / filename)
+        written.append(filename)
+    (directory / "report.md").write_text(markdown(data, written), encoding="utf-8")
+    return [*written, "report.md"]

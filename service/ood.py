@@ -1,0 +1,55 @@
+"""Out-of-distribution signal: how far an input is from the training data.
+
+Mirrors ``model_training.ood`` (the trainer computes the reference; the two packages
+share only the metadata): the class-conditional Mahalanobis distance
+
+    d(x) = min_k sqrt((x - m_k)^T P (x - m_k))
+
+to the nearest class mean ``m_k`` under the shared within-class precision ``P``, with
+``ood = d(x) > threshold`` (the 99.9th percentile of ``d`` over the training samples).
+Computed as ``x^T P x - 2 x^T P m_k + m_k^T P m_k`` so that a batch of n rows costs
+O(n D^2 + n K D) with no n x K x D intermediate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+Float64Array = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class OODDetector:
+    """The reference of one model version, with the per-class terms precomputed."""
+
+    means: Float64Array  # (K, D)
+    precision: Float64Array  # (D, D)
+    threshold: float
+
+    def __post_init__(self) -> None:
+        k, d = self.means.shape
+        if self.precision.shape != (d, d):
+            raise ValueError(
+                f"expected a {d}x{d} precision matrix for {k} class means of {d} features, "
+                f"received shape {self.precision.shape}"
+            )
+
+    def distance(self, x: npt.ArrayLike) -> Float64Array:
+        """``d(x)`` for each row of ``x`` (n, D), in float64."""
+        rows = np.asarray(x, dtype=np.float64)
+        # einsum, not BLAS matmul: a row's result must not depend on the batch it came in
+        # (BLAS blocks differently for different batch sizes and rounds differently).
+        xp = np.einsum("nd,de->ne", rows, self.precision)
+        squared = (
+            np.einsum("nd,nd->n", xp, rows)[:, None]
+            - 2.0 * np.einsum("nd,kd->nk", xp, self.means)
+            + np.einsum("kd,de,ke->k", self.means, self.precision, self.means)[None, :]
+        )
+        return np.asarray(np.sqrt(np.maximum(squared.min(axis=1), 0.0)))
+
+    def flags(self, distances: Float64Array) -> npt.NDArray[np.bool_]:
+        """True where the input is unlike the training data."""
+        return np.asarray(distances > self.threshold)

@@ -1,0 +1,579 @@
+// softmax-serving playground: plain JavaScript, no dependencies, nothing fetched from
+// anywhere but this service. URLs are relative ("softmax", not "/softmax") so the page
+// also works when the service is mounted under a path prefix.
+//
+// Elements the tests rely on: #logits, #temperature, #temperature-value, #bars (each
+// .bar with data-probability), #softmax-error, #model-select, #regions,
+// #point-probabilities. Text from the server is only ever set with textContent.
+"use strict";
+
+(() => {
+  const $ = (id) => document.getElementById(id);
+
+  // --- The API ---------------------------------------------------------------------------
+
+  let apiKey = "";
+
+  class ApiError extends Error {
+    constructor(status, message) {
+      super(message);
+      this.status = status;
+    }
+  }
+
+  /** GET (no body) or POST (body: a JSON string or a value to serialize) and parse JSON. */
+  async function api(path, body) {
+    const headers = { Accept: "application/json" };
+    const init = { method: body === undefined ? "GET" : "POST", headers };
+    if (body !== undefined) {
+      headers["Content-Type"] = "application/json";
+      init.body = typeof body === "string" ? body : JSON.stringify(body);
+    }
+    if (apiKey) headers["X-API-Key"] = apiKey;
+    let response;
+    try {
+      response = await fetch(path, init);
+    } catch (error) {
+      throw new ApiError(0, `could not reach the service (${error.message})`);
+    }
+    let data = null;
+    try {
+      data = await response.json();
+    } catch {
+      // Not JSON: fall back to the status line below.
+    }
+    if (!response.ok) {
+      const said = data && typeof data.error === "string" ? data.error : response.statusText;
+      const hint = response.status === 401 ? " (enter an API key at the top of the page)" : "";
+      throw new ApiError(response.status, `${response.status}: ${said}${hint}`);
+    }
+    return data;
+  }
+
+  function showError(element, error) {
+    element.textContent = error ? error.message : "";
+    element.hidden = !error;
+  }
+
+  /** Probabilities for people: 6 significant digits (the exact value is in data-probability). */
+  const formatProbability = (p) => (p !== 0 && p < 1e-4 ? p.toExponential(5) : p.toPrecision(6));
+
+  // --- Softmax explorer ------------------------------------------------------------------
+
+  const logitsInput = $("logits");
+  const slider = $("temperature");
+  const temperatureValue = $("temperature-value");
+  const bars = $("bars");
+  const softmaxError = $("softmax-error");
+
+  const JSON_NUMBER = /^-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?$/;
+  const LOOSE_NUMBER = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
+
+  /**
+   * The typed logits as JSON text. A token that is a JSON number goes to the server
+   * verbatim, so the server parses exactly what was typed (and judges 1e999 itself);
+   * ".5", "+1" or "2." are normalized; anything else is sent as a string, so the
+   * server's own error message says what is wrong with it.
+   */
+  function logitsJson(text) {
+    const tokens = text.split(/[\s,;]+/).filter(Boolean);
+    const values = tokens.map((token) => {
+      if (JSON_NUMBER.test(token)) return token;
+      const number = Number(token);
+      if (LOOSE_NUMBER.test(token) && Number.isFinite(number)) return String(number);
+      return JSON.stringify(token);
+    });
+    return { tokens, json: `[${values.join(",")}]` };
+  }
+
+  /**
+   * The slider holds log10(T). T is rounded to 3 significant digits, so the value shown
+   * is exactly the value sent.
+   */
+  function temperature() {
+    return Number((10 ** Number(slider.value)).toPrecision(3));
+  }
+
+  function showTemperature() {
+    temperatureValue.textContent = temperature().toPrecision(3);
+  }
+
+  function renderBars(tokens, probabilities, argmax) {
+    const rows = probabilities.map((p, i) => {
+      const row = document.createElement("div");
+      row.className = i === argmax ? "bar-row top" : "bar-row";
+
+      const label = document.createElement("span");
+      label.className = "bar-label";
+      label.textContent = `z${i} = ${tokens[i]}`;
+
+      const track = document.createElement("div");
+      track.className = "bar-track";
+      const bar = document.createElement("div");
+      bar.className = "bar";
+      // String(p) is the shortest text that parses back to exactly the number received.
+      bar.dataset.probability = String(p);
+      bar.style.width = `${p * 100}%`;
+      track.append(bar);
+
+      const value = document.createElement("span");
+      value.className = "bar-value";
+      value.textContent = formatProbability(p);
+      value.title = String(p);
+
+      row.append(label, track, value);
+      return row;
+    });
+    bars.replaceChildren(...rows);
+  }
+
+  // Only the answer to the newest request is shown: each request takes a number and an
+  // answer that arrives after a newer request was sent is dropped.
+  let softmaxRequest = 0;
+  let softmaxTimer = 0;
+
+  function scheduleSoftmax(delay = 150) {
+    clearTimeout(softmaxTimer);
+    softmaxTimer = setTimeout(runSoftmax, delay);
+  }
+
+  async function runSoftmax() {
+    const request = ++softmaxRequest;
+    const { tokens, json } = logitsJson(logitsInput.value);
+    if (tokens.length === 0) {
+      bars.replaceChildren();
+      bars.dataset.state = "idle";
+      delete bars.dataset.request;
+      showError(softmaxError, new Error("Type some logits, e.g. 2.0, 4.3, 1.2, -3.1"));
+      return;
+    }
+    // data-request keeps the exact body of the request behind the bars shown.
+    const body = `{"logits":${json},"temperature":${temperature()}}`;
+    bars.dataset.state = "loading";
+    try {
+      const answer = await api("softmax", body);
+      if (request !== softmaxRequest) return;
+      renderBars(tokens, answer.probabilities, answer.argmax);
+      bars.classList.remove("stale");
+      bars.dataset.request = body;
+      bars.dataset.state = "ready";
+      showError(softmaxError, null);
+    } catch (error) {
+      if (request !== softmaxRequest) return;
+      // Keep the last good bars, dimmed, under the message.
+      bars.classList.add("stale");
+      delete bars.dataset.request;
+      bars.dataset.state = "error";
+      showError(softmaxError, error);
+    }
+  }
+
+  logitsInput.addEventListener("input", () => scheduleSoftmax());
+  slider.addEventListener("input", () => {
+    showTemperature();
+    scheduleSoftmax();
+  });
+
+  // --- Model explorer --------------------------------------------------------------------
+
+  const modelSelect = $("model-select");
+  const modelSummary = $("model-summary");
+  const modelError = $("model-error");
+  const mapNote = $("map-note");
+  const mapFigure = $("map");
+  const canvas = $("regions");
+  const pointPanel = $("point-panel");
+  const pointCoordinates = $("point-coordinates");
+  const pointProbabilities = $("point-probabilities");
+  const legend = $("legend");
+
+  const GRID = 60; // cells per side of the decision-region map: one /predict of 3600 rows
+  const DEFAULT_RANGE = [-10, 40]; // both axes, when the metadata says nothing of the data
+
+  // Okabe-Ito: distinguishable with the common colour-vision deficiencies.
+  const PALETTE = [
+    [0, 114, 178],
+    [230, 159, 0],
+    [0, 158, 115],
+    [204, 121, 167],
+    [86, 180, 233],
+    [213, 94, 0],
+    [240, 228, 66],
+    [90, 90, 90],
+  ];
+
+  function classColour(k) {
+    if (k < PALETTE.length) return PALETTE[k];
+    // More classes than the palette: hues spread by the golden angle, HSL(h, 55%, 45%).
+    const hue = (k * 137.508) % 360;
+    const [s, l] = [0.55, 0.45];
+    const a = s * Math.min(l, 1 - l);
+    const f = (n) => {
+      const t = (n + hue / 30) % 12;
+      return Math.round(255 * (l - a * Math.max(-1, Math.min(t - 3, 9 - t, 1))));
+    };
+    return [f(0), f(8), f(4)];
+  }
+
+  const css = ([r, g, b]) => `rgb(${r} ${g} ${b})`;
+
+  /** What the map shows now: the model, its extent, the painted grid and the clicked point. */
+  const map = { model: null, extent: null, centres: [], image: null, point: null };
+  let modelRequest = 0;
+  let pointRequest = 0;
+
+  function predictPath(model) {
+    const name = encodeURIComponent(model.name);
+    return `models/${name}/versions/${encodeURIComponent(model.version)}/predict`;
+  }
+
+  /**
+   * The square region to draw: the training blob centres plus a margin of 4 standard
+   * deviations when the metadata has them, DEFAULT_RANGE otherwise. Square, so one unit
+   * is as long on both axes and the regions are not distorted.
+   */
+  function extentOf(model) {
+    const data = (model.training && model.training.data) || {};
+    const centres = Array.isArray(data.centers)
+      ? data.centers.filter((c) => Array.isArray(c) && c.length === 2 && c.every(Number.isFinite))
+      : [];
+    if (centres.length === 0) {
+      return { x: [...DEFAULT_RANGE], y: [...DEFAULT_RANGE], centres };
+    }
+    const stds = [data.std].flat().filter(Number.isFinite);
+    const margin = Math.max(4 * (stds.length ? Math.max(...stds) : 1), 1);
+    const xs = centres.map((c) => c[0]);
+    const ys = centres.map((c) => c[1]);
+    const x = [Math.min(...xs) - margin, Math.max(...xs) + margin];
+    const y = [Math.min(...ys) - margin, Math.max(...ys) + margin];
+    const half = Math.max(x[1] - x[0], y[1] - y[0]) / 2;
+    const mid = (v) => (v[0] + v[1]) / 2;
+    return {
+      x: [mid(x) - half, mid(x) + half],
+      y: [mid(y) - half, mid(y) + half],
+      centres,
+    };
+  }
+
+  /** Round tick steps: 1, 2 or 5 times a power of ten, about `count` ticks over the span. */
+  function ticks([lo, hi], count = 6) {
+    const raw = (hi - lo) / count;
+    const power = 10 ** Math.floor(Math.log10(raw));
+    const step = [1, 2, 5, 10].map((m) => m * power).find((s) => s >= raw);
+    const out = [];
+    for (let v = Math.ceil(lo / step) * step; v <= hi + 1e-9 * step; v += step) {
+      out.push(Number(v.toPrecision(12)));
+    }
+    return out;
+  }
+
+  function drawAxes(model, extent) {
+    const place = (container, values, [lo, hi], vertical) => {
+      container.replaceChildren(
+        ...values.map((v) => {
+          const tick = document.createElement("span");
+          tick.textContent = String(v);
+          const fraction = (v - lo) / (hi - lo);
+          if (vertical) tick.style.top = `${(1 - fraction) * 100}%`;
+          else tick.style.left = `${fraction * 100}%`;
+          return tick;
+        }),
+      );
+    };
+    place($("ticks-x"), ticks(extent.x), extent.x, false);
+    place($("ticks-y"), ticks(extent.y), extent.y, true);
+    $("axis-x").textContent = model.feature_names[0];
+    $("axis-y").textContent = model.feature_names[1];
+  }
+
+  function drawLegend(model) {
+    legend.replaceChildren(
+      ...model.class_names.map((name, k) => {
+        const item = document.createElement("span");
+        const swatch = document.createElement("i");
+        swatch.style.background = css(classColour(k));
+        item.append(swatch, document.createTextNode(`class ${name}`));
+        return item;
+      }),
+    );
+  }
+
+  /**
+   * Paint one GRID x GRID image from a columnar answer: hue by argmax, blended with white
+   * by how sure the model is (max probability, from 1/K = unsure to 1 = certain).
+   */
+  function paintGrid(answer, classes) {
+    const image = document.createElement("canvas");
+    image.width = GRID;
+    image.height = GRID;
+    const context = image.getContext("2d");
+    const pixels = context.createImageData(GRID, GRID);
+    const floor = 1 / classes;
+    answer.argmax.forEach((k, i) => {
+      const sure = (answer.probabilities[i][k] - floor) / (1 - floor);
+      const alpha = 0.12 + 0.68 * Math.max(0, Math.min(1, sure));
+      const colour = classColour(k);
+      for (let c = 0; c < 3; c++) {
+        pixels.data[4 * i + c] = Math.round(255 + (colour[c] - 255) * alpha);
+      }
+      pixels.data[4 * i + 3] = 255;
+    });
+    context.putImageData(pixels, 0, 0);
+    return image;
+  }
+
+  /** Data coordinates to canvas pixels (of a canvas `size` pixels wide and high). */
+  function toPixel([x, y], size) {
+    const { x: ex, y: ey } = map.extent;
+    return [((x - ex[0]) / (ex[1] - ex[0])) * size, ((ey[1] - y) / (ey[1] - ey[0])) * size];
+  }
+
+  /** The painted grid, the training centres (+) and the clicked point (ringed dot). */
+  function redraw() {
+    const ratio = window.devicePixelRatio || 1;
+    const size = Math.round(canvas.clientWidth * ratio) || canvas.width;
+    if (canvas.width !== size) {
+      canvas.width = size;
+      canvas.height = size;
+    }
+    const context = canvas.getContext("2d");
+    context.imageSmoothingEnabled = false; // crisp cells: one per grid point asked
+    context.drawImage(map.image, 0, 0, size, size);
+    context.lineWidth = 2 * ratio;
+    context.strokeStyle = "rgb(20 20 20 / 0.7)";
+    const arm = 5 * ratio;
+    for (const centre of map.centres) {
+      const [px, py] = toPixel(centre, size);
+      context.beginPath();
+      context.moveTo(px - arm, py);
+      context.lineTo(px + arm, py);
+      context.moveTo(px, py - arm);
+      context.lineTo(px, py + arm);
+      context.stroke();
+    }
+    if (map.point) {
+      const [px, py] = toPixel(map.point, size);
+      context.beginPath();
+      context.arc(px, py, 5 * ratio, 0, 2 * Math.PI);
+      context.fillStyle = "white";
+      context.fill();
+      context.strokeStyle = "rgb(20 20 20)";
+      context.stroke();
+    }
+  }
+
+  async function drawRegions(model, request) {
+    const extent = extentOf(model);
+    const dx = (extent.x[1] - extent.x[0]) / GRID;
+    const dy = (extent.y[1] - extent.y[0]) / GRID;
+    // Cell centres, row by row from the top (largest x2) down, as the image is laid out.
+    const instances = [];
+    for (let row = 0; row < GRID; row++) {
+      for (let col = 0; col < GRID; col++) {
+        instances.push([extent.x[0] + (col + 0.5) * dx, extent.y[1] - (row + 0.5) * dy]);
+      }
+    }
+    canvas.dataset.state = "loading";
+    const answer = await api(predictPath(model), { instances, format: "columnar" });
+    if (request !== modelRequest) return;
+    Object.assign(map, {
+      model,
+      extent,
+      centres: extent.centres,
+      image: paintGrid(answer, model.class_names.length),
+      point: null,
+    });
+    // For tests and the curious: the region drawn, as [x min, x max, y min, y max].
+    canvas.dataset.extent = JSON.stringify([...extent.x, ...extent.y]);
+    drawAxes(model, extent);
+    drawLegend(model);
+    mapFigure.hidden = false;
+    pointPanel.hidden = false;
+    redraw();
+    canvas.dataset.state = "ready";
+  }
+
+  function describe(model) {
+    const parts = [
+      `version ${model.version}`,
+      `${model.input_dim} features (${model.feature_names.join(", ")})`,
+      `${model.class_names.length} classes`,
+      `runtime ${model.runtime}`,
+    ];
+    const accuracy = model.metrics && model.metrics.test_accuracy;
+    if (Number.isFinite(accuracy)) parts.push(`test accuracy ${accuracy.toFixed(3)}`);
+    return parts.join(" · ");
+  }
+
+  async function selectModel(name) {
+    const request = ++modelRequest;
+    showError(modelError, null);
+    mapFigure.hidden = true;
+    pointPanel.hidden = true;
+    mapNote.hidden = true;
+    modelSummary.textContent = "";
+    canvas.dataset.state = "idle";
+    map.model = null;
+    resetPoint();
+    try {
+      const model = await api(`models/${encodeURIComponent(name)}`);
+      if (request !== modelRequest) return;
+      modelSummary.textContent = describe(model);
+      if (model.input_dim !== 2) {
+        mapNote.textContent =
+          `The decision-region map is for 2-D models only: ${model.name} has ` +
+          `${model.input_dim} features.`;
+        mapNote.hidden = false;
+        return;
+      }
+      await drawRegions(model, request);
+    } catch (error) {
+      if (request !== modelRequest) return;
+      canvas.dataset.state = "error";
+      showError(modelError, error);
+    }
+  }
+
+  async function loadModels() {
+    modelSelect.disabled = true;
+    showError(modelError, null);
+    try {
+      const { models } = await api("models");
+      const previous = modelSelect.value;
+      modelSelect.replaceChildren(
+        ...models.map((m) => {
+          const option = document.createElement("option");
+          option.value = m.name;
+          option.textContent = `${m.name} (v${m.default_version})`;
+          return option;
+        }),
+      );
+      if (models.length === 0) {
+        showError(modelError, new Error("The service has no models loaded."));
+        return;
+      }
+      if (models.some((m) => m.name === previous)) modelSelect.value = previous;
+      modelSelect.disabled = false;
+      await selectModel(modelSelect.value);
+    } catch (error) {
+      showError(modelError, error);
+    }
+  }
+
+  // --- Point probabilities ---------------------------------------------------------------
+
+  function resetPoint() {
+    ++pointRequest;
+    map.point = null;
+    pointCoordinates.textContent = "Click the map.";
+    pointProbabilities.replaceChildren();
+    pointProbabilities.dataset.state = "idle";
+  }
+
+  /** Rounded to the map's resolution (a pixel is ~0.1 units on the default map). */
+  function roundToPixel(value, unitsPerPixel) {
+    const digits = Math.max(0, Math.min(12, Math.ceil(-Math.log10(unitsPerPixel))));
+    return Number(value.toFixed(digits));
+  }
+
+  async function predictPoint(x, y) {
+    const request = ++pointRequest;
+    const model = map.model;
+    map.point = [x, y];
+    redraw();
+    const [f1, f2] = model.feature_names;
+    pointCoordinates.textContent = `${f1} = ${x}, ${f2} = ${y}`;
+    pointProbabilities.dataset.state = "loading";
+    try {
+      const answer = await api(predictPath(model), { instances: [[x, y]] });
+      if (request !== pointRequest) return;
+      const { probabilities, argmax, label } = answer.predictions[0];
+      const table = document.createElement("table");
+      const head = table.createTHead().insertRow();
+      for (const title of ["class", "", "probability"]) {
+        const cell = document.createElement("th");
+        cell.textContent = title;
+        head.append(cell);
+      }
+      const body = table.createTBody();
+      probabilities.forEach((p, k) => {
+        const row = body.insertRow();
+        if (k === argmax) row.className = "top";
+        const name = row.insertCell();
+        const swatch = document.createElement("i");
+        swatch.style.background = css(classColour(k));
+        name.append(swatch, document.createTextNode(model.class_names[k]));
+        const bar = document.createElement("div");
+        bar.className = "mini-bar";
+        bar.style.width = `${p * 100}%`;
+        bar.style.background = css(classColour(k));
+        row.insertCell().append(bar);
+        const value = row.insertCell();
+        value.className = "probability";
+        value.dataset.probability = String(p);
+        value.textContent = formatProbability(p);
+        value.title = String(p);
+      });
+      pointProbabilities.replaceChildren(table);
+      Object.assign(pointProbabilities.dataset, {
+        x: String(x),
+        y: String(y),
+        label,
+        state: "ready",
+      });
+    } catch (error) {
+      if (request !== pointRequest) return;
+      pointProbabilities.dataset.state = "error";
+      pointProbabilities.replaceChildren();
+      const message = document.createElement("p");
+      message.className = "error";
+      message.textContent = error.message;
+      pointProbabilities.append(message);
+    }
+  }
+
+  canvas.addEventListener("click", (event) => {
+    if (!map.model || canvas.dataset.state !== "ready") return;
+    const rect = canvas.getBoundingClientRect();
+    const { x: ex, y: ey } = map.extent;
+    const unitsPerPixel = (ex[1] - ex[0]) / rect.width;
+    const fx = (event.clientX - rect.left) / rect.width;
+    const fy = (event.clientY - rect.top) / rect.height;
+    predictPoint(
+      roundToPixel(ex[0] + fx * (ex[1] - ex[0]), unitsPerPixel),
+      roundToPixel(ey[1] - fy * (ey[1] - ey[0]), unitsPerPixel),
+    );
+  });
+
+  modelSelect.addEventListener("change", () => selectModel(modelSelect.value));
+  $("models-reload").addEventListener("click", loadModels);
+  window.addEventListener("resize", () => map.image && redraw());
+
+  // --- The API key: in memory only, sent as X-API-Key -------------------------------------
+
+  const keyInput = $("api-key");
+  let keyTimer = 0;
+
+  function applyKey() {
+    clearTimeout(keyTimer);
+    apiKey = keyInput.value.trim();
+    runSoftmax();
+    loadModels();
+  }
+
+  keyInput.addEventListener("input", () => {
+    clearTimeout(keyTimer);
+    keyTimer = setTimeout(applyKey, 400);
+  });
+  // Enter applies the key at once; the form itself is never submitted.
+  $("api-key-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    applyKey();
+  });
+
+  // --- Start -----------------------------------------------------------------------------
+
+  showTemperature();
+  runSoftmax();
+  loadModels();
+})();

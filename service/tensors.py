@@ -1,0 +1,153 @@
+"""Open Inference Protocol tensors: JSON data, the binary tensor data extension, classification.
+
+Binary tensor data (Triton's and KServe's extension): the body is the JSON header,
+``Inference-Header-Content-Length`` bytes long, followed by the raw tensors in the
+order of the header's inputs (outputs, in a response) that carry a
+``binary_data_size`` parameter; little-endian, row-major, no padding. A ``BYTES``
+element is a 4-byte little-endian length and then its bytes.
+
+Classification (Triton's extension): instead of an output's values, the top ``k``
+classes of each row as ``"<value>:<index>:<label>"`` strings, the value printed as
+C++'s ``std::to_string`` does (``%f``), best first.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from service.errors import BadRequest, InvalidInput
+
+#: Datatypes an input may have, and the outputs then have.
+DTYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
+
+
+def split_body(raw: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
+    """The JSON header and the binary tail of a request body."""
+    if header_length is None:
+        return raw, memoryview(b"")
+    text = header_length.strip()
+    if not text.isdigit():
+        raise BadRequest(
+            "expected Inference-Header-Content-Length to be the JSON header's length in "
+            f"bytes, received {header_length[:40]!r}"
+        )
+    size = int(text)
+    if size > len(raw):
+        raise BadRequest(
+            f"expected Inference-Header-Content-Length of at most the body's {len(raw)} bytes, "
+            f"received {size}"
+        )
+    return raw[:size], memoryview(raw)[size:]
+
+
+class BinaryTail:
+    """Hands out the binary tail of a body tensor by tensor, and checks nothing is left over."""
+
+    def __init__(self, tail: memoryview) -> None:
+        self._tail = tail
+        self._offset = 0
+
+    def take(self, size: int, what: str) -> memoryview:
+        """The next ``size`` bytes, for ``what``."""
+        end = self._offset + size
+        if end > len(self._tail):
+            raise BadRequest(
+                f"expected {size} bytes of binary data for {what} after the JSON header, "
+                f"received {len(self._tail) - self._offset}"
+            )
+        chunk = self._tail[self._offset : end]
+        self._offset = end
+        return chunk
+
+    def finish(self) -> None:
+        """Refuse bytes that no tensor claimed (a wrong size somewhere)."""
+        if self._offset != len(self._tail):
+            raise BadRequest(
+                f"expected {self._offset} bytes of binary tensor data after the JSON header "
+                f"(the sum of the inputs' binary_data_size), received {len(self._tail)}"
+            )
+
+
+def decode_input(
+    name: str,
+    datatype: str,
+    shape: Sequence[int],
+    data: Sequence[float] | Sequence[Sequence[float]] | None,
+    binary_data_size: int | None,
+    tail: BinaryTail,
+) -> npt.NDArray[np.floating[Any]]:
+    """One input tensor as an array of ``shape``, from its JSON data or the binary tail."""
+    dtype = DTYPES.get(datatype)
+    if dtype is None:
+        raise InvalidInput(
+            f"expected input {name!r} of datatype FP32 or FP64, received {datatype[:20]!r}"
+        )
+    count = math.prod(shape)
+    if binary_data_size is not None:
+        if data is not None:
+            raise InvalidInput(
+                f"expected input {name!r} as either 'data' or binary data "
+                "(binary_data_size), received both"
+            )
+        if binary_data_size != count * dtype.itemsize:
+            raise InvalidInput(
+                f"expected binary_data_size {count * dtype.itemsize} for input {name!r} "
+                f"({datatype}, shape {list(shape)}), received {binary_data_size}"
+            )
+        raw = tail.take(binary_data_size, f"input {name!r}")
+        return np.frombuffer(raw, dtype=dtype).reshape(shape)
+    if data is None:
+        raise InvalidInput(
+            f"expected input {name!r} to carry 'data' or a binary_data_size parameter, "
+            "received neither"
+        )
+    try:
+        # float64 keeps every JSON number exact; the data plane rounds to the model's float32
+        # exactly as for /predict, and names any value beyond float32's range.
+        values = np.asarray(data, dtype=np.float64)
+    except ValueError:
+        raise InvalidInput(
+            f"expected the data of input {name!r} as rows of equal length, received ragged rows"
+        ) from None
+    if values.size != count:
+        raise InvalidInput(
+            f"expected {count} values in input {name!r} (shape {list(shape)}), "
+            f"received {values.size}"
+        )
+    return values.reshape(shape)
+
+
+def classify(
+    values: npt.NDArray[np.floating[Any]], k: int, labels: Sequence[str]
+) -> npt.NDArray[np.str_]:
+    """Each row's top ``k`` classes as ``"<value>:<index>:<label>"``, best first."""
+    k = min(k, values.shape[-1])
+    # Stable: of equal values, the lower index comes first.
+    order = np.argsort(-values, axis=-1, kind="stable")[..., :k]
+    top = np.take_along_axis(values, order, axis=-1)
+    strings = [
+        f"{float(v):f}:{int(i)}:{labels[int(i)]}"
+        for v, i in zip(top.ravel(), order.ravel(), strict=True)
+    ]
+    return np.array(strings, dtype=np.str_).reshape(order.shape)
+
+
+def to_bytes(values: npt.NDArray[Any]) -> bytes:
+    """``values`` in the binary tensor format (row-major; BYTES elements length-prefixed)."""
+    if values.dtype.kind == "U":
+        encoded = [s.encode() for s in values.ravel().tolist()]
+        return b"".join(struct.pack("<I", len(b)) + b for b in encoded)
+    return np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("<")).tobytes()
+
+
+def datatype_of(values: npt.NDArray[Any]) -> str:
+    """The protocol datatype of an output array."""
+    if values.dtype.kind == "U":
+        return "BYTES"
+    return "FP64" if values.dtype == np.float64 else "FP32"

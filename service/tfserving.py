@@ -1,0 +1,277 @@
+"""TF Serving's REST API, so TF Serving clients work unchanged. Routes and encoding only.
+
+- ``POST /v1/models/{name}[/versions/{v}]:predict`` in the row format
+  (``{"instances": [[...], ...]}`` -> ``{"predictions": [[...], ...]}``) or the
+  columnar format (``{"inputs": [[...], ...]}`` -> ``{"outputs": [[...], ...]}``). The
+  model has one input (rows may also name it: ``{"input": [...]}``, any name) and
+  one output, the class probabilities, which is therefore unnamed, as TF Serving
+  answers for a Keras softmax classifier. The probabilities are ``/predict``'s, to
+  the last bit.
+- ``GET /v1/models/{name}[/versions/{v}]``: ``model_version_status`` of every version
+  the server has loaded or tried (``AVAILABLE``, ``LOADING``, ``UNLOADING``, ``END``,
+  with the reason a version was refused).
+- ``GET /v1/models/{name}[/versions/{v}]/metadata``: the ``serving_default``
+  ``signature_def``.
+
+Errors are ``{"error": "..."}``; invalid input is 400, as TF Serving answers.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+
+from service import body as bodies
+from service.body import openapi_body
+from service.dataplane import DataPlane
+from service.errors import InvalidInput, VersionNotFound
+from service.registry import LoadedVersion, State, VersionStatus
+from service.responses import JSONResponse
+from service.routing import DirectRoute
+from service.schemas import ErrorResponse, Row
+
+SIGNATURE = "serving_default"
+INPUT = "input"
+OUTPUT = "probabilities"
+
+# --- request bodies ---------------------------------------------------------------------
+
+
+def _form(value: Any) -> str:
+    # The tags are the ones service.errors_http leaves out of error locations.
+    return "batch" if isinstance(value, dict) else "vector"
+
+
+#: One instance: a row of features, or ``{"<input name>": [features]}``.
+Instance = Annotated[
+    Annotated[Row, Tag("vector")] | Annotated[dict[str, Row], Tag("batch")],
+    Discriminator(_form),
+]
+#: The columnar input: the rows, or ``{"<input name>": [[features], ...]}``.
+Columns = Annotated[
+    Annotated[list[Row], Tag("vector")] | Annotated[dict[str, list[Row]], Tag("batch")],
+    Discriminator(_form),
+]
+
+
+class PredictRequest(BaseModel):
+    """``:predict``: ``instances`` (row format) or ``inputs`` (columnar format), not both."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={
+            "examples": [
+                {"instances": [[15.0, 0.0], [29.5, 14.2]]},
+                {"signature_name": "serving_default", "inputs": {"input": [[15.0, 0.0]]}},
+            ]
+        },
+    )
+
+    signature_name: str | None = Field(default=None, description="Only serving_default.")
+    instances: list[Instance] | None = Field(default=None, min_length=1)
+    inputs: Columns | None = None
+
+
+# --- response bodies (documentation) ----------------------------------------------------
+
+
+class RowPredictResponse(BaseModel):
+    """Row format: one probability vector per instance."""
+
+    predictions: list[list[float]]
+
+
+class ColumnarPredictResponse(BaseModel):
+    """Columnar format: the output tensor."""
+
+    outputs: list[list[float]]
+
+
+class Status(BaseModel):
+    """A version's status: ``OK``, or why it was refused."""
+
+    error_code: str
+    error_message: str
+
+
+class ModelVersionStatus(BaseModel):
+    """One version's state."""
+
+    version: str
+    state: str
+    status: Status
+
+
+class ModelStatusResponse(BaseModel):
+    """``GetModelStatusResponse`` as JSON."""
+
+    model_version_status: list[ModelVersionStatus]
+
+
+class ModelMetadataResponse(BaseModel):
+    """``GetModelMetadataResponse`` as JSON."""
+
+    model_spec: dict[str, str]
+    metadata: dict[str, Any]
+
+
+# --- predict ----------------------------------------------------------------------------
+
+
+def _one_name(named: dict[str, Any], where: str) -> Any:
+    if len(named) != 1:
+        raise InvalidInput(
+            f"expected {where} to name the model's one input, received {len(named)} names "
+            f"{sorted(named)[:5]}"
+        )
+    return next(iter(named.values()))
+
+
+def _rows(body: PredictRequest) -> tuple[list[list[float]], str]:
+    """The instances, and the key the answer goes under."""
+    if body.signature_name not in (None, SIGNATURE):
+        raise InvalidInput(
+            f"expected signature_name {SIGNATURE!r} (the only signature), "
+            f"received {body.signature_name[:64]!r}"
+        )
+    if body.instances is not None and body.inputs is not None:
+        raise InvalidInput(
+            "expected either 'instances' (row format) or 'inputs' (columnar format), received both"
+        )
+    if body.instances is not None:
+        rows = [
+            _one_name(row, f"instances[{i}]") if isinstance(row, dict) else row
+            for i, row in enumerate(body.instances)
+        ]
+        return rows, "predictions"
+    if body.inputs is not None:
+        columns = body.inputs
+        return (_one_name(columns, "inputs") if isinstance(columns, dict) else columns), "outputs"
+    raise InvalidInput(
+        "expected 'instances' (row format) or 'inputs' (columnar format), received neither"
+    )
+
+
+async def _predict(request: Request, name: str, version: str | None) -> JSONResponse:
+    plane: DataPlane = request.state.dataplane
+    body = await bodies.read(request, PredictRequest, plane.max_json_depth)
+    served = plane.resolve(name, version)
+    rows, key = _rows(body)
+    result = await plane.predict(rows, served=served)
+    return JSONResponse({key: result.probabilities})
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": ErrorResponse} for code in codes}
+
+
+TAGS: list[str | Any] = ["v1 (TF Serving REST)"]
+router = APIRouter(tags=TAGS)
+#: The hot endpoints: see service.routing.DirectRoute.
+direct = APIRouter(route_class=DirectRoute, tags=TAGS)
+
+PREDICT = {
+    "response_model": RowPredictResponse | ColumnarPredictResponse,
+    "responses": _errors(400, 404, 413, 503),
+    "openapi_extra": openapi_body(PredictRequest),
+}
+
+
+@direct.post("/v1/models/{name}:predict", **PREDICT)  # type: ignore[arg-type]
+async def predict(name: str, request: Request) -> JSONResponse:
+    """Class probabilities from the newest version (row or columnar format)."""
+    return await _predict(request, name, None)
+
+
+@direct.post("/v1/models/{name}/versions/{version}:predict", **PREDICT)  # type: ignore[arg-type]
+async def predict_version(name: str, version: str, request: Request) -> JSONResponse:
+    """Class probabilities from one version (row or columnar format)."""
+    return await _predict(request, name, version)
+
+
+# --- status and metadata ----------------------------------------------------------------
+
+
+def _status(status: VersionStatus) -> dict[str, Any]:
+    refused = status.state is State.END and bool(status.error)
+    return {
+        "version": str(status.version),
+        "state": status.state.value,
+        "status": {
+            "error_code": "UNKNOWN" if refused else "OK",
+            "error_message": status.error,
+        },
+    }
+
+
+def _model_status(request: Request, name: str, version: str | None) -> JSONResponse:
+    plane: DataPlane = request.state.dataplane
+    statuses = plane.registry.status(name)
+    if version is not None:
+        statuses = [s for s in statuses if str(s.version) == version]
+        if not statuses:
+            raise VersionNotFound(
+                f"expected a version of model {name!r} the server has loaded or tried "
+                f"({[s.version for s in plane.registry.status(name)]}), received {version[:40]!r}"
+            )
+    return JSONResponse({"model_version_status": [_status(s) for s in statuses]})
+
+
+@router.get("/v1/models/{name}", response_model=ModelStatusResponse, responses=_errors(404, 503))
+async def model_status(name: str, request: Request) -> JSONResponse:
+    """The state of every version of the model the server has loaded or tried."""
+    return _model_status(request, name, None)
+
+
+@router.get(
+    "/v1/models/{name}/versions/{version}",
+    response_model=ModelStatusResponse,
+    responses=_errors(404, 503),
+)
+async def version_status(name: str, version: str, request: Request) -> JSONResponse:
+    """The state of one version."""
+    return _model_status(request, name, version)
+
+
+def _tensor(dtype: str, width: int, name: str) -> dict[str, Any]:
+    dims = [{"size": "-1", "name": ""}, {"size": str(width), "name": ""}]
+    return {"dtype": dtype, "tensor_shape": {"dim": dims, "unknown_rank": False}, "name": name}
+
+
+def _metadata(served: LoadedVersion) -> dict[str, Any]:
+    meta = served.metadata
+    signature = {
+        # The model takes float32; the probabilities are computed and sent in float64.
+        "inputs": {INPUT: _tensor("DT_FLOAT", meta.input_dim, f"{SIGNATURE}_{INPUT}:0")},
+        "outputs": {OUTPUT: _tensor("DT_DOUBLE", len(meta.class_names), f"{OUTPUT}:0")},
+        "method_name": "tensorflow/serving/predict",
+    }
+    return {
+        "model_spec": {"name": served.name, "signature_name": "", "version": str(served.version)},
+        "metadata": {"signature_def": {"signature_def": {SIGNATURE: signature}}},
+    }
+
+
+@router.get(
+    "/v1/models/{name}/metadata",
+    response_model=ModelMetadataResponse,
+    responses=_errors(404, 503),
+)
+async def model_metadata(name: str, request: Request) -> JSONResponse:
+    """The newest version's signature: its input and output tensors."""
+    plane: DataPlane = request.state.dataplane
+    return JSONResponse(_metadata(plane.resolve(name)))
+
+
+@router.get(
+    "/v1/models/{name}/versions/{version}/metadata",
+    response_model=ModelMetadataResponse,
+    responses=_errors(404, 503),
+)
+async def version_metadata(name: str, version: str, request: Request) -> JSONResponse:
+    """One version's signature."""
+    plane: DataPlane = request.state.dataplane
+    return JSONResponse(_metadata(plane.resolve(name, version)))

@@ -1,0 +1,517 @@
+"""Open Inference Protocol (KServe V2) over HTTP, so Triton and KServe clients work unchanged.
+
+Routes and protocol encoding only: predictions come from the data plane, model state
+from the registry. Besides the required API (health, server and model metadata,
+``infer``), it speaks Triton's extensions as ``tritonclient.http`` uses them:
+
+- binary tensor data (``service.tensors``): binary inputs and outputs, the client's
+  default;
+- classification: ``"classification": k`` on a requested output gives each row's
+  top k classes as ``"<value>:<index>:<label>"``;
+- model repository: ``POST /v2/repository/index``, ``.../models/{name}/load`` (load
+  or reload now, retrying refused versions) and ``.../unload``.
+
+Each model has one input (any name; ``input`` in its metadata) of shape
+``[N, input_dim]`` and two outputs of shape ``[N, classes]``: ``probabilities``
+(the float64 softmax, sent in the input's datatype) and ``logits``. FP64 inputs give
+FP64 outputs, bit-identical to ``/predict``; FP32 inputs give ``/predict``'s
+probabilities rounded to float32. Errors are ``{"error": "..."}``; invalid input is 400.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+from starlette.responses import Response
+
+from service import __version__, tensors
+from service import body as bodies
+from service.body import openapi_body
+from service.dataplane import DataPlane, Prediction
+from service.errors import InvalidInput, NotReady
+from service.registry import LoadedVersion, State
+from service.responses import JSONResponse
+from service.routing import DirectRoute
+from service.schemas import ErrorResponse, FiniteFloat, Row
+
+HEADER_LENGTH = "inference-header-content-length"
+INPUT = "input"
+OUTPUTS = ("probabilities", "logits")
+EXTENSIONS = ["binary_tensor_data", "classification", "model_repository"]
+PLATFORMS = {"litert": "litert_tflite", "keras": "keras_keras"}
+
+# --- request bodies ---------------------------------------------------------------------
+
+#: A parameter value: the protocol allows strings, numbers and booleans.
+Parameters = dict[str, bool | int | float | str]
+
+
+def _data_shape(value: Any) -> str:
+    # The tags are the ones service.errors_http leaves out of error locations.
+    return "batch" if isinstance(value, list) and value and isinstance(value[0], list) else "vector"
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+
+class InferInput(_Body):
+    """One input tensor: its data inline, or ``binary_data_size`` bytes after the header."""
+
+    name: str = Field(max_length=256)
+    shape: list[Annotated[int, Field(ge=0)]] = Field(min_length=1, max_length=8)
+    datatype: str = Field(max_length=32, description="FP32 or FP64.")
+    parameters: Parameters = Field(default_factory=dict)
+    data: (
+        Annotated[
+            Annotated[list[FiniteFloat], Tag("vector")] | Annotated[list[Row], Tag("batch")],
+            Discriminator(_data_shape),
+        ]
+        | None
+    ) = Field(default=None, description="Row-major values, flat or one list per row.")
+
+
+class RequestedOutput(_Body):
+    """An output to return, with ``binary_data`` and ``classification`` parameters."""
+
+    name: str = Field(max_length=256, description="probabilities or logits.")
+    parameters: Parameters = Field(default_factory=dict)
+
+
+class InferenceRequest(_Body):
+    """``POST /v2/models/{name}/infer``: the JSON header of an inference request."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "42",
+                    "inputs": [
+                        {
+                            "name": "input",
+                            "shape": [2, 2],
+                            "datatype": "FP32",
+                            "data": [15.0, 0.0, 29.5, 14.2],
+                        }
+                    ],
+                    "outputs": [{"name": "probabilities"}],
+                },
+                {
+                    "inputs": [
+                        {
+                            "name": "input",
+                            "shape": [1, 2],
+                            "datatype": "FP64",
+                            "data": [[15.0, 0.0]],
+                        }
+                    ],
+                    "outputs": [{"name": "probabilities", "parameters": {"classification": 2}}],
+                },
+            ]
+        }
+    )
+
+    id: str | None = Field(default=None, max_length=256, description="Echoed in the response.")
+    parameters: Parameters = Field(
+        default_factory=dict,
+        description="binary_data_output (bool); calibrated (bool, default true).",
+    )
+    inputs: list[InferInput] = Field(min_length=1, max_length=16)
+    outputs: list[RequestedOutput] | None = Field(default=None, max_length=16)
+
+
+class RepositoryIndexRequest(_Body):
+    """``POST /v2/repository/index``: optionally only the ready versions."""
+
+    ready: bool = False
+
+
+class LoadRequest(_Body):
+    """``POST /v2/repository/models/{name}/load``; config and file overrides are refused."""
+
+    parameters: Parameters = Field(default_factory=dict)
+
+
+# --- response bodies (documentation) ----------------------------------------------------
+
+
+class TensorMetadata(BaseModel):
+    """A tensor's name, datatype and shape (-1: any size)."""
+
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class ModelMetadata(BaseModel):
+    """``GET /v2/models/{name}``."""
+
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+
+
+class ServerMetadata(BaseModel):
+    """``GET /v2``."""
+
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class RepositoryEntry(BaseModel):
+    """One version in ``POST /v2/repository/index``."""
+
+    name: str
+    version: str
+    state: str
+    reason: str
+
+
+# --- parameters -------------------------------------------------------------------------
+
+
+def _flag(parameters: Parameters, key: str, default: bool, where: str) -> bool:
+    value = parameters.get(key, default)
+    if not isinstance(value, bool):
+        raise InvalidInput(
+            f"expected parameter {key!r} of {where} to be true or false, received {value!r}"
+        )
+    return value
+
+
+def _count(parameters: Parameters, where: str) -> int | None:
+    value = parameters.get("classification")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidInput(
+            f"expected parameter 'classification' of {where} to be a positive integer, "
+            f"received {value!r}"
+        )
+    return value
+
+
+# --- inference --------------------------------------------------------------------------
+
+
+def _input(
+    body: InferenceRequest, tail: tensors.BinaryTail, input_dim: int
+) -> tuple[npt.NDArray[Any], str]:
+    """The one input as an ``[N, input_dim]`` array, and its datatype."""
+    if len(body.inputs) != 1:
+        raise InvalidInput(
+            f"expected one input tensor ({INPUT!r}), received {len(body.inputs)}: "
+            f"{[i.name for i in body.inputs]}"
+        )
+    given = body.inputs[0]
+    if any(key.startswith("shared_memory") for key in given.parameters):
+        raise InvalidInput(
+            f"expected the data of input {given.name!r} in the request, received a shared "
+            "memory region: shared memory is not supported"
+        )
+    size = given.parameters.get("binary_data_size")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+        raise InvalidInput(
+            f"expected binary_data_size of input {given.name!r} to be a byte count, "
+            f"received {size!r}"
+        )
+    if len(given.shape) != 2 or given.shape[1] != input_dim or given.shape[0] == 0:
+        raise InvalidInput(
+            f"expected input {given.name!r} of shape [N, {input_dim}] with N >= 1, "
+            f"received {given.shape}"
+        )
+    x = tensors.decode_input(given.name, given.datatype, given.shape, given.data, size, tail)
+    tail.finish()
+    return x, given.datatype
+
+
+def _requested(body: InferenceRequest) -> list[tuple[str, bool, int | None]]:
+    """(name, binary, classification count) of each output to return, in request order."""
+    binary_default = _flag(body.parameters, "binary_data_output", False, "the request")
+    if body.outputs is None:
+        return [(name, binary_default, None) for name in OUTPUTS]
+    seen: set[str] = set()
+    wanted = []
+    for output in body.outputs:
+        if output.name not in OUTPUTS:
+            raise InvalidInput(
+                f"expected requested outputs among {list(OUTPUTS)}, received {output.name!r}"
+            )
+        if output.name in seen:
+            raise InvalidInput(
+                f"expected each output requested once, received {output.name!r} twice"
+            )
+        seen.add(output.name)
+        where = f"output {output.name!r}"
+        binary = _flag(output.parameters, "binary_data", binary_default, where)
+        wanted.append((output.name, binary, _count(output.parameters, where)))
+    return wanted
+
+
+def _encode(
+    body: InferenceRequest,
+    result: Prediction,
+    datatype: str,
+    wanted: list[tuple[str, bool, int | None]],
+) -> tuple[dict[str, Any], list[bytes]]:
+    """The response header and the binary tensors that follow it."""
+    dtype = tensors.DTYPES[datatype]
+    labels = result.model.metadata.class_names
+    head: dict[str, Any] = {
+        "model_name": result.model.name,
+        "model_version": str(result.model.version),
+    }
+    if body.id is not None:
+        head["id"] = body.id
+    outputs, binaries = [], []
+    for name, binary, k in wanted:
+        source = result.probabilities if name == "probabilities" else result.logits
+        values: npt.NDArray[Any] = np.asarray(source).astype(dtype)
+        if k is not None:
+            values = tensors.classify(values, k, labels)
+        tensor: dict[str, Any] = {
+            "name": name,
+            "datatype": tensors.datatype_of(values),
+            "shape": list(values.shape),
+        }
+        if binary:
+            data = tensors.to_bytes(values)
+            tensor["parameters"] = {"binary_data_size": len(data)}
+            binaries.append(data)
+        else:
+            flat = values.ravel()
+            tensor["data"] = flat.tolist() if values.dtype.kind == "U" else flat
+        outputs.append(tensor)
+    head["outputs"] = outputs
+    return head, binaries
+
+
+async def _infer(request: Request, name: str, version: str | None) -> Response:
+    plane: DataPlane = request.state.dataplane
+    header, tail = tensors.split_body(await request.body(), request.headers.get(HEADER_LENGTH))
+    body = bodies.parse(InferenceRequest, header, plane.max_json_depth)
+    served = plane.resolve(name, version)
+    x, datatype = _input(body, tensors.BinaryTail(tail), served.metadata.input_dim)
+    calibrated = _flag(body.parameters, "calibrated", True, "the request")
+    wanted = _requested(body)
+    result = await plane.predict(x, calibrated=calibrated, served=served)
+    head, binaries = _encode(body, result, datatype, wanted)
+    if not binaries:
+        return JSONResponse(head)
+    encoded = orjson.dumps(head, option=orjson.OPT_SERIALIZE_NUMPY)
+    return Response(
+        encoded + b"".join(binaries),
+        media_type="application/octet-stream",
+        headers={"Inference-Header-Content-Length": str(len(encoded))},
+    )
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": ErrorResponse} for code in codes}
+
+
+router = APIRouter(tags=["v2 (Open Inference Protocol)"])
+#: The hot endpoints: see service.routing.DirectRoute.
+direct = APIRouter(route_class=DirectRoute, tags=["v2 (Open Inference Protocol)"])
+
+INFER = {
+    "responses": {
+        200: {
+            "description": "JSON, or with binary outputs the JSON header "
+            "(Inference-Header-Content-Length bytes) followed by the tensors.",
+        },
+        **_errors(400, 404, 413, 503),
+    },
+    "openapi_extra": openapi_body(InferenceRequest),
+}
+
+
+@direct.post("/v2/models/{name}/infer", **INFER)  # type: ignore[arg-type]
+async def infer(name: str, request: Request) -> Response:
+    """Inference with the newest version of the model (JSON or binary tensor data)."""
+    return await _infer(request, name, None)
+
+
+@direct.post("/v2/models/{name}/versions/{version}/infer", **INFER)  # type: ignore[arg-type]
+async def infer_version(name: str, version: str, request: Request) -> Response:
+    """Inference with one version of the model (JSON or binary tensor data)."""
+    return await _infer(request, name, version)
+
+
+# --- health and metadata ----------------------------------------------------------------
+
+
+def _plane(request: Request) -> DataPlane:
+    plane: DataPlane = request.state.dataplane
+    return plane
+
+
+@router.get("/v2", response_model=ServerMetadata)
+async def server_metadata() -> JSONResponse:
+    """The server's name, version and protocol extensions."""
+    return JSONResponse(
+        {"name": "softmax-serving", "version": __version__, "extensions": EXTENSIONS}
+    )
+
+
+@router.get(
+    "/v2/health/live",
+    response_class=Response,
+    responses={200: {"description": "Live (empty body)."}},
+)
+async def server_live() -> Response:
+    """200 while the process can answer."""
+    return Response(status_code=200)
+
+
+@router.get(
+    "/v2/health/ready",
+    response_class=Response,
+    responses={200: {"description": "Ready (empty body)."}, **_errors(503)},
+)
+async def server_ready(request: Request) -> Response:
+    """200 once the default model (or, with none, some model) is loaded and warm; 503 before."""
+    registry = _plane(request).registry
+    if not registry.ready:
+        raise NotReady(registry.not_ready_reason())
+    return Response(status_code=200)
+
+
+def _model_metadata(served: LoadedVersion, versions: list[int]) -> dict[str, Any]:
+    classes = len(served.metadata.class_names)
+    return {
+        "name": served.name,
+        "versions": [str(v) for v in versions],
+        "platform": PLATFORMS.get(served.runtime_name, served.runtime_name),
+        "inputs": [{"name": INPUT, "datatype": "FP32", "shape": [-1, served.metadata.input_dim]}],
+        "outputs": [{"name": o, "datatype": "FP32", "shape": [-1, classes]} for o in OUTPUTS],
+    }
+
+
+@router.get("/v2/models/{name}", response_model=ModelMetadata, responses=_errors(404, 503))
+async def model_metadata(name: str, request: Request) -> JSONResponse:
+    """The model's versions, input and outputs (of its newest version)."""
+    plane = _plane(request)
+    return JSONResponse(_model_metadata(plane.resolve(name), plane.registry.versions(name)))
+
+
+@router.get(
+    "/v2/models/{name}/versions/{version}",
+    response_model=ModelMetadata,
+    responses=_errors(404, 503),
+)
+async def version_metadata(name: str, version: str, request: Request) -> JSONResponse:
+    """One version's input and outputs."""
+    plane = _plane(request)
+    served = plane.resolve(name, version)
+    return JSONResponse(_model_metadata(served, plane.registry.versions(name)))
+
+
+READY = {
+    "response_class": Response,
+    "responses": {200: {"description": "Ready (empty body)."}, **_errors(404, 503)},
+}
+
+
+@router.get("/v2/models/{name}/ready", **READY)  # type: ignore[arg-type]
+async def model_ready(name: str, request: Request) -> Response:
+    """200 when the model has a version serving; 404 otherwise."""
+    _plane(request).resolve(name)
+    return Response(status_code=200)
+
+
+@router.get("/v2/models/{name}/versions/{version}/ready", **READY)  # type: ignore[arg-type]
+async def version_ready(name: str, version: str, request: Request) -> Response:
+    """200 when this version is serving; 404 otherwise (loading, refused, unloaded)."""
+    _plane(request).resolve(name, version)
+    return Response(status_code=200)
+
+
+# --- model repository extension ---------------------------------------------------------
+
+#: The repository index's names for the registry's states.
+INDEX_STATES = {
+    State.LOADING: "LOADING",
+    State.AVAILABLE: "READY",
+    State.UNLOADING: "UNLOADING",
+    State.END: "UNAVAILABLE",
+}
+
+
+async def _optional_body(request: Request, model: type[bodies.M]) -> bodies.M:
+    raw = await request.body()
+    plane = _plane(request)
+    return bodies.parse(model, raw if raw.strip() else b"{}", plane.max_json_depth)
+
+
+@router.post(
+    "/v2/repository/index",
+    response_model=list[RepositoryEntry],
+    responses=_errors(400, 503),
+    openapi_extra=openapi_body(RepositoryIndexRequest),
+)
+async def repository_index(request: Request) -> JSONResponse:
+    """Every model version the server knows of, with its state and, if refused, why."""
+    body = await _optional_body(request, RepositoryIndexRequest)
+    registry = _plane(request).registry
+    if not registry.loaded:
+        raise NotReady(registry.not_ready_reason())
+    entries = []
+    for name in registry.known():
+        statuses = registry.status(name, missing_ok=True)
+        if not statuses and not body.ready:
+            entries.append(
+                {"name": name, "version": "", "state": "UNAVAILABLE", "reason": "unloaded"}
+            )
+        for status in statuses:
+            state = INDEX_STATES[status.state]
+            if body.ready and state != "READY":
+                continue
+            reason = status.error or ("unloaded" if status.state is State.END else "")
+            entry = {"name": name, "version": str(status.version), "state": state, "reason": reason}
+            entries.append(entry)
+    return JSONResponse(entries)
+
+
+@router.post(
+    "/v2/repository/models/{name}/load",
+    response_class=Response,
+    responses={200: {"description": "Loaded (empty body)."}, **_errors(400, 404, 409, 503)},
+    openapi_extra=openapi_body(LoadRequest),
+)
+async def load_model(name: str, request: Request) -> Response:
+    """Load or reload the model now, retrying refused versions; 409 if a version is refused."""
+    body = await _optional_body(request, LoadRequest)
+    if body.parameters:
+        raise InvalidInput(
+            "expected a load request without parameters (configuration and file overrides "
+            f"are not supported), received {sorted(body.parameters)}"
+        )
+    registry = _plane(request).registry
+    if not registry.loaded:
+        raise NotReady(registry.not_ready_reason())
+    await asyncio.to_thread(registry.reload, name)
+    return Response(status_code=200)
+
+
+@router.post(
+    "/v2/repository/models/{name}/unload",
+    response_class=Response,
+    responses={200: {"description": "Unloaded (empty body)."}, **_errors(400, 503)},
+)
+async def unload_model(name: str, request: Request) -> Response:
+    """Stop serving every version of the model until it is loaded again (polling included)."""
+    registry = _plane(request).registry
+    if not registry.loaded:
+        raise NotReady(registry.not_ready_reason())
+    await asyncio.to_thread(registry.unload, name)
+    return Response(status_code=200)
