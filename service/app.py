@@ -193,14 +193,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=_lifespan(settings, metrics),
         docs_url=None,
         redoc_url=None,
+        # Our metrics are Prometheus (service.metrics). FastAPI's native OpenTelemetry hooks
+        # would otherwise look up tracer/meter providers (environment reads) per request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     install_error_handlers(app)
     app.state.metrics = metrics
     _add_middleware(app, settings, metrics)
     _add_metrics_route(app, metrics)
-    for hot in (direct, tfserving.direct, v2.direct):
-        add_direct_routes(app, hot)  # first, and unwrapped: the hot paths
+    # Each call puts its routes first: the native API last, so /predict is matched first.
+    for hot in (v2.direct, tfserving.direct, direct):
+        add_direct_routes(app, hot)  # unwrapped: the hot paths
     for routes in (router, lifecycle.router, tfserving.router, v2.router):
         app.include_router(routes)
     _mount_offline_docs(app)

@@ -161,10 +161,9 @@ class DataPlane:
         probabilities = softmax(logits, temperature)
         argmax = probabilities.argmax(axis=1)
         if self.metrics is not None:
-            name, version = served.name, str(served.version)
-            self.metrics.inference_seconds.labels(name, version).observe(elapsed)
-            self.metrics.request_rows.labels(name).observe(len(x))
-            self.metrics.count_classes(name, served.metadata.class_names, argmax)
+            self.metrics.observe_prediction(
+                served.name, str(served.version), elapsed, served.metadata.class_names, argmax
+            )
         return Prediction(served, x, logits, probabilities, argmax)
 
     @staticmethod

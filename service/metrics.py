@@ -12,7 +12,8 @@ Labels are bounded: ``model``/``version`` are only ever those of served versions
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from prometheus_client import (
@@ -43,6 +44,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         r = self.registry
         self.requests = Counter(
             "softmax_requests_total",
@@ -104,12 +106,31 @@ class Metrics:
             multiprocess_mode="max",
         )
 
-    def count_classes(self, model: str, class_names: Iterable[str], argmax: np.ndarray) -> None:
-        """Add one prediction per row to its class's counter."""
-        names = list(class_names)
-        counts = np.bincount(argmax, minlength=len(names))
+    def child(self, metric: Counter | Histogram, *labels: str) -> Any:
+        """``metric.labels(*labels)``, looked up once: ``labels()`` validates and locks."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
+
+    def observe_prediction(
+        self,
+        model: str,
+        version: str,
+        seconds: float,
+        class_names: Sequence[str],
+        argmax: np.ndarray,
+    ) -> None:
+        """Inference time, rows, and one count per row for its predicted class."""
+        self.child(self.inference_seconds, model, version).observe(seconds)
+        self.child(self.request_rows, model).observe(len(argmax))
+        if len(argmax) == 1:
+            self.child(self.predicted, model, class_names[int(argmax[0])]).inc()
+            return
+        counts = np.bincount(argmax, minlength=len(class_names))
         for index in np.flatnonzero(counts):
-            self.predicted.labels(model, names[int(index)]).inc(float(counts[index]))
+            self.child(self.predicted, model, class_names[int(index)]).inc(float(counts[index]))
 
     def render(self) -> bytes:
         """The text exposition of every metric (all workers' when there are several)."""

@@ -13,7 +13,7 @@ O(n D^2 + n K D) with no n x K x D intermediate.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -28,6 +28,8 @@ class OODDetector:
     means: Float64Array  # (K, D)
     precision: Float64Array  # (D, D)
     threshold: float
+    _mp2: Float64Array = field(init=False, repr=False)
+    _mpm: Float64Array = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         k, d = self.means.shape
@@ -36,18 +38,20 @@ class OODDetector:
                 f"expected a {d}x{d} precision matrix for {k} class means of {d} features, "
                 f"received shape {self.precision.shape}"
             )
+        # Per-class constants, computed once: P m_k (P is symmetric) and m_k^T P m_k.
+        mp = np.einsum("kd,de->ke", self.means, self.precision)
+        object.__setattr__(self, "_mp2", 2.0 * mp)
+        object.__setattr__(self, "_mpm", np.einsum("ke,ke->k", mp, self.means))
 
     def distance(self, x: npt.ArrayLike) -> Float64Array:
         """``d(x)`` for each row of ``x`` (n, D), in float64."""
         rows = np.asarray(x, dtype=np.float64)
         # einsum, not BLAS matmul: a row's result must not depend on the batch it came in
         # (BLAS blocks differently for different batch sizes and rounds differently).
-        xp = np.einsum("nd,de->ne", rows, self.precision)
-        squared = (
-            np.einsum("nd,nd->n", xp, rows)[:, None]
-            - 2.0 * np.einsum("nd,kd->nk", xp, self.means)
-            + np.einsum("kd,de,ke->k", self.means, self.precision, self.means)[None, :]
-        )
+        xp = np.einsum("nd,de->ne", rows, self.precision)  # two operands: no path search
+        xpx = np.einsum("ne,ne->n", xp, rows)
+        squared = xpx[:, None] - np.einsum("nd,kd->nk", rows, self._mp2) + self._mpm
+
         return np.asarray(np.sqrt(np.maximum(squared.min(axis=1), 0.0)))
 
     def flags(self, distances: Float64Array) -> npt.NDArray[np.bool_]:

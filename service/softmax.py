@@ -17,13 +17,21 @@ Float64Array = npt.NDArray[np.float64]
 
 def softmax(logits: npt.ArrayLike, temperature: float = 1.0) -> Float64Array:
     """Probabilities along the last axis of ``logits`` (any shape), in float64."""
+    narrow = isinstance(logits, np.ndarray) and logits.dtype == np.float32
     z = np.array(logits, dtype=np.float64)  # a fresh array we may overwrite
     if z.size == 0:
         return z
-    with np.errstate(over="ignore", invalid="ignore"):
+    if narrow and temperature >= 1e-30:
+        # float32 logits are within +-3.4e38: the shift and the division cannot overflow,
+        # so skip the cost of np.errstate on the model's hot path.
         z -= z.max(axis=-1, keepdims=True)
         if temperature != 1.0:
             z /= temperature
+    else:
+        with np.errstate(over="ignore", invalid="ignore"):
+            z -= z.max(axis=-1, keepdims=True)
+            if temperature != 1.0:
+                z /= temperature
     np.exp(z, out=z)
     z /= z.sum(axis=-1, keepdims=True)
     return z

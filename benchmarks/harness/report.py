@@ -1,0 +1,384 @@
+"""The report: one markdown table with ratios to the baselines, the targets, JSON, a chart.
+
+Ratios are always taken between rows of the same run, the same workload and the
+same connection count, so they hold across machines far better than raw numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.plan import (
+    BARE,
+    BULK,
+    FASTAPI,
+    KERAS_OFF,
+    KERAS_ON,
+    NAIVE,
+    ONE_ROW,
+    PEERS,
+    SERVICE,
+    SERVICE_2W,
+)
+
+#: Ratio columns: (JSON field, column title, baseline spec key).
+RATIOS = (
+    ("vs_fastapi_floor", "vs FastAPI floor", FASTAPI),
+    ("vs_bare_asgi", "vs bare ASGI", BARE),
+    ("vs_naive", "vs naive", NAIVE),
+)
+COLUMNS = (
+    "server",
+    "config",
+    "workload",
+    "conns",
+    "req/s",
+    "rows/s",
+    "p50 ms",
+    "p99 ms",
+    "errors",
+    "RSS MB",
+    "RSS MB/worker",
+    "ready s",
+    *(title for _, title, _ in RATIOS),
+)
+NA = "n/a"
+
+
+@dataclass
+class Row:
+    """One measured point (or one server that could not be measured)."""
+
+    key: str
+    server: str
+    config: str
+    workload: str | None = None  # Workload.key
+    workload_label: str | None = None
+    rows: int | None = None
+    connections: int | None = None
+    requests_per_s: float | None = None
+    rows_per_s: float | None = None
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    errors: int | None = None
+    rss_mb: float | None = None
+    rss_per_worker_mb: float | None = None
+    ready_s: float | None = None
+    unavailable: str | None = None
+    ratios: dict[str, float | None] = field(default_factory=dict)
+
+
+@dataclass
+class Target:
+    """One goal of the performance issue, checked on this run's numbers."""
+
+    name: str
+    measured: float | None
+    unit: str  # "x" for a ratio, else the unit of an absolute figure
+    goal: str
+    passed: bool | None  # None: not measured in this run
+    note: str = ""
+
+    @property
+    def shown(self) -> str:
+        """The measured value as the report shows it."""
+        if self.unit == "x":
+            return fmt(self.measured, "ratio")
+        return fmt(self.measured) + ("" if self.measured is None else f" {self.unit}")
+
+    @property
+    def result(self) -> str:
+        """PASS, MISS, or n/a."""
+        return NA if self.passed is None else ("PASS" if self.passed else "MISS")
+
+
+@dataclass
+class Report:
+    """Everything one run produced."""
+
+    command: str
+    mode: str
+    machine: dict[str, str]
+    setup: dict[str, str]
+    notes: list[str]
+    rows: list[Row]
+    targets: list[Target] = field(default_factory=list)
+
+
+def find(rows: Sequence[Row], key: str, workload: str, connections: int) -> Row | None:
+    """The measured row of ``key`` at that workload and connection count."""
+    for row in rows:
+        if (row.key, row.workload, row.connections) == (key, workload, connections):
+            return row if row.requests_per_s is not None else None
+    return None
+
+
+def add_ratios(rows: Sequence[Row]) -> None:
+    """Fill each row's ratio columns: its req/s over the baseline's, same workload and conns."""
+    for row in rows:
+        ratios: dict[str, float | None] = {}
+        for name, _, key in RATIOS:
+            base = None
+            if row.workload is not None and row.connections is not None:
+                base = find(rows, key, row.workload, row.connections)
+            ratios[name] = _ratio(row.requests_per_s, base.requests_per_s if base else None)
+        row.ratios = ratios  # a new dict: rows made with dataclasses.replace share the old one
+
+
+def _ratio(value: float | None, base: float | None) -> float | None:
+    if value is None or base is None or base <= 0 or math.isnan(value) or math.isnan(base):
+        return None
+    return value / base
+
+
+def _goal(
+    name: str,
+    value: float | None,
+    goal: float,
+    *,
+    unit: str = "x",
+    at_most: bool = False,
+    note: str = "",
+) -> Target:
+    sign = "<=" if at_most else ">="
+    passed = None if value is None else (value <= goal if at_most else value >= goal)
+    shown = f"{goal:g}x" if unit == "x" else f"{goal:g} {unit}"
+    return Target(name, value, unit, f"{sign} {shown}", passed, note)
+
+
+def targets(rows: Sequence[Row]) -> list[Target]:
+    """The issue's targets, as ratios within this run."""
+
+    def rate(key: str, workload: str, conns: int) -> float | None:
+        row = find(rows, key, workload, conns)
+        return row.requests_per_s if row else None
+
+    def field_of(key: str, workload: str, conns: int, get: Callable[[Row], Any]) -> Any:
+        row = find(rows, key, workload, conns)
+        return get(row) if row else None
+
+    one, bulk = ONE_ROW.key, BULK.key
+    service16 = rate(SERVICE, one, 16)
+    peer_rates = {key: rate(key, one, 16) for key in PEERS}
+    measured_peers = {k: v for k, v in peer_rates.items() if v}
+    best_peer = max(measured_peers, key=lambda k: measured_peers[k]) if measured_peers else None
+    p50_64 = field_of(SERVICE, one, 64, lambda r: r.p50_ms)
+    p99_64 = field_of(SERVICE, one, 64, lambda r: r.p99_ms)
+    keras_on_1 = field_of(KERAS_ON, one, 1, lambda r: r.p50_ms)
+    keras_off_1 = field_of(KERAS_OFF, one, 1, lambda r: r.p50_ms)
+    found = [
+        _goal(
+            "/predict 1 row @16 conns: service / FastAPI floor (req/s)",
+            _ratio(service16, rate(FASTAPI, one, 16)),
+            0.9,
+        ),
+        _goal(
+            "/predict 1 row @16 conns: service / bare ASGI (req/s, stretch)",
+            _ratio(service16, rate(BARE, one, 16)),
+            0.5,
+        ),
+        _goal(
+            "/predict 1 row @16 conns: service / best peer (req/s)",
+            _ratio(service16, measured_peers.get(best_peer) if best_peer else None),
+            5,
+            note=f"best peer: {best_peer}" if best_peer else "peers not measured (--peers)",
+        ),
+        _goal(
+            "/predict 1 row @64 conns: service p99 / p50", _ratio(p99_64, p50_64), 3, at_most=True
+        ),
+        _goal(
+            f"{BULK.label} @1 conn: service / bare ASGI pipeline (rows/s)",
+            _ratio(rate(SERVICE, bulk, 1), rate(BARE, bulk, 1)),
+            0.5,
+        ),
+    ]
+    for key, label in ((SERVICE, "1 worker"), (SERVICE_2W, "2 workers")):
+        workers = 2 if key == SERVICE_2W else 1
+        ready = next((r.ready_s for r in rows if r.key == key and r.ready_s is not None), None)
+        found.append(
+            _goal(f"service ({label}): start to ready", ready, 1.0, unit="s", at_most=True)
+        )
+        rss = [r.rss_per_worker_mb for r in rows if r.key == key and r.rss_per_worker_mb]
+        found.append(
+            _goal(
+                f"service ({label}): RSS per worker after load (max)",
+                max(rss) if rss else None,
+                120,
+                unit="MB",
+                at_most=True,
+                note="largest worker process" if workers > 1 else "",
+            )
+        )
+    found += [
+        _goal(
+            "/predict 1 row @64 conns: --workers 2 / 1 worker (req/s)",
+            _ratio(rate(SERVICE_2W, one, 64), rate(SERVICE, one, 64)),
+            1.8,
+            note="2 workers share both cores with the load generator",
+        ),
+        _goal(
+            "Keras runtime @64 conns: batching on / off (req/s)",
+            _ratio(rate(KERAS_ON, one, 64), rate(KERAS_OFF, one, 64)),
+            3,
+        ),
+        _goal(
+            "Keras runtime @1 conn: batching on / off (p50 latency)",
+            _ratio(keras_on_1, keras_off_1),
+            1.10,
+            at_most=True,
+        ),
+    ]
+    return found
+
+
+def fmt(value: float | None, kind: str = "float") -> str:
+    """Table formatting: about three significant digits, no thousands separators."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return NA
+    if kind == "int":
+        return str(round(value))
+    if kind == "ratio":
+        return f"{value:.{2 if value < 10 else 1 if value < 100 else 0}f}x"
+    magnitude = abs(value)
+    if magnitude >= 100:
+        return f"{value:.0f}"
+    if magnitude >= 10:
+        return f"{value:.1f}"
+    if magnitude >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3f}"
+
+
+def _cells(row: Row) -> list[str]:
+    if row.unavailable is not None:
+        return [row.server, row.config, *[NA] * (len(COLUMNS) - 2)]
+    return [
+        row.server,
+        row.config,
+        row.workload_label or NA,
+        fmt(row.connections, "int"),
+        fmt(row.requests_per_s),
+        fmt(row.rows_per_s),
+        fmt(row.p50_ms),
+        fmt(row.p99_ms),
+        fmt(row.errors, "int"),
+        fmt(row.rss_mb),
+        fmt(row.rss_per_worker_mb),
+        fmt(row.ready_s),
+        *(fmt(row.ratios.get(name), "ratio") for name, _, _ in RATIOS),
+    ]
+
+
+def _table(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell.replace("|", "/") for cell in cells) + " |" for cells in body]
+    return lines
+
+
+def markdown(report: Report) -> str:
+    """The whole report as markdown: setup, the table, the targets, notes."""
+    machine = report.machine
+    lines = [
+        f"## Benchmark results ({report.mode} mode)",
+        "",
+        f"- command: `{report.command}`",
+        f"- machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory']}, "
+        f"{machine['os']}, {machine['python']}; commit {machine['commit']}",
+        *(f"- {name}: {value}" for name, value in report.setup.items()),
+        "",
+        *_table(COLUMNS, [_cells(row) for row in report.rows]),
+        "",
+        "### Targets (informational: ratios within this run; nothing fails on a MISS)",
+        "",
+        *_table(
+            ("target", "measured", "goal", "result", "note"),
+            [
+                [
+                    t.name,
+                    fmt(t.measured, "ratio" if "/" in t.name else "float"),
+                    t.goal,
+                    t.result,
+                    t.note,
+                ]
+                for t in report.targets
+            ],
+        ),
+    ]
+    unavailable = [row for row in report.rows if row.unavailable is not None]
+    notes = [
+        *report.notes,
+        *(f"{row.server} ({row.config}) not available: {row.unavailable}" for row in unavailable),
+    ]
+    if notes:
+        lines += ["", "Notes:", "", *(f"- {note}" for note in notes)]
+    return "\n".join(lines) + "\n"
+
+
+def as_json(report: Report) -> dict[str, Any]:
+    """The report as plain data (NaN becomes null)."""
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, float) and math.isnan(value):
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    data = asdict(report)
+    for target, raw in zip(data["targets"], report.targets, strict=True):
+        target["result"] = raw.result
+        target["shown"] = raw.shown
+    return {"columns": list(COLUMNS), **clean(data)}
+
+
+def chart(report: Report, path: Path) -> None:
+    """Bar chart of req/s at 16 connections (1 row) per server configuration, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    bars = [
+        row
+        for row in report.rows
+        if row.workload == ONE_ROW.key and row.connections == 16 and row.requests_per_s
+    ]
+    bars.sort(key=lambda row: row.requests_per_s or 0.0)
+    labels = [f"{row.server}\n{row.config}" for row in bars]
+    values = [row.requests_per_s or 0.0 for row in bars]
+    palette = {"this service": "#4c72b0", "baseline": "#8c8c8c", "peer": "#dd8452"}
+    kinds = [
+        "this service"
+        if row.key.startswith(SERVICE)
+        else "peer"
+        if row.key in PEERS
+        else "baseline"
+        for row in bars
+    ]
+    figure, axes = plt.subplots(figsize=(10, 0.55 * len(bars) + 1.6))
+    axes.barh(range(len(bars)), values, color=[palette[kind] for kind in kinds])
+    handles = [Patch(color=color, label=kind) for kind, color in palette.items() if kind in kinds]
+    axes.legend(handles=handles, loc="lower right", fontsize=7)
+    axes.set_yticks(range(len(bars)), labels, fontsize=7)
+    if values and min(values) > 0 and max(values) / min(values) > 30:
+        axes.set_xscale("log")
+    for i, value in enumerate(values):
+        axes.text(value, i, f" {value:,.0f}", va="center", fontsize=7)
+    axes.set_xlabel("requests per second (higher is better)")
+    axes.set_title(
+        f"POST /predict, 1 row, 16 connections ({report.mode} mode)\n"
+        f"{report.machine['cpu']}, {report.machine['cores']} cores; "
+        f"{report.setup.get('load generator', '')}",
+        fontsize=9,
+    )
+    axes.margins(x=0.15)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

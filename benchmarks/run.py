@@ -1,0 +1,307 @@
+"""Benchmark the service against its floors, the naive server and (optionally) peer servers.
+
+    python benchmarks/run.py [--quick] [--peers] [--out DIR]
+
+Trains its own model into a temporary directory (never touches ./models), starts
+each server pinned to its own core, times it to ready, warms it up, puts bounded
+load on it at 1, 16 and 64 connections with wrk (installed from the distribution
+when missing; a clearly labelled Python load generator otherwise), and prints one
+markdown table: req/s, p50, p99, errors, RSS, time to ready, and ratios to the
+baselines of the same run, followed by the issue's targets (informational only).
+Writes ``results.md``, ``results.json`` and ``throughput.png`` into ``--out``.
+``--quick`` takes about a minute; the full run about six (plus peer installs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import FrameType
+
+import httpx
+from harness import loadgen, machine, plan, report
+from harness.peers import peer_specs
+from harness.processes import ServerFailed, ServerProcess
+
+DEFAULT_OUT = plan.ROOT / "benchmarks" / "results"
+#: Warm-up load: enough to exercise batching, without leaving slow servers a long backlog.
+WARMUP_CONNECTIONS = 16
+IDLE_TIMEOUT_S = 60.0
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line."""
+    p = argparse.ArgumentParser(
+        prog="python benchmarks/run.py",
+        description=(__doc__ or "").split("\n\n", 1)[0],
+    )
+    p.add_argument("--quick", action="store_true", help="about a minute: 1 s points, fewer servers")
+    p.add_argument(
+        "--peers", action="store_true", help="also MLServer, LitServe, BentoML (own venvs)"
+    )
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="default: benchmarks/results")
+    p.add_argument(
+        "--loadgen",
+        choices=["auto", "wrk", "python"],
+        default="auto",
+        help="auto: wrk (installed if missing), else the Python fallback",
+    )
+    p.add_argument("--duration", type=int, help="seconds per point (default 8, quick 1)")
+    p.add_argument("--warmup", type=int, help="warm-up seconds per server and workload (2/1)")
+    p.add_argument("--no-pin", action="store_true", help="do not pin servers/load to cores")
+    return p.parse_args(argv)
+
+
+@dataclass(frozen=True)
+class Bench:
+    """What every measurement needs."""
+
+    generator: loadgen.LoadGenerator
+    pinning: machine.Pinning
+    duration_s: int
+    warmup_s: int
+    workdir: Path
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def say(message: str) -> None:
+    """Progress, on stderr (stdout is the table)."""
+    print(f"benchmark: {message}", file=sys.stderr, flush=True)
+
+
+def check_answer(url: str, body: Path, timeout: float = 60.0) -> str | None:
+    """One request: None if it is answered 200, else what went wrong."""
+    try:
+        answer = httpx.post(
+            url,
+            content=body.read_bytes(),
+            headers={"content-type": "application/json"},
+            timeout=timeout,
+        )
+    except httpx.HTTPError as exc:
+        return f"POST {url} failed: {exc!r}"
+    if answer.status_code != 200:
+        return f"POST {url} answered {answer.status_code}: {answer.text[:200]}"
+    return None
+
+
+def wait_idle(url: str, body: Path) -> None:
+    """Wait for the answer to one request: slow servers still work off the last run's backlog.
+
+    A load generator stops at its deadline with requests in flight; a server that
+    queues work (a thread pool running ``model.predict``) keeps computing them, and
+    the next measurement would start behind that queue.
+    """
+    check_answer(url, body, timeout=IDLE_TIMEOUT_S)
+
+
+def measure_load(
+    server: ServerProcess, spec: plan.ServerSpec, load: plan.Load, bench: Bench
+) -> list[report.Row]:
+    """Warm up, then one bounded run per connection count; one row each."""
+    template = report.Row(spec.key, spec.server, load.config or spec.config)
+    url = server.url + load.path
+    problem = check_answer(url, load.body)
+    if problem is not None:
+        return [replace(template, unavailable=problem)]
+    cpus = bench.pinning.all if spec.all_cores else bench.pinning.loadgen
+    rows = []
+    try:
+        warmup = min(max(load.connections), WARMUP_CONNECTIONS)
+        bench.generator.run(url, load.body, warmup, bench.warmup_s, cpus)
+        for connections in load.connections:
+            wait_idle(url, load.body)
+            result = bench.generator.run(url, load.body, connections, bench.duration_s, cpus)
+            rss, worker_rss = server.rss_mb(), server.largest_child_rss_mb()
+            rows.append(
+                replace(
+                    template,
+                    workload=load.workload.key,
+                    workload_label=load.workload.label,
+                    rows=load.workload.rows,
+                    connections=connections,
+                    requests_per_s=result.requests_per_s,
+                    rows_per_s=result.requests_per_s * load.workload.rows,
+                    p50_ms=result.p50_ms,
+                    p99_ms=result.p99_ms,
+                    errors=result.errors,
+                    rss_mb=rss,
+                    rss_per_worker_mb=rss if spec.workers == 1 else worker_rss,
+                    ready_s=server.ready_s,
+                )
+            )
+            say(
+                f"{spec.key:28} {load.workload.label:22} c={connections:<3} "
+                f"{result.requests_per_s:9.1f} req/s  p50 {result.p50_ms:8.3f} ms  "
+                f"p99 {result.p99_ms:8.3f} ms  errors {result.errors}  RSS {rss:.0f} MB"
+            )
+    except loadgen.LoadError as exc:
+        rows.append(replace(template, unavailable=f"load generator failed: {exc}"))
+    return rows
+
+
+def measure(spec: plan.ServerSpec, bench: Bench) -> list[report.Row]:
+    """Start one server, measure each of its loads, stop it."""
+    if spec.unavailable is not None:
+        return [report.Row(spec.key, spec.server, spec.config, unavailable=spec.unavailable)]
+    port = free_port()
+    say(f"starting {spec.key}")
+    try:
+        server = ServerProcess.start(
+            spec.command(port),
+            port=port,
+            env=spec.environment(port),
+            cwd=spec.cwd,
+            log=bench.workdir / f"{spec.key}.log",
+            cpus=bench.pinning.all if spec.all_cores else bench.pinning.server,
+            ready_path=spec.ready_path,
+            ready_timeout=spec.ready_timeout_s,
+            workers=spec.workers,
+        )
+    except ServerFailed as exc:
+        say(f"{spec.key} did not start: {exc}\n{exc.log}")
+        return [report.Row(spec.key, spec.server, spec.config, unavailable=f"did not start: {exc}")]
+    try:
+        say(f"{spec.key} ready in {server.ready_s:.2f} s")
+        return [row for load in spec.loads for row in measure_load(server, spec, load, bench)]
+    finally:
+        server.stop()
+
+
+def service_knows_batching() -> bool:
+    """Whether this checkout's service has the SERVICE_BATCHING setting."""
+    probe = "from service.settings import Settings; print('batching' in Settings.model_fields)"
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=plan.ROOT,
+        env=plan.server_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return result.stdout.strip() == "True"
+
+
+def notes(bench: Bench, quick: bool, rows: Sequence[report.Row]) -> list[str]:
+    """What a reader needs to interpret the table."""
+    found = [
+        "req/s and latency come from the load generator; errors = non-2xx answers + socket "
+        "errors (connect, read, write, timeout after 10 s).",
+        "RSS: summed VmRSS of the server's process tree after that row's load; per worker: "
+        "the same for one worker, the largest worker process for --workers 2 (the "
+        "supervisor process counts in the total only).",
+        "ready: from process spawn to the first 200 from the server's readiness path, polled "
+        "every 10 ms (for --workers 2: the first of 20 consecutive 200s on new connections).",
+        "ratios: req/s over the baseline's req/s at the same workload and connection count; "
+        "for the 10,000-row workload the bare-ASGI baseline is its real pipeline "
+        "(orjson -> numpy -> LiteRT -> float64 softmax -> orjson).",
+        "--workers 2: the server may use both cores and the load generator is not pinned, so "
+        "they compete for the same two cores.",
+    ]
+    if any(row.requests_per_s == 0 for row in rows):
+        found.append(
+            "0 req/s: no request finished within the point's duration (p50/p99 are then n/a)."
+        )
+    if quick:
+        found.append(
+            "quick mode: short points, no tf.function baseline, no peers; "
+            "for smoke-testing the harness, not for quoting."
+        )
+    if bench.generator.fallback:
+        found.append(
+            "LOAD GENERATOR IS THE PYTHON FALLBACK (wrk unavailable, or --loadgen python): it "
+            "saturates long before the fast servers do, so their req/s are understated."
+        )
+    if not service_knows_batching():
+        found.append(
+            "this checkout's service has no SERVICE_BATCHING setting: the batching on/off rows "
+            "run the same code."
+        )
+    return found
+
+
+def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark; returns the exit status (0 unless the harness itself failed)."""
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    command = shlex.join(["python", *(sys.argv if argv is None else ["benchmarks/run.py", *argv])])
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    duration = args.duration or (1 if args.quick else 8)
+    warmup = args.warmup or (1 if args.quick else 2)
+    load_before = machine.load_average()
+    with tempfile.TemporaryDirectory(prefix="softmax-bench-") as tmp:
+        workdir = Path(tmp)
+        setup_log: list[str] = []
+        generator = loadgen.choose(args.loadgen, workdir, setup_log)
+        say(f"load generator: {generator.name}")
+        say("training the model into a temporary repository")
+        version_dir = plan.train(workdir / "models", args.quick, workdir / "train.log")
+        keras_repository = plan.keras_only_copy(version_dir, workdir / "keras-models")
+        bodies = plan.write_bodies(version_dir, workdir)
+        machine_info = machine.machine_info(plan.ROOT)  # before the harness pins itself
+        pinning = machine.plan_pinning(not args.no_pin)
+        machine.pin(os.getpid(), pinning.loadgen)  # the harness stays off the servers' core
+        bench = Bench(generator, pinning, duration, warmup, workdir)
+        specs = plan.build_plan(version_dir, keras_repository, bodies, quick=args.quick)
+        if args.peers:
+            specs += peer_specs(version_dir, bodies, workdir)
+        rows = [row for spec in specs for row in measure(spec, bench)]
+        run_notes = [*setup_log, *notes(bench, args.quick, rows)]
+    report.add_ratios(rows)
+    result = report.Report(
+        command=command,
+        mode="quick" if args.quick else "full",
+        machine=machine_info,
+        setup={
+            "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "load generator": f"{generator.name}, 1 thread"
+            if not generator.fallback
+            else generator.name,
+            "pinning": pinning.describe(),
+            "timing": f"per server and workload {warmup} s warm-up (at up to "
+            f"{WARMUP_CONNECTIONS} connections), then {duration} s per point, each started "
+            "once the server answers a request",
+            "machine load": f"1-minute load average {load_before} before the run, "
+            f"{machine.load_average()} after (anything above 0 is other processes: noise)",
+            "model": "trained by this run with `python -m model_training --quiet"
+            + (" --epochs 3`" if args.quick else "`")
+            + " (4 Gaussian blobs, 2 features, Dense 12 -> 8 -> 4 softmax)",
+        },
+        notes=run_notes,
+        rows=rows,
+    )
+    result.targets = report.targets(rows)
+    text = report.markdown(result)
+    (out / "results.md").write_text(text)
+    (out / "results.json").write_text(json.dumps(report.as_json(result), indent=2) + "\n")
+    report.chart(result, out / "throughput.png")
+    sys.stdout.write(text)
+    say(f"wrote {out / 'results.md'}, {out / 'results.json'}, {out / 'throughput.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""The benchmark harness runs end to end in ``--quick`` mode and writes a well-formed report.
+
+It starts every server configuration for real (about a minute), so it is the slow
+test of the suite. It asserts the shape of the output, never a speed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK_SERVERS = {
+    "bare-asgi",
+    "fastapi-floor",
+    "naive-predict",
+    "service",
+    "service-2w",
+    "service-keras-batching-on",
+    "service-keras-batching-off",
+}
+NUMERIC = ("req/s", "rows/s", "p50 ms", "p99 ms", "errors", "RSS MB", "RSS MB/worker", "ready s")
+RATIOS = {
+    "vs FastAPI floor": "fastapi-floor",
+    "vs bare ASGI": "bare-asgi",
+    "vs naive": "naive-predict",
+}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """``python benchmarks/run.py --quick --out DIR``: the output directory and stdout."""
+    out = tmp_path_factory.mktemp("bench")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SERVICE_")}
+    result = subprocess.run(
+        [sys.executable, "benchmarks/run.py", "--quick", "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-5000:]
+    return out, result.stdout
+
+
+def markdown_table(text: str, first_column: str) -> list[dict[str, str]]:
+    """The rows of the markdown table whose header starts with ``first_column``."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_column} |"))
+    header = [cell.strip() for cell in lines[start].strip("|").split("|")]
+    assert set(lines[start + 1].strip("|").split("|")) == {"---"}
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        assert len(cells) == len(header), line
+        rows.append(dict(zip(header, cells, strict=True)))
+    return rows
+
+
+def number(cell: str) -> float:
+    """A numeric cell (``n/a`` is NaN, ratios end in ``x``)."""
+    return math.nan if cell == "n/a" else float(cell.removesuffix("x"))
+
+
+def close(shown: float, exact: float) -> bool:
+    """``shown`` is ``exact`` rounded to about three significant digits."""
+    return math.isclose(shown, exact, rel_tol=0.01, abs_tol=0.006)
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """Width and height of a PNG, after checking its signature and IHDR chunk CRC."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    length, kind = struct.unpack(">I4s", data[8:16])
+    assert kind == b"IHDR"
+    assert length == 13
+    chunk = data[12 : 12 + 4 + length]
+    assert struct.unpack(">I", data[16 + length : 20 + length])[0] == zlib.crc32(chunk)
+    assert data.endswith(b"IEND\xaeB`\x82")
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+def test_quick_benchmark_prints_the_table_it_writes(run: tuple[Path, str]) -> None:
+    out, stdout = run
+    assert stdout == (out / "results.md").read_text()
+    assert "command: `python benchmarks/run.py --quick --out " in stdout
+    assert "machine: " in stdout
+    assert "load generator: " in stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+def test_quick_benchmark_table_is_well_formed(run: tuple[Path, str]) -> None:
+    out, stdout = run
+    data: dict[str, Any] = json.loads((out / "results.json").read_text())
+    table = markdown_table(stdout, "server")
+    assert list(table[0]) == data["columns"]
+    assert len(table) == len(data["rows"])
+    # Every configuration is really measured: a server that fails to start is a bug.
+    assert [row["key"] for row in data["rows"] if row["unavailable"] is not None] == []
+    points = {(row["key"], row["workload"], row["connections"]): row for row in data["rows"]}
+    cells_of = dict(zip(points, table, strict=True))
+    expected = {(key, "1row", c) for key in QUICK_SERVERS for c in (1, 16, 64)}
+    expected |= {("service", "10k", 1), ("bare-asgi", "10k", 1)}
+    assert expected <= set(points)
+
+    for point, row in points.items():
+        cells = cells_of[point]
+        assert cells["server"] == row["server"]
+        assert cells["conns"] == str(row["connections"])
+        for column in NUMERIC:
+            if column not in {"p50 ms", "p99 ms"}:  # n/a when no request finished in time
+                assert not math.isnan(number(cells[column])), (column, cells)
+        assert close(number(cells["req/s"]), row["requests_per_s"])
+        assert close(number(cells["rows/s"]), row["rows_per_s"])
+        assert math.isclose(row["rows_per_s"], row["requests_per_s"] * row["rows"])
+        assert close(number(cells["ready s"]), row["ready_s"])
+        assert close(number(cells["RSS MB"]), row["rss_mb"])
+        assert row["errors"] >= 0
+        assert row["rss_mb"] > 0
+        assert row["ready_s"] > 0
+        if row["p50_ms"] is not None:
+            assert row["p50_ms"] <= row["p99_ms"]
+        for column, baseline in RATIOS.items():
+            shown = number(cells[column])
+            base = points.get((baseline, row["workload"], row["connections"]))
+            if base is None or not base["requests_per_s"]:
+                assert math.isnan(shown), (column, cells)
+                continue
+            exact = row["requests_per_s"] / base["requests_per_s"]
+            assert math.isclose(shown, exact, rel_tol=0.005, abs_tol=0.0051), (column, cells)
+            base_cells = cells_of[(baseline, row["workload"], row["connections"])]
+            as_printed = number(cells["req/s"]) / number(base_cells["req/s"])
+            assert math.isclose(shown, as_printed, rel_tol=0.02, abs_tol=0.011), (column, cells)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+def test_quick_benchmark_lists_every_target(run: tuple[Path, str]) -> None:
+    out, stdout = run
+    data = json.loads((out / "results.json").read_text())
+    targets = markdown_table(stdout, "target")
+    assert [t["target"] for t in targets] == [t["name"] for t in data["targets"]]
+    assert all(t["result"] in {"PASS", "MISS", "n/a"} for t in targets)
+    # Only the peer comparison needs --peers; everything else is measured in quick mode.
+    assert [t["name"] for t in data["targets"] if t["result"] == "n/a"] == [
+        "/predict 1 row @16 conns: service / best peer (req/s)"
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+def test_quick_benchmark_draws_the_chart(run: tuple[Path, str]) -> None:
+    out, _ = run
+    width, height = png_size(out / "throughput.png")
+    assert width > 400
+    assert height > 200
