@@ -84,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "host": settings.host,
         "port": settings.port,
         "loop": "uvloop" if sys.platform != "win32" else "asyncio",
-        "http": "httptools",
+        "http": "service.http:HeaderTimeoutProtocol",  # httptools + a head deadline
         "log_level": settings.log_level,
         "access_log": False,
         "timeout_graceful_shutdown": settings.timeout_graceful_shutdown,
@@ -94,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     # uvicorn drains in-flight requests on SIGTERM/SIGINT, then re-raises the signal into
     # the handler that was there before it. Make that a no-op, so a graceful stop exits 0.
+    os.environ["SERVICE_HEADER_TIMEOUT"] = str(settings.header_timeout)  # for the protocol
     for stop in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop, lambda signum, frame: None)
     if settings.workers == 1:

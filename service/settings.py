@@ -86,6 +86,10 @@ class Settings(BaseSettings):
     max_json_depth: int = Field(default=32, ge=2)
     """Deepest nesting of arrays and objects in a request body (400 beyond)."""
 
+    header_timeout: float = Field(default=10.0, gt=0)
+    """Seconds a client may take to send its request line and headers; a connection
+    whose request head stalls longer is closed (slowloris)."""
+
     body_timeout: float = Field(default=30.0, gt=0)
     """Seconds a client may take to send its whole body before it is answered 408."""
 

@@ -105,6 +105,24 @@ def test_too_many_values_per_row_is_refused(limited: Server) -> None:
     assert "at most 10000 logits per row" in response.json()["error"]
 
 
+def test_stalled_request_head_is_closed(trained: TrainedRepository, tmp_path: Path) -> None:
+    server = start_server(trained.workdir, tmp_path / "log", SERVICE_HEADER_TIMEOUT="1")
+    try:
+        host, port = server.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            started = time.monotonic()
+            sock.sendall(b"POST /predict HTTP/1.1\r\nHost: t\r\nX-Slow: ")  # ... and stall
+            assert sock.recv(1024) == b""  # the server closed the connection
+            assert 0.8 < time.monotonic() - started < 5
+        # A kept-alive client that is merely idle between requests is not affected.
+        with httpx.Client(base_url=server.url) as c:
+            assert c.post("/predict", json=GOOD).status_code == 200
+            time.sleep(1.5)
+            assert c.post("/predict", json=GOOD).status_code == 200
+    finally:
+        assert server.stop() == 0
+
+
 def test_stalled_body_times_out_with_408(limited: Server) -> None:
     started = time.monotonic()
     answer = raw_exchange(
