@@ -51,7 +51,9 @@ class TrainingData(BaseModel):
 
 
 class Calibration(BaseModel):
-    """Temperature scaling fitted on held-out data."""
+    """Temperature scaling fitted on held-out data (its fit statistics pass through)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
 
     temperature: float = Field(gt=0, allow_inf_nan=False)
 

@@ -12,7 +12,7 @@ import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from service.dataplane import DataPlane
 from service.errors import NotReady
@@ -32,6 +32,14 @@ class VersionState(BaseModel):
 
 class ReloadResponse(BaseModel):
     """The model's versions after the reload."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"name": "blobs", "versions": [{"version": "1", "state": "AVAILABLE", "error": ""}]}
+            ]
+        }
+    )
 
     name: str
     versions: list[VersionState]

@@ -199,13 +199,37 @@ class ModelSummary(BaseModel):
 class ModelList(BaseModel):
     """Every served model."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"models": [{"name": "blobs", "versions": ["1"], "default_version": "1"}]}]
+        }
+    )
+
     models: list[ModelSummary]
 
 
 class ModelInfo(BaseModel):
     """The served version's metadata."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "blobs",
+                    "version": "1",
+                    "versions": ["1"],
+                    "input_dim": 2,
+                    "feature_names": ["x1", "x2"],
+                    "class_names": ["0", "1", "2", "3"],
+                    "created_at": "2026-11-22T20:13:24Z",
+                    "metrics": {"test_loss": 0.0165, "test_accuracy": 0.992, "test_samples": 250},
+                    "calibration": {"method": "temperature_scaling", "temperature": 0.4832},
+                    "runtime": "litert",
+                }
+            ]
+        },
+    )
 
     name: str
     version: str
@@ -221,5 +245,7 @@ class ModelInfo(BaseModel):
 
 class Health(BaseModel):
     """Liveness or readiness."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "ready"}]})
 
     status: str

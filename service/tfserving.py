@@ -81,11 +81,45 @@ class PredictRequest(BaseModel):
 class RowPredictResponse(BaseModel):
     """Row format: one probability vector per instance."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "predictions": [
+                        [
+                            0.9999998733199519,
+                            1.8161881414997446e-11,
+                            1.9967804494029372e-10,
+                            1.2646220828665403e-7,
+                        ]
+                    ]
+                }
+            ]
+        }
+    )
+
     predictions: list[list[float]]
 
 
 class ColumnarPredictResponse(BaseModel):
     """Columnar format: the output tensor."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "outputs": [
+                        [
+                            0.9999998733199519,
+                            1.8161881414997446e-11,
+                            1.9967804494029372e-10,
+                            1.2646220828665403e-7,
+                        ]
+                    ]
+                }
+            ]
+        }
+    )
 
     outputs: list[list[float]]
 
@@ -108,11 +142,72 @@ class ModelVersionStatus(BaseModel):
 class ModelStatusResponse(BaseModel):
     """``GetModelStatusResponse`` as JSON."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "model_version_status": [
+                        {
+                            "version": "1",
+                            "state": "AVAILABLE",
+                            "status": {"error_code": "OK", "error_message": ""},
+                        }
+                    ]
+                }
+            ]
+        }
+    )
+
     model_version_status: list[ModelVersionStatus]
 
 
 class ModelMetadataResponse(BaseModel):
     """``GetModelMetadataResponse`` as JSON."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "model_spec": {"name": "blobs", "signature_name": "", "version": "1"},
+                    "metadata": {
+                        "signature_def": {
+                            "signature_def": {
+                                "serving_default": {
+                                    "inputs": {
+                                        "input": {
+                                            "dtype": "DT_FLOAT",
+                                            "tensor_shape": {
+                                                "dim": [
+                                                    {"size": "-1", "name": ""},
+                                                    {"size": "2", "name": ""},
+                                                ],
+                                                "unknown_rank": False,
+                                            },
+                                            "name": "serving_default_input:0",
+                                        }
+                                    },
+                                    "outputs": {
+                                        "probabilities": {
+                                            "dtype": "DT_DOUBLE",
+                                            "tensor_shape": {
+                                                "dim": [
+                                                    {"size": "-1", "name": ""},
+                                                    {"size": "4", "name": ""},
+                                                ],
+                                                "unknown_rank": False,
+                                            },
+                                            "name": "probabilities:0",
+                                        }
+                                    },
+                                    "method_name": "tensorflow/serving/predict",
+                                }
+                            }
+                        }
+                    },
+                }
+            ]
+        }
+    )
 
     model_spec: dict[str, str]
     metadata: dict[str, Any]

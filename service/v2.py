@@ -129,11 +129,15 @@ class InferenceRequest(_Body):
 class RepositoryIndexRequest(_Body):
     """``POST /v2/repository/index``: optionally only the ready versions."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{"ready": True}]})
+
     ready: bool = False
 
 
 class LoadRequest(_Body):
     """``POST /v2/repository/models/{name}/load``; config and file overrides are refused."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{}]})
 
     parameters: Parameters = Field(default_factory=dict)
 
@@ -152,6 +156,23 @@ class TensorMetadata(BaseModel):
 class ModelMetadata(BaseModel):
     """``GET /v2/models/{name}``."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "blobs",
+                    "versions": ["1"],
+                    "platform": "litert_tflite",
+                    "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 2]}],
+                    "outputs": [
+                        {"name": "probabilities", "datatype": "FP32", "shape": [-1, 4]},
+                        {"name": "logits", "datatype": "FP32", "shape": [-1, 4]},
+                    ],
+                }
+            ]
+        }
+    )
+
     name: str
     versions: list[str]
     platform: str
@@ -162,6 +183,18 @@ class ModelMetadata(BaseModel):
 class ServerMetadata(BaseModel):
     """``GET /v2``."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "softmax-serving",
+                    "version": "0.1.0",
+                    "extensions": ["binary_tensor_data", "classification", "model_repository"],
+                }
+            ]
+        }
+    )
+
     name: str
     version: str
     extensions: list[str]
@@ -169,6 +202,12 @@ class ServerMetadata(BaseModel):
 
 class RepositoryEntry(BaseModel):
     """One version in ``POST /v2/repository/index``."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"name": "blobs", "version": "1", "state": "READY", "reason": ""}]
+        }
+    )
 
     name: str
     version: str
@@ -328,6 +367,23 @@ INFER = {
         200: {
             "description": "JSON, or with binary outputs the JSON header "
             "(Inference-Header-Content-Length bytes) followed by the tensors.",
+            "content": {
+                "application/json": {
+                    "example": {
+                        "model_name": "blobs",
+                        "model_version": "1",
+                        "id": "42",
+                        "outputs": [
+                            {
+                                "name": "probabilities",
+                                "datatype": "FP64",
+                                "shape": [1, 4],
+                                "data": [0.99999987, 1.8e-11, 2.0e-10, 1.26e-7],
+                            }
+                        ],
+                    }
+                }
+            },
         },
         **_errors(400, 404, 413, 503),
     },

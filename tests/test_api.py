@@ -334,3 +334,41 @@ def test_openapi_documents_bodies_with_examples(client: httpx.Client) -> None:
     assert "examples" in spec["components"]["schemas"]["PredictResponse"]
     for path in ("/health/live", "/health/ready", "/models", "/models/{name}"):
         assert "get" in spec["paths"][path]
+
+
+def _resolve(spec: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    ref = schema.get("$ref")
+    return spec["components"]["schemas"][ref.split("/")[-1]] if ref else schema
+
+
+def _examples(spec: dict[str, Any], content: dict[str, Any]) -> list[Any]:
+    """The examples documented for one media type (on it, or on its schema)."""
+    found = [content["example"]] if "example" in content else []
+    schema = _resolve(spec, content.get("schema", {}))
+    found += schema.get("examples", [])
+    for option in schema.get("anyOf", []) + schema.get("oneOf", []):
+        found += _resolve(spec, option).get("examples", [])
+    if schema.get("type") == "array" and "items" in schema:  # a list of documented items
+        found += [[item] for item in _resolve(spec, schema["items"]).get("examples", [])]
+    return found
+
+
+def test_docs_show_request_and_response_examples_for_every_endpoint(client: httpx.Client) -> None:
+    import jsonschema
+
+    spec = client.get("/openapi.json").json()
+    missing = []
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            for part, content in [
+                ("request", operation.get("requestBody", {}).get("content", {})),
+                ("response", operation["responses"].get("200", {}).get("content", {})),
+            ]:
+                for media, body in content.items():
+                    examples = _examples(spec, body)
+                    if not examples:
+                        missing.append(f"{method.upper()} {path} {part} {media}")
+                    schema = {**body.get("schema", {}), "components": spec["components"]}
+                    for example in examples:  # every example is valid for its own schema
+                        jsonschema.validate(example, schema)
+    assert not missing, missing
