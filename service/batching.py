@@ -58,31 +58,63 @@ class Batcher:
         self._queue: deque[_Pending] = deque()
         self._arrived: asyncio.Event | None = None
         self._worker: asyncio.Task[None] | None = None
+        self._busy = False  # a runtime call is in progress (direct or in the worker)
         self._last_batch_requests = 0
         self.batches = 0
         self.requests = 0
 
     async def logits(self, features: Features) -> Logits:
         """The runtime's logits for ``features``, computed in some batch."""
+        if not self._busy and not self._queue:
+            # Idle: run at once, with no queue, future or task in between (a lone client
+            # pays nothing); requests arriving meanwhile queue up for the next batch.
+            self._busy = True
+            try:
+                logits = await self._call(features)
+                self._observe(len(features), 1)
+                return logits
+            finally:
+                self._busy = False
+                self._last_batch_requests = 1
+                self._start_worker()
         loop = asyncio.get_running_loop()
         pending = _Pending(features, loop.create_future())
         self._queue.append(pending)
         if self._arrived is None:
             self._arrived = asyncio.Event()
         self._arrived.set()
-        if self._worker is None or self._worker.done():
-            self._worker = loop.create_task(self._run())
+        self._start_worker()
         return await pending.done
+
+    def _start_worker(self) -> None:
+        """Drain the queue in a task, unless a call is running (it starts one when done)."""
+        if self._queue and not self._busy and (self._worker is None or self._worker.done()):
+            self._worker = asyncio.get_running_loop().create_task(self._run())
+
+    async def _call(self, features: Features) -> Logits:
+        if self._runtime.blocking:
+            return await anyio.to_thread.run_sync(self._runtime.logits, features)
+        return self._runtime.logits(features)
+
+    def _observe(self, rows: int, requests: int) -> None:
+        self.batches += 1
+        self.requests += requests
+        if self._config.on_batch is not None:
+            self._config.on_batch(rows)
 
     async def _run(self) -> None:
         """Drain the queue batch by batch; exit when it is empty (restarted on demand)."""
         assert self._arrived is not None
-        while self._queue:
-            if self._last_batch_requests > 1 and self._config.max_wait > 0:
-                await self._fill(self._config.max_wait)
-            batch = self._take()
-            self._last_batch_requests = len(batch)
-            await self._execute(batch)
+        self._busy = True
+        try:
+            while self._queue:
+                if self._last_batch_requests > 1 and self._config.max_wait > 0:
+                    await self._fill(self._config.max_wait)
+                batch = self._take()
+                self._last_batch_requests = len(batch)
+                await self._execute(batch)
+        finally:
+            self._busy = False
 
     async def _fill(self, max_wait: float) -> None:
         """Wait up to ``max_wait`` for the queue to reach a full batch."""
@@ -116,19 +148,13 @@ class Batcher:
             live[0].features if len(live) == 1 else np.concatenate([p.features for p in live])
         )
         try:
-            if self._runtime.blocking:
-                logits = await anyio.to_thread.run_sync(self._runtime.logits, features)
-            else:
-                logits = self._runtime.logits(features)
+            logits = await self._call(features)
         except Exception as exc:  # every waiting request must hear of it
             for p in live:
                 if not p.done.done():
                     p.done.set_exception(exc)
             return
-        self.batches += 1
-        self.requests += len(live)
-        if self._config.on_batch is not None:
-            self._config.on_batch(len(features))
+        self._observe(len(features), len(live))
         start = 0
         for p in live:
             stop = start + len(p.features)
