@@ -70,8 +70,14 @@ def _lifespan(settings: Settings, metrics: Metrics) -> Any:
         watching = asyncio.create_task(
             RepositoryWatcher(registry, settings.poll_interval).run(after=loading)
         )
-        if settings.workers > 1 and settings.poll_interval == 0:
-            log.warning("polling is off: POST /models/{name}/reload reaches one worker only")
+        if settings.workers > 1:
+            if settings.poll_interval == 0:
+                log.warning("polling is off: POST /models/{name}/reload reaches one worker only")
+            # With several workers on one socket, a worker that accepted connections while
+            # still loading would answer 503 beside ready siblings (after start, or when
+            # uvicorn restarts a crashed worker). So it joins only once it can serve; the
+            # other workers keep answering /health/live meanwhile.
+            await asyncio.wait([loading])
         try:
             yield {"dataplane": plane}
         finally:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import signal
 import sys
@@ -66,6 +67,10 @@ def worker_app() -> FastAPI:
     spawned worker starts with none."""
     settings = Settings()
     logs.configure(settings.log_level)
+    # uvicorn turned its own access logger off in this process (access_log=False) before
+    # calling this factory, and logs.configure just turned it back on: every request would
+    # be logged twice. The service writes its own access lines (SERVICE_ACCESS_LOG).
+    logging.getLogger("uvicorn.access").propagate = False
     return create_app(settings)
 
 
