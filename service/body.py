@@ -22,8 +22,9 @@ from service.errors_http import invalid_input
 M = TypeVar("M", bound=BaseModel)
 
 
-_OPENING = (ord("["), ord("{"))
-_CLOSING = (ord("]"), ord("}"))
+#: Every byte but brackets: ``bytes.translate`` deletes them at C speed, leaving a short
+#: string of brackets to measure (a 10,000-row body: 400 KB in, 20 KB out).
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
 
 
 def check_depth(raw: bytes, limit: int) -> None:
@@ -32,15 +33,12 @@ def check_depth(raw: bytes, limit: int) -> None:
     Brackets inside strings count too, which can only over-estimate the depth; our
     request bodies have no free text where that would matter.
     """
-    if raw.count(b"[") + raw.count(b"{") <= limit:
-        return  # cannot be deeper than the number of openings
-    chars = np.frombuffer(raw, dtype=np.uint8)
-    steps = np.zeros(len(chars), dtype=np.int32)
-    for c in _OPENING:
-        steps[chars == c] = 1
-    for c in _CLOSING:
-        steps[chars == c] = -1
-    depth = int(np.cumsum(steps[steps != 0]).max(initial=0))
+    brackets = raw.translate(None, _NOT_BRACKETS)
+    if len(brackets) <= limit:
+        return  # cannot be deeper than the number of brackets
+    chars = np.frombuffer(brackets, dtype=np.uint8)
+    steps = np.where((chars == ord("[")) | (chars == ord("{")), 1, -1).astype(np.int32)
+    depth = int(np.cumsum(steps).max(initial=0))
     if depth > limit:
         raise MalformedJSON(
             f"expected JSON nested at most {limit} levels deep, received {depth} levels"
