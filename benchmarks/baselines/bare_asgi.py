@@ -4,8 +4,11 @@
   most an ASGI server can do per request on this machine (the throughput floor).
 - ``POST /predict/pipeline`` does the real work and nothing else: orjson parse ->
   ``np.asarray`` float32 -> LiteRT (one thread, input resized only when the batch size
-  changes) -> float64 stable softmax -> orjson dump of the service's columnar answer.
-  It is the floor for large requests (``{"instances": [...], "format": "columnar"}``).
+  changes) -> float64 stable softmax with the version's calibration temperature ->
+  entropy and out-of-distribution distance (the fields the service returns with every
+  prediction) -> orjson dump of the service's columnar answer. It is the floor for
+  large requests (``{"instances": [...], "format": "columnar"}``): the same answer, with
+  no validation, no framework and nothing else.
 """
 
 from __future__ import annotations
@@ -41,6 +44,16 @@ class Pipeline:
         self.input = int(self.interpreter.get_input_details()[0]["index"])
         self.output = int(self.interpreter.get_output_details()[0]["index"])
         self.rows = -1
+        calibration = metadata.get("calibration") or {}
+        self.temperature = float(calibration.get("temperature", 1.0))
+        ood = (metadata.get("training_data") or {}).get("ood")
+        self.ood: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], float] | None = None
+        if ood:
+            means = np.asarray(ood["class_means"], dtype=np.float64)
+            precision = np.asarray(ood["precision"], dtype=np.float64)
+            self.precision = precision
+            mp = means @ precision
+            self.ood = (2.0 * mp, np.einsum("kd,kd->k", mp, means), float(ood["threshold"]))
 
     def logits(self, features: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """One interpreter call; the input is resized only when the batch size changes."""
@@ -55,18 +68,29 @@ class Pipeline:
 
     def __call__(self, body: bytes) -> bytes:
         """The columnar answer for a ``{"instances": [...]}`` body."""
-        features = np.asarray(orjson.loads(body)["instances"], dtype=np.float32)
-        z = self.logits(np.ascontiguousarray(features)).astype(np.float64)
+        x = np.asarray(orjson.loads(body)["instances"], dtype=np.float64)
+        z = self.logits(x.astype(np.float32)).astype(np.float64)
         z -= z.max(axis=1, keepdims=True)
+        z /= self.temperature
         np.exp(z, out=z)
         z /= z.sum(axis=1, keepdims=True)
         argmax = z.argmax(axis=1)
-        answer = {
+        entropy = -np.einsum("nk,nk->n", z, np.log(np.where(z > 0, z, 1.0)))
+        answer: dict[str, Any] = {
             **self.head,
             "probabilities": z,
             "argmax": argmax,
             "labels": self.labels[argmax].tolist(),
+            "entropy": entropy,
+            "ood": None,
+            "ood_distance": None,
         }
+        if self.ood is not None:
+            mp2, mpm, threshold = self.ood
+            xpx = np.einsum("nd,de,ne->n", x, self.precision, x)
+            distance = np.sqrt(np.maximum((xpx[:, None] - x @ mp2.T + mpm).min(axis=1), 0.0))
+            answer["ood"] = distance > threshold
+            answer["ood_distance"] = distance
         return orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
