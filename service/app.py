@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,18 +18,14 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
 from starlette.responses import HTMLResponse, Response
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp
 
 from service import __version__, lifecycle, tfserving, v2
 from service.batching import BatchingConfig
 from service.dataplane import DataPlane
 from service.errors_http import install_error_handlers
+from service.gateway import Gateway
 from service.metrics import CONTENT_TYPE, Metrics
-from service.middleware import (
-    AdmissionMiddleware,
-    ApiKeyMiddleware,
-    ObservabilityMiddleware,
-    RequestIdMiddleware,
-)
 from service.playground import mount_playground
 from service.policy import VersionPolicy
 from service.registry import BatchingPolicy, ModelRegistry, State, VersionStatus
@@ -152,47 +147,35 @@ def _mount_offline_docs(app: FastAPI) -> None:
         )
 
 
-#: The paths of inference requests: the ones the in-flight bound applies to.
-INFERENCE_PATHS = re.compile(
-    r"/(predict|softmax|models/[^/]+(/versions/[^/]+)?/predict"
-    r"|v1/models/[^/]+(/versions/[^/]+)?:predict|v2/models/[^/]+(/versions/[^/]+)?/infer)$"
-)
+class ServiceApp(FastAPI):
+    """FastAPI with ``service.gateway.Gateway`` in front of its whole middleware stack.
 
+    The gateway serves the hot endpoints itself and hands every other request to
+    FastAPI's stack; CORS, when configured, wraps both (preflights are answered first).
+    """
 
-def _add_middleware(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
-    """Outermost first: request id, metrics and access log, CORS, API keys, admission."""
-    app.add_middleware(
-        AdmissionMiddleware,
-        max_body_bytes=settings.max_body_bytes,
-        body_timeout=settings.body_timeout,
-        max_inflight=settings.max_inflight,
-        retry_after=settings.retry_after,
-        inference_paths=INFERENCE_PATHS,
-        inflight_gauge=metrics.inflight,
-    )
-    if settings.api_keys:
-        app.add_middleware(
-            ApiKeyMiddleware,
-            keys=[key.get_secret_value() for key in settings.api_keys],
-            open_paths=settings.open_paths,
+    def build_middleware_stack(self) -> ASGIApp:
+        """The gateway around FastAPI's stack (built at the first request: routes are final)."""
+        settings: Settings = self.state.settings
+        app: ASGIApp = Gateway(
+            super().build_middleware_stack(), self.router.routes, settings, self.state.metrics
         )
-    if settings.cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type", "X-API-Key", "X-Request-ID"],
-            expose_headers=["X-Request-ID", "Retry-After"],
-        )
-    app.add_middleware(ObservabilityMiddleware, metrics=metrics, access_log=settings.access_log)
-    app.add_middleware(RequestIdMiddleware)
+        if settings.cors_origins:
+            app = CORSMiddleware(
+                app,
+                allow_origins=settings.cors_origins,
+                allow_methods=["GET", "POST"],
+                allow_headers=["Authorization", "Content-Type", "X-API-Key", "X-Request-ID"],
+                expose_headers=["X-Request-ID", "Retry-After"],
+            )
+        return app
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the service for ``settings`` (default: read from ``SERVICE_*`` variables)."""
     settings = settings or Settings()
     metrics = Metrics()
-    app = FastAPI(
+    app = ServiceApp(
         title="softmax-serving",
         version=__version__,
         description=DESCRIPTION,
@@ -206,7 +189,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     app.state.metrics = metrics
-    _add_middleware(app, settings, metrics)
     _add_metrics_route(app, metrics)
     # Each call puts its routes first: the native API last, so /predict is matched first.
     for hot in (v2.direct, tfserving.direct, direct):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Any
 
 import anyio.to_thread
@@ -22,6 +21,7 @@ from service.errors import InvalidInput, PayloadTooLarge
 from service.metrics import Metrics
 from service.registry import LoadedVersion, ModelRegistry
 from service.runtime import Features, Logits
+from service.scores import NotFinite, Scores
 from service.softmax import softmax
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -32,36 +32,43 @@ Instances = Sequence[Sequence[float]] | npt.NDArray[Any]
 
 @dataclass(frozen=True)
 class Prediction:
-    """Probabilities for a batch, with the model version that produced them."""
+    """Scores for a batch (``service.scores``), with the model version that produced them."""
 
     model: LoadedVersion
     features: npt.NDArray[np.float64]
     logits: Logits
-    probabilities: npt.NDArray[np.float64]
-    argmax: npt.NDArray[np.intp]
+    scores: Scores
+
+    @property
+    def probabilities(self) -> npt.NDArray[np.float64]:
+        """(n, K) float64 class probabilities."""
+        return self.scores.probabilities
+
+    @property
+    def argmax(self) -> npt.NDArray[np.intp]:
+        """(n,) the most probable class of each row."""
+        return self.scores.argmax
+
+    @property
+    def entropy(self) -> npt.NDArray[np.float64]:
+        """Shannon entropy of each row's distribution, in nats (0: certain; log k: uniform)."""
+        return self.scores.entropy
+
+    @property
+    def ood_distance(self) -> npt.NDArray[np.float64] | None:
+        """Distance of each input to the nearest training class (None: no reference)."""
+        return self.scores.ood_distance
 
     @property
     def labels(self) -> npt.NDArray[np.str_]:
         """``class_names[argmax]`` for each row."""
         return self.model.labels[self.argmax]
 
-    @cached_property
-    def ood_distance(self) -> npt.NDArray[np.float64] | None:
-        """Distance of each input to the nearest training class (None: no reference)."""
-        detector = self.model.metadata.ood_detector
-        return None if detector is None else detector.distance(self.features)
-
     @property
     def ood(self) -> npt.NDArray[np.bool_] | None:
         """True for inputs unlike the training data (None: the version has no reference)."""
         detector, distance = self.model.metadata.ood_detector, self.ood_distance
         return None if detector is None or distance is None else detector.flags(distance)
-
-    @property
-    def entropy(self) -> npt.NDArray[np.float64]:
-        """Shannon entropy of each row's distribution, in nats (0: certain; log k: uniform)."""
-        p = self.probabilities
-        return np.asarray(-(p * np.log(np.where(p > 0, p, 1.0))).sum(axis=1))
 
 
 @dataclass(frozen=True)
@@ -87,12 +94,33 @@ def _wrong_width(instances: Instances, input_dim: int) -> InvalidInput:
     return InvalidInput(f"expected rows of {input_dim} numbers, received something else")
 
 
+#: Up to this many values, list input is checked in Python: cheaper than numpy's calls.
+_SMALL_INPUT = 64
+
+
+def _plain_rows(instances: Instances, input_dim: int) -> bool:
+    """True when every row is ``input_dim`` numbers within float32 range (checked in Python)."""
+    try:
+        for row in instances:
+            if not isinstance(row, Sequence) or len(row) != input_dim:
+                return False
+            for value in row:
+                if not -FLOAT32_MAX <= value <= FLOAT32_MAX:  # False for NaN too
+                    return False
+    except TypeError:  # not numbers: the general path says what
+        return False
+    return True
+
+
 def features(instances: Instances, input_dim: int) -> npt.NDArray[np.float64]:
     """``instances`` as a float64 matrix within float32 range, or ``InvalidInput`` saying why not.
 
     The model runs on its float32 cast; the float64 values are kept for what is computed
     about the input itself (the out-of-distribution distance).
     """
+    small = not isinstance(instances, np.ndarray) and len(instances) * input_dim <= _SMALL_INPUT
+    if small and instances and _plain_rows(instances, input_dim):
+        return np.array(instances, dtype=np.float64)
     try:
         x = np.array(instances, dtype=np.float64)
     except (ValueError, TypeError):  # ragged rows, or not numbers at all
@@ -151,20 +179,23 @@ class DataPlane:
         started = time.perf_counter()
         logits = await self._logits(served, x.astype(np.float32))
         elapsed = time.perf_counter() - started
-        if not np.isfinite(logits).all():
-            bad = int(np.argwhere(~np.isfinite(logits))[0][0])
+        temperature = served.metadata.temperature if calibrated else 1.0
+        try:
+            scores = served.scorer(logits, x, temperature)
+        except NotFinite as exc:
             raise InvalidInput(
                 "expected instances the model can score, received values so large that "
-                f"the model's logits overflow in instances[{bad}]"
-            )
-        temperature = served.metadata.temperature if calibrated else 1.0
-        probabilities = softmax(logits, temperature)
-        argmax = probabilities.argmax(axis=1)
+                f"the model's logits overflow in instances[{exc.row}]"
+            ) from None
         if self.metrics is not None:
             self.metrics.observe_prediction(
-                served.name, str(served.version), elapsed, served.metadata.class_names, argmax
+                served.name,
+                str(served.version),
+                elapsed,
+                served.metadata.class_names,
+                scores.predicted,
             )
-        return Prediction(served, x, logits, probabilities, argmax)
+        return Prediction(served, x, logits, scores)
 
     @staticmethod
     async def _logits(served: LoadedVersion, x: Features) -> Logits:

@@ -115,6 +115,26 @@ def error_response(exc: ServiceError, request: Request) -> JSONResponse:
     return JSONResponse(body, status_code=status, headers=exc.headers())
 
 
+def unexpected_response(request: Request, exc: Exception) -> JSONResponse:
+    """A generic 500 for a bug: the trace goes to the log, the client gets the request id.
+
+    The ``X-Request-ID`` header is the gateway's (``service.gateway``), outermost.
+    """
+    rid = request_id(request)
+    log.error(
+        "unexpected error on %s %s (request %s)",
+        request.method,
+        request.url.path,
+        rid,
+        exc_info=(type(exc), exc, exc.__traceback__),
+    )
+    body = {
+        "error": f"internal server error; quote request id {rid} to the operator",
+        "request_id": rid,
+    }
+    return JSONResponse(body, status_code=500)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers that make every error a JSON body with an ``error`` string."""
 
@@ -138,15 +158,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        rid = request_id(request)
-        log.exception(
-            "unexpected error on %s %s (request %s)", request.method, request.url.path, rid
-        )
-        body = {
-            "error": f"internal server error; quote request id {rid} to the operator",
-            "request_id": rid,
-        }
-        return JSONResponse(body, status_code=500, headers={"X-Request-ID": str(rid)})
+        return unexpected_response(request, exc)
 
     app.add_exception_handler(ServiceError, service_error)
     app.add_exception_handler(RequestValidationError, validation_error)

@@ -6,7 +6,7 @@ connection (and memory) for as long as it likes. This protocol closes a connecti
 whose request head is not complete within ``SERVICE_HEADER_TIMEOUT`` seconds, counted
 from the connection (first request) or from the first byte of the next request on a
 kept-alive connection. The body has its own deadline (``SERVICE_BODY_TIMEOUT``,
-enforced in ``service.middleware``).
+enforced in ``service.gateway``).
 
 The class is named by import path (``service.http:HeaderTimeoutProtocol``) so worker
 processes load it too; it reads its timeout from the environment the CLI exports.

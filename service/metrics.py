@@ -44,7 +44,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self._predictions: dict[tuple[str, str], tuple[Any, Any, list[Any]]] = {}
         r = self.registry
         self.requests = Counter(
             "softmax_requests_total",
@@ -106,31 +106,32 @@ class Metrics:
             multiprocess_mode="max",
         )
 
-    def child(self, metric: Counter | Histogram, *labels: str) -> Any:
-        """``metric.labels(*labels)``, looked up once: ``labels()`` validates and locks."""
-        key = (id(metric), labels)
-        found = self._children.get(key)
-        if found is None:
-            found = self._children[key] = metric.labels(*labels)
-        return found
-
     def observe_prediction(
         self,
         model: str,
         version: str,
         seconds: float,
         class_names: Sequence[str],
-        argmax: np.ndarray,
+        argmax: Sequence[int] | np.ndarray,
     ) -> None:
         """Inference time, rows, and one count per row for its predicted class."""
-        self.child(self.inference_seconds, model, version).observe(seconds)
-        self.child(self.request_rows, model).observe(len(argmax))
-        if len(argmax) == 1:
-            self.child(self.predicted, model, class_names[int(argmax[0])]).inc()
+        found = self._predictions.get((model, version))
+        if found is None:  # every series of a version looked up once
+            found = self._predictions[(model, version)] = (
+                self.inference_seconds.labels(model, version),
+                self.request_rows.labels(model),
+                [self.predicted.labels(model, name) for name in class_names],
+            )
+        inference, rows, classes = found
+        inference.observe(seconds)
+        rows.observe(len(argmax))
+        if len(argmax) <= 16:
+            for index in argmax:
+                classes[index].inc()
             return
         counts = np.bincount(argmax, minlength=len(class_names))
         for index in np.flatnonzero(counts):
-            self.child(self.predicted, model, class_names[int(index)]).inc(float(counts[index]))
+            classes[index].inc(float(counts[index]))
 
     def render(self) -> bytes:
         """The text exposition of every metric (all workers' when there are several)."""

@@ -7,8 +7,9 @@ share only the metadata): the class-conditional Mahalanobis distance
 
 to the nearest class mean ``m_k`` under the shared within-class precision ``P``, with
 ``ood = d(x) > threshold`` (the 99.9th percentile of ``d`` over the training samples).
-Computed as ``x^T P x - 2 x^T P m_k + m_k^T P m_k`` so that a batch of n rows costs
-O(n D^2 + n K D) with no n x K x D intermediate.
+``distance`` computes it as ``x^T P x - 2 x^T P m_k + m_k^T P m_k``, so that a batch of
+n rows costs O(n D^2 + n K D) with no n x K x D intermediate; small models use the
+whitened form ``|W x - W m_k|`` with ``W^T W = P`` instead (``service.scores``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ class OODDetector:
     means: Float64Array  # (K, D)
     precision: Float64Array  # (D, D)
     threshold: float
+    whitening: Float64Array = field(init=False, repr=False)  # W with W^T W = P, (D, D)
+    whitened_means: Float64Array = field(init=False, repr=False)  # W m_k, (K, D)
     _mp2: Float64Array = field(init=False, repr=False)
     _mpm: Float64Array = field(init=False, repr=False)
 
@@ -42,6 +45,12 @@ class OODDetector:
         mp = np.einsum("kd,de->ke", self.means, self.precision)
         object.__setattr__(self, "_mp2", 2.0 * mp)
         object.__setattr__(self, "_mpm", np.einsum("ke,ke->k", mp, self.means))
+        # P = V diag(l) V^T, so W = diag(sqrt(l)) V^T: then d_k(x)^2 = |W x - W m_k|^2, a sum
+        # of squares (service.scores computes it so for small models).
+        eigenvalues, vectors = np.linalg.eigh(self.precision)
+        whitening = np.sqrt(np.clip(eigenvalues, 0.0, None))[:, None] * vectors.T
+        object.__setattr__(self, "whitening", np.ascontiguousarray(whitening))
+        object.__setattr__(self, "whitened_means", self.means @ whitening.T)
 
     def distance(self, x: npt.ArrayLike) -> Float64Array:
         """``d(x)`` for each row of ``x`` (n, D), in float64."""

@@ -49,6 +49,7 @@ from service.errors import (
 )
 from service.policy import VersionPolicy
 from service.runtime import KerasRuntime, LiteRTRuntime, Runtime
+from service.scores import Scorer
 from service.softmax import softmax
 
 log = logging.getLogger("service.registry")
@@ -63,6 +64,12 @@ class LoadedVersion:
     runtime_name: str
     labels: npt.NDArray[np.str_] = field(repr=False)
     batcher: Batcher | None = field(default=None, repr=False)
+    scorer: Scorer = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        meta = self.metadata
+        scorer = Scorer(len(meta.class_names), meta.input_dim, meta.ood_detector)
+        object.__setattr__(self, "scorer", scorer)
 
     @property
     def name(self) -> str:

@@ -49,7 +49,7 @@ def note_served(request: Request, result: Prediction) -> None:
     """Tell the access log and metrics which version served the request, and how many rows."""
     request.state.model = result.model.name
     request.state.version = result.model.version
-    request.state.rows = len(result.argmax)
+    request.state.rows = len(result.scores)
 
 
 def _predict_body(result: Prediction, fmt: str) -> dict[str, Any]:
@@ -64,28 +64,30 @@ def _predict_body(result: Prediction, fmt: str) -> dict[str, Any]:
             "ood": result.ood,
             "ood_distance": result.ood_distance,
         }
-    n = len(result.argmax)
-    flags = result.ood.tolist() if result.ood is not None else [None] * n
-    distances = result.ood_distance.tolist() if result.ood_distance is not None else [None] * n
+    rows = result.scores.lists()
+    names = result.model.metadata.class_names
+    n = len(rows.argmax)
+    distances = rows.ood_distance
+    detector = result.model.metadata.ood_detector
+    if distances is None or detector is None:
+        flags: list[bool | None] = [None] * n
+        shown: list[float | None] = [None] * n
+    else:
+        flags = [d > detector.threshold for d in distances]
+        shown = list(distances)
     return {
         **head,
         "predictions": [
             {
-                "probabilities": row,
+                "probabilities": p,
                 "argmax": k,
-                "label": label,
+                "label": names[k],
                 "entropy": h,
                 "ood": flag,
                 "ood_distance": distance,
             }
-            for row, k, label, h, flag, distance in zip(
-                result.probabilities.tolist(),
-                result.argmax.tolist(),
-                result.labels.tolist(),
-                result.entropy.tolist(),
-                flags,
-                distances,
-                strict=True,
+            for p, k, h, flag, distance in zip(
+                rows.probabilities, rows.argmax, rows.entropy, flags, shown, strict=True
             )
         ],
     }

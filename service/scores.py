@@ -1,0 +1,281 @@
+"""What the service computes from a batch of logits: probabilities, class, entropy, OOD distance.
+
+For each row, with ``z`` the logits, ``T`` the temperature and ``K`` classes::
+
+    p_k = exp((z_k - max z) / T) / sum_j exp((z_j - max z) / T)      float64, stable
+    argmax = the first k with the largest p_k
+    entropy = -sum_k p_k log p_k   (0 log 0 = 0), in nats
+    ood_distance = min_k |W x - W m_k|     (Mahalanobis, P = W^T W: see service.ood)
+
+Small models (at most ``SMALL_FEATURES`` inputs and ``SMALL_CLASSES`` classes: tabular
+classifiers like the default one) have two implementations of one arithmetic:
+
+- ``_vector``: numpy over columns, for any number of rows;
+- ``_scalar``: Python floats, for a few rows, where numpy's fixed cost per call (a
+  microsecond or two, dozens of calls) would be most of a one-row request.
+
+Both perform the same IEEE-754 operations in the same order: sums over classes and
+features from left to right, the same comparisons for max, min and argmax, ``exp`` and
+``log`` from the same numpy ufuncs on contiguous float64 arrays, and correctly rounded
+``+ - * / sqrt`` everywhere else (CPython and numpy never fuse a multiply-add). So a
+row gets bit-identical numbers whichever path, batch size or protocol served it;
+``tests/test_scores.py`` checks the two against each other on random inputs and both
+against a float64 reference. Larger models use numpy's reductions and einsum
+(``_general``), with no scalar path.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from service.ood import OODDetector
+from service.softmax import softmax
+
+Float64Array = npt.NDArray[np.float64]
+
+#: Models up to this many input features and classes get the exact small-model paths.
+SMALL_FEATURES = 8
+SMALL_CLASSES = 32
+#: Batches up to this many rows of a small model are scored in Python floats.
+SCALAR_ROWS = 4
+
+
+class NotFinite(ValueError):
+    """Some logits are infinite or NaN (the inputs were too large for the model)."""
+
+    def __init__(self, row: int) -> None:
+        super().__init__(f"row {row} has logits that are not finite")
+        self.row = row
+
+
+@dataclass(frozen=True)
+class RowLists:
+    """Per-row results as Python lists (what a JSON row answer is made of)."""
+
+    probabilities: list[list[float]]
+    argmax: list[int]
+    entropy: list[float]
+    ood_distance: list[float] | None
+
+
+class Scores:
+    """Per-row results for a batch of ``n`` rows and ``K`` classes.
+
+    Held as numpy arrays (``_vector``, ``_general``) or as Python lists (``_scalar``);
+    the other form is made on first use, so a one-row answer never converts twice.
+    """
+
+    def __init__(
+        self,
+        arrays: tuple[Float64Array, npt.NDArray[np.intp], Float64Array, Float64Array | None]
+        | None = None,
+        lists: RowLists | None = None,
+    ) -> None:
+        self._arrays = arrays
+        self._lists = lists
+
+    def __len__(self) -> int:
+        return len(self._lists.argmax) if self._lists is not None else len(self.argmax)
+
+    def _array_form(
+        self,
+    ) -> tuple[Float64Array, npt.NDArray[np.intp], Float64Array, Float64Array | None]:
+        if self._arrays is None:
+            assert self._lists is not None
+            lists = self._lists
+            distance = lists.ood_distance
+            self._arrays = (
+                np.array(lists.probabilities, dtype=np.float64),
+                np.array(lists.argmax, dtype=np.intp),
+                np.array(lists.entropy, dtype=np.float64),
+                None if distance is None else np.array(distance, dtype=np.float64),
+            )
+        return self._arrays
+
+    @property
+    def probabilities(self) -> Float64Array:
+        """(n, K) float64."""
+        return self._array_form()[0]
+
+    @property
+    def argmax(self) -> npt.NDArray[np.intp]:
+        """(n,) the first most probable class of each row."""
+        return self._array_form()[1]
+
+    @property
+    def entropy(self) -> Float64Array:
+        """(n,) Shannon entropy in nats (0: certain; log K: uniform)."""
+        return self._array_form()[2]
+
+    @property
+    def ood_distance(self) -> Float64Array | None:
+        """(n,) distance to the nearest training class; None without an OOD reference."""
+        return self._array_form()[3]
+
+    @property
+    def predicted(self) -> list[int] | npt.NDArray[np.intp]:
+        """``argmax`` in whichever form is at hand (no conversion)."""
+        return self._lists.argmax if self._lists is not None else self.argmax
+
+    def lists(self) -> RowLists:
+        """The same numbers as Python lists."""
+        if self._lists is None:
+            p, argmax, entropy, distance = self._array_form()
+            self._lists = RowLists(
+                p.tolist(),
+                argmax.tolist(),
+                entropy.tolist(),
+                None if distance is None else distance.tolist(),
+            )
+        return self._lists
+
+
+class Scorer:
+    """Scores for one model version: its class count, input width and OOD reference."""
+
+    def __init__(self, num_classes: int, input_dim: int, detector: OODDetector | None) -> None:
+        self.detector = detector
+        self.small = input_dim <= SMALL_FEATURES and num_classes <= SMALL_CLASSES
+        if detector is not None:
+            # the whitening W and whitened class means W m_k as Python lists, for _scalar
+            self._w = detector.whitening.tolist()
+            self._centres = detector.whitened_means.tolist()
+
+    def __call__(
+        self, logits: npt.NDArray[np.float32], x: Float64Array, temperature: float
+    ) -> Scores:
+        """Scores of ``logits`` (n, K) for inputs ``x`` (n, D) at ``temperature``.
+
+        Raises ``NotFinite`` when some logits are infinite or NaN.
+        """
+        if not self.small or len(logits) > SCALAR_ROWS:
+            bad = ~np.isfinite(logits)
+            if bad.any():
+                raise NotFinite(int(np.argwhere(bad)[0][0]))
+        if not self.small:
+            return self._general(logits, x, temperature)
+        if len(logits) <= SCALAR_ROWS:
+            return self._scalar(logits, x, temperature)
+        return self._vector(logits, x, temperature)
+
+    # --- small models, any number of rows ---------------------------------------------
+
+    def _vector(
+        self, logits: npt.NDArray[np.float32], x: Float64Array, temperature: float
+    ) -> Scores:
+        z = logits.astype(np.float64)
+        k = z.shape[1]
+        top = z[:, 0].copy()
+        for j in range(1, k):
+            np.maximum(top, z[:, j], out=top)
+        z -= top[:, None]
+        if temperature != 1.0:
+            z /= temperature
+        np.exp(z, out=z)  # contiguous, like _scalar's
+        total = z[:, 0].copy()
+        for j in range(1, k):
+            total += z[:, j]
+        z /= total[:, None]
+        p = z
+        terms = p * np.log(np.where(p > 0.0, p, 1.0))  # contiguous, like _scalar's
+        acc = terms[:, 0].copy()
+        for j in range(1, k):
+            acc += terms[:, j]
+        entropy = np.subtract(0.0, acc)  # 0 - sum, not -sum: no -0.0 for a certain row
+        distance = None if self.detector is None else self._vector_distance(x)
+        return Scores((p, p.argmax(axis=1), entropy, distance))
+
+    def _vector_distance(self, x: Float64Array) -> Float64Array:
+        assert self.detector is not None
+        w = self.detector.whitening  # (D, D)
+        products = x[:, None, :] * w  # (n, D, D): x_d * W_ed
+        d = w.shape[1]
+        wx = products[:, :, 0].copy()
+        for i in range(1, d):
+            wx += products[:, :, i]
+        diff = wx[:, None, :] - self.detector.whitened_means  # (n, K, D)
+        diff *= diff
+        squared = diff[:, :, 0].copy()
+        for i in range(1, d):
+            squared += diff[:, :, i]
+        nearest = squared[:, 0].copy()
+        for j in range(1, squared.shape[1]):
+            np.minimum(nearest, squared[:, j], out=nearest)
+        return np.sqrt(nearest)
+
+    # --- small models, a few rows ------------------------------------------------------
+
+    def _scalar(
+        self, logits: npt.NDArray[np.float32], x: Float64Array, temperature: float
+    ) -> Scores:
+        rows: list[list[float]] = logits.tolist()
+        k = len(rows[0])
+        shifted: list[float] = []
+        for i, row in enumerate(rows):
+            if not all(map(math.isfinite, row)):
+                raise NotFinite(i)
+            top = max(row)  # the value np.maximum's chain gives (±0 aside: exp(±0) = 1)
+            if temperature != 1.0:
+                shifted += [(value - top) / temperature for value in row]
+            else:
+                shifted += [value - top for value in row]
+        exps: list[float] = np.exp(np.array(shifted)).tolist()
+        flat: list[float] = []
+        probabilities: list[list[float]] = []
+        argmax: list[int] = []
+        for start in range(0, len(exps), k):
+            total = exps[start]
+            for j in range(start + 1, start + k):  # left to right, like _vector's column sums
+                total += exps[j]
+            p = [value / total for value in exps[start : start + k]]
+            probabilities.append(p)
+            argmax.append(p.index(max(p)))  # the first maximum, as numpy's argmax
+            flat += p
+        logs: list[float] = np.log(np.array([v if v > 0.0 else 1.0 for v in flat])).tolist()
+        entropy: list[float] = []
+        for start in range(0, len(flat), k):
+            acc = flat[start] * logs[start]
+            for j in range(start + 1, start + k):
+                acc += flat[j] * logs[j]
+            entropy.append(0.0 - acc)
+        distance = None if self.detector is None else self._scalar_distance(x.tolist())
+        return Scores(lists=RowLists(probabilities, argmax, entropy, distance))
+
+    def _scalar_distance(self, rows: list[list[float]]) -> list[float]:
+        out: list[float] = []
+        for x in rows:
+            d = len(x)
+            wx: list[float] = []  # W x, each sum left to right
+            for w_row in self._w:
+                acc = x[0] * w_row[0]
+                for i in range(1, d):
+                    acc += x[i] * w_row[i]
+                wx.append(acc)
+            squares: list[float] = []  # |W x - W m_k|^2, each sum left to right
+            for centre in self._centres:
+                diff = wx[0] - centre[0]
+                acc = diff * diff
+                for i in range(1, d):
+                    diff = wx[i] - centre[i]
+                    acc += diff * diff
+                squares.append(acc)
+            nearest = squares[0]
+            for value in squares:  # np.minimum's rule, NaN included: NaN anywhere stays NaN
+                if nearest == nearest and not value >= nearest:
+                    nearest = value
+            out.append(math.sqrt(nearest))
+        return out
+
+    # --- larger models -----------------------------------------------------------------
+
+    def _general(
+        self, logits: npt.NDArray[np.float32], x: Float64Array, temperature: float
+    ) -> Scores:
+        p = softmax(logits, temperature)
+        entropy = np.subtract(0.0, (p * np.log(np.where(p > 0.0, p, 1.0))).sum(axis=1))
+        distance = None if self.detector is None else self.detector.distance(x)
+        return Scores((p, p.argmax(axis=1), entropy, distance))
