@@ -28,6 +28,8 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 #: What callers may pass as instances: rows of numbers, or an array (binary protocols).
 Instances = Sequence[Sequence[float]] | npt.NDArray[Any]
+#: Checked instances, in float64: a few rows as given, or a matrix (``features``).
+Inputs = Sequence[Sequence[float]] | npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,6 @@ class Prediction:
     """Scores for a batch (``service.scores``), with the model version that produced them."""
 
     model: LoadedVersion
-    features: npt.NDArray[np.float64]
     logits: Logits
     scores: Scores
 
@@ -112,15 +113,16 @@ def _plain_rows(instances: Instances, input_dim: int) -> bool:
     return True
 
 
-def features(instances: Instances, input_dim: int) -> npt.NDArray[np.float64]:
-    """``instances`` as a float64 matrix within float32 range, or ``InvalidInput`` saying why not.
+def features(instances: Instances, input_dim: int) -> tuple[Inputs, Features]:
+    """``instances`` checked (``InvalidInput`` saying why not), and the model's float32 input.
 
-    The model runs on its float32 cast; the float64 values are kept for what is computed
-    about the input itself (the out-of-distribution distance).
+    The first value is what the scores compute about the input itself (the
+    out-of-distribution distance), in float64: the rows as given when they are a few
+    plain rows of numbers, else a float64 matrix.
     """
     small = not isinstance(instances, np.ndarray) and len(instances) * input_dim <= _SMALL_INPUT
     if small and instances and _plain_rows(instances, input_dim):
-        return np.array(instances, dtype=np.float64)
+        return instances, np.array(instances, dtype=np.float32)
     try:
         x = np.array(instances, dtype=np.float64)
     except (ValueError, TypeError):  # ragged rows, or not numbers at all
@@ -134,7 +136,7 @@ def features(instances: Instances, input_dim: int) -> npt.NDArray[np.float64]:
             f"expected finite features within the model's float32 range "
             f"(|x| <= {FLOAT32_MAX:.4g}), received {value!r} in instances[{i}][{j}]"
         )
-    return x
+    return x, x.astype(np.float32)
 
 
 class DataPlane:
@@ -175,9 +177,12 @@ class DataPlane:
                 f"expected at most {self.max_batch_rows} instances per request, "
                 f"received {len(instances)}"
             )
-        x = features(instances, served.metadata.input_dim)
+        x, x32 = features(instances, served.metadata.input_dim)
         started = time.perf_counter()
-        logits = await self._logits(served, x.astype(np.float32))
+        if served.batcher is None and not served.runtime.blocking:
+            logits = served.runtime.logits(x32)  # microseconds: cheaper than any hand-off
+        else:
+            logits = await self._logits(served, x32)
         elapsed = time.perf_counter() - started
         temperature = served.metadata.temperature if calibrated else 1.0
         try:
@@ -195,15 +200,13 @@ class DataPlane:
                 served.metadata.class_names,
                 scores.predicted,
             )
-        return Prediction(served, x, logits, scores)
+        return Prediction(served, logits, scores)
 
     @staticmethod
     async def _logits(served: LoadedVersion, x: Features) -> Logits:
         if served.batcher is not None:
             return await served.batcher.logits(x)
-        if served.runtime.blocking:
-            return await anyio.to_thread.run_sync(served.runtime.logits, x)
-        return served.runtime.logits(x)  # microseconds: cheaper than any hand-off
+        return await anyio.to_thread.run_sync(served.runtime.logits, x)
 
     def softmax(
         self, logits: Sequence[float] | Sequence[Sequence[float]], temperature: float

@@ -15,8 +15,9 @@ classifiers like the default one) have two implementations of one arithmetic:
   microsecond or two, dozens of calls) would be most of a one-row request.
 
 Both perform the same IEEE-754 operations in the same order: sums over classes and
-features from left to right, the same comparisons for max, min and argmax, ``exp`` and
-``log`` from the same numpy ufuncs on contiguous float64 arrays, and correctly rounded
+features from left to right, the same comparisons for max, min and argmax, the same
+``exp`` and ``log`` (the C library's, which numpy calls too, unless numpy brings its
+own vectorized ones for the CPU: then ``_scalar`` calls numpy's), and correctly rounded
 ``+ - * / sqrt`` everywhere else (CPython and numpy never fuse a multiply-add). So a
 row gets bit-identical numbers whichever path, batch size or protocol served it;
 ``tests/test_scores.py`` checks the two against each other on random inputs and both
@@ -27,6 +28,7 @@ against a float64 reference. Larger models use numpy's reductions and einsum
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,6 +44,50 @@ SMALL_FEATURES = 8
 SMALL_CLASSES = 32
 #: Batches up to this many rows of a small model are scored in Python floats.
 SCALAR_ROWS = 4
+
+
+def _numpy_uses_libm() -> bool:
+    """True when numpy's float64 ``exp`` and ``log`` are the C library's, as ``math``'s are.
+
+    They are unless numpy has vectorized versions of its own for this CPU (AVX-512 ones
+    today), which round differently now and then. Checked both ways: the CPU features
+    numpy dispatches on, and the two agreeing bit for bit on a sweep of the arguments
+    the scores use (exp of [-745, 0], log of (0, 1]).
+    """
+    try:
+        from numpy._core._multiarray_umath import (  # type: ignore[import-not-found]
+            __cpu_features__,
+        )
+    except ImportError:  # another numpy layout: assume the worst
+        return False
+    if any(__cpu_features__.get(name) for name in ("AVX512F", "AVX512_SKX")):
+        return False
+    sweep = np.concatenate([-np.geomspace(1e-300, 745.0, 4096), -np.linspace(0.0, 40.0, 4096)])
+    probabilities = np.concatenate([np.geomspace(1e-300, 1.0, 4096), np.linspace(1e-9, 1.0, 4096)])
+    exp_agrees: bool = np.exp(sweep).tolist() == [math.exp(v) for v in sweep.tolist()]
+    log_agrees: bool = np.log(probabilities).tolist() == [
+        math.log(v) for v in probabilities.tolist()
+    ]
+    return exp_agrees and log_agrees
+
+
+if _numpy_uses_libm():
+
+    def _exp(values: list[float]) -> list[float]:
+        return [math.exp(v) for v in values]  # the same function numpy calls, no array
+
+    def _log(values: list[float]) -> list[float]:
+        return [math.log(v) for v in values]
+
+else:
+
+    def _exp(values: list[float]) -> list[float]:
+        result: list[float] = np.exp(np.array(values)).tolist()  # numpy's own, like _vector
+        return result
+
+    def _log(values: list[float]) -> list[float]:
+        result: list[float] = np.log(np.array(values)).tolist()
+        return result
 
 
 class NotFinite(ValueError):
@@ -146,7 +192,10 @@ class Scorer:
             self._centres = detector.whitened_means.tolist()
 
     def __call__(
-        self, logits: npt.NDArray[np.float32], x: Float64Array, temperature: float
+        self,
+        logits: npt.NDArray[np.float32],
+        x: Float64Array | Sequence[Sequence[float]],
+        temperature: float,
     ) -> Scores:
         """Scores of ``logits`` (n, K) for inputs ``x`` (n, D) at ``temperature``.
 
@@ -156,10 +205,11 @@ class Scorer:
             bad = ~np.isfinite(logits)
             if bad.any():
                 raise NotFinite(int(np.argwhere(bad)[0][0]))
+        if len(logits) <= SCALAR_ROWS and self.small:
+            return self._scalar(logits, x, temperature)
+        x = np.asarray(x, dtype=np.float64)
         if not self.small:
             return self._general(logits, x, temperature)
-        if len(logits) <= SCALAR_ROWS:
-            return self._scalar(logits, x, temperature)
         return self._vector(logits, x, temperature)
 
     # --- small models, any number of rows ---------------------------------------------
@@ -210,7 +260,10 @@ class Scorer:
     # --- small models, a few rows ------------------------------------------------------
 
     def _scalar(
-        self, logits: npt.NDArray[np.float32], x: Float64Array, temperature: float
+        self,
+        logits: npt.NDArray[np.float32],
+        x: Float64Array | Sequence[Sequence[float]],
+        temperature: float,
     ) -> Scores:
         rows: list[list[float]] = logits.tolist()
         k = len(rows[0])
@@ -223,7 +276,7 @@ class Scorer:
                 shifted += [(value - top) / temperature for value in row]
             else:
                 shifted += [value - top for value in row]
-        exps: list[float] = np.exp(np.array(shifted)).tolist()
+        exps = _exp(shifted)
         flat: list[float] = []
         probabilities: list[list[float]] = []
         argmax: list[int] = []
@@ -235,17 +288,20 @@ class Scorer:
             probabilities.append(p)
             argmax.append(p.index(max(p)))  # the first maximum, as numpy's argmax
             flat += p
-        logs: list[float] = np.log(np.array([v if v > 0.0 else 1.0 for v in flat])).tolist()
+        logs = _log([v if v > 0.0 else 1.0 for v in flat])
         entropy: list[float] = []
         for start in range(0, len(flat), k):
             acc = flat[start] * logs[start]
             for j in range(start + 1, start + k):
                 acc += flat[j] * logs[j]
             entropy.append(0.0 - acc)
-        distance = None if self.detector is None else self._scalar_distance(x.tolist())
+        if self.detector is None:
+            distance = None
+        else:
+            distance = self._scalar_distance(x.tolist() if isinstance(x, np.ndarray) else x)
         return Scores(lists=RowLists(probabilities, argmax, entropy, distance))
 
-    def _scalar_distance(self, rows: list[list[float]]) -> list[float]:
+    def _scalar_distance(self, rows: Sequence[Sequence[float]]) -> list[float]:
         out: list[float] = []
         for x in rows:
             d = len(x)

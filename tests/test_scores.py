@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from service.ood import OODDetector
-from service.scores import SCALAR_ROWS, NotFinite, Scorer, Scores
+from service.scores import SCALAR_ROWS, NotFinite, Scorer, Scores, _exp, _log
 
 
 def _bits(values: object) -> bytes:
@@ -172,3 +172,13 @@ def test_list_and_array_forms_hold_the_same_numbers() -> None:
         assert np.array_equal(getattr(from_lists, name), getattr(from_arrays, name))
     assert from_lists.probabilities.flags.c_contiguous  # orjson serializes only these
     assert len(from_lists) == len(from_arrays) == 3
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.floats(-745.0, 0.0), min_size=1, max_size=64),
+    st.lists(st.floats(1e-300, 1.0), min_size=1, max_size=64),
+)
+def test_the_scalar_paths_exp_and_log_are_numpys(exps: list[float], logs: list[float]) -> None:
+    assert _exp(exps) == np.exp(np.array(exps)).tolist()
+    assert _log(logs) == np.log(np.array(logs)).tolist()
