@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -98,8 +98,7 @@ class NotFinite(ValueError):
         self.row = row
 
 
-@dataclass(frozen=True)
-class RowLists:
+class RowLists(NamedTuple):
     """Per-row results as Python lists (what a JSON row answer is made of)."""
 
     probabilities: list[list[float]]
@@ -114,6 +113,8 @@ class Scores:
     Held as numpy arrays (``_vector``, ``_general``) or as Python lists (``_scalar``);
     the other form is made on first use, so a one-row answer never converts twice.
     """
+
+    __slots__ = ("_arrays", "_lists")
 
     def __init__(
         self,
@@ -265,35 +266,27 @@ class Scorer:
         x: Float64Array | Sequence[Sequence[float]],
         temperature: float,
     ) -> Scores:
-        rows: list[list[float]] = logits.tolist()
-        k = len(rows[0])
-        shifted: list[float] = []
-        for i, row in enumerate(rows):
+        probabilities: list[list[float]] = []
+        argmax: list[int] = []
+        entropy: list[float] = []
+        for i, row in enumerate(logits.tolist()):
             if not all(map(math.isfinite, row)):
                 raise NotFinite(i)
             top = max(row)  # the value np.maximum's chain gives (±0 aside: exp(±0) = 1)
             if temperature != 1.0:
-                shifted += [(value - top) / temperature for value in row]
+                e = _exp([(value - top) / temperature for value in row])
             else:
-                shifted += [value - top for value in row]
-        exps = _exp(shifted)
-        flat: list[float] = []
-        probabilities: list[list[float]] = []
-        argmax: list[int] = []
-        for start in range(0, len(exps), k):
-            total = exps[start]
-            for j in range(start + 1, start + k):  # left to right, like _vector's column sums
-                total += exps[j]
-            p = [value / total for value in exps[start : start + k]]
+                e = _exp([value - top for value in row])
+            total = e[0]
+            for value in e[1:]:  # left to right, like _vector's column sums
+                total += value
+            p = [value / total for value in e]
+            logs = _log([value if value > 0.0 else 1.0 for value in p])
+            acc = p[0] * logs[0]
+            for j in range(1, len(p)):
+                acc += p[j] * logs[j]
             probabilities.append(p)
             argmax.append(p.index(max(p)))  # the first maximum, as numpy's argmax
-            flat += p
-        logs = _log([v if v > 0.0 else 1.0 for v in flat])
-        entropy: list[float] = []
-        for start in range(0, len(flat), k):
-            acc = flat[start] * logs[start]
-            for j in range(start + 1, start + k):
-                acc += flat[j] * logs[j]
             entropy.append(0.0 - acc)
         if self.detector is None:
             distance = None
