@@ -47,6 +47,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import ServiceError
 from service.errors_http import error_response, unexpected_response
+from service.http import BODY_COMPLETE
 from service.logs import FastJSONLines, access_writer
 from service.metrics import Metrics
 from service.routing import DirectRoute
@@ -87,6 +88,13 @@ class ReadRequest(Request):
     async def stream(self) -> AsyncGenerator[bytes, None]:
         """The body as one chunk."""
         yield self._read_body
+
+
+def _body(message: Message) -> tuple[bytes, bool]:
+    """A body chunk and whether more follows; ``ClientDisconnect`` if the client left."""
+    if message["type"] != "http.request":
+        raise ClientDisconnect
+    return message.get("body", b""), message.get("more_body", False)
 
 
 class HotRoutes:
@@ -298,34 +306,33 @@ class Gateway:
 
     # --- serving --------------------------------------------------------------------
 
-    async def _read(self, receive: Receive) -> bytes:
-        """The whole body within the deadline and the byte limit."""
-        limit = self.max_body_bytes
-        chunks: list[bytes] = []
-        size = 0
+    async def _read(self, scope: Scope, receive: Receive) -> bytes:
+        """The whole body within the deadline and the byte limit.
+
+        A body the protocol saw arrive whole (``BODY_COMPLETE``) is there to take: no
+        timer for it; anything else is read under the deadline.
+        """
+        if scope.get("extensions", {}).get(BODY_COMPLETE):
+            body, more = _body(await receive())
+            if not more:
+                if len(body) > self.max_body_bytes:
+                    raise BodyTooLarge
+                return body
+            chunks = [body]
+        else:
+            chunks = []
+        size = sum(map(len, chunks))
         try:
             async with asyncio.timeout(self.body_timeout):
-                while True:
-                    message = await receive()
-                    if message["type"] != "http.request":
-                        raise ClientDisconnect
-                    chunk: bytes = message.get("body", b"")
-                    if not message.get("more_body", False):
-                        if not chunks:
-                            if len(chunk) > limit:
-                                raise BodyTooLarge
-                            return chunk
-                        chunks.append(chunk)
-                        size += len(chunk)
-                        break
+                more = True
+                while more:
+                    chunk, more = _body(await receive())
                     chunks.append(chunk)
                     size += len(chunk)
-                    if size > limit:
+                    if size > self.max_body_bytes:
                         raise BodyTooLarge
         except TimeoutError:
             raise BodyTimeout from None
-        if size > limit:
-            raise BodyTooLarge
         return b"".join(chunks)
 
     async def _serve(
@@ -343,7 +350,7 @@ class Gateway:
         self.inflight += 1
         self.metrics.inflight.inc()
         try:
-            request = ReadRequest(scope, await self._read(receive))
+            request = ReadRequest(scope, await self._read(scope, receive))
             response: Response = await route.endpoint(request=request, **params)
         except ServiceError as exc:
             response = error_response(exc, Request(scope))

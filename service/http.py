@@ -6,7 +6,9 @@ connection (and memory) for as long as it likes. This protocol closes a connecti
 whose request head is not complete within ``SERVICE_HEADER_TIMEOUT`` seconds, counted
 from the connection (first request) or from the first byte of the next request on a
 kept-alive connection. The body has its own deadline (``SERVICE_BODY_TIMEOUT``,
-enforced in ``service.gateway``).
+enforced in ``service.gateway``); the protocol marks requests whose body has already
+arrived whole (the usual case: a small body comes in the same packet as the head), so
+that reading it needs no timer.
 
 The class is named by import path (``service.http:HeaderTimeoutProtocol``) so worker
 processes load it too; it reads its timeout from the environment the CLI exports.
@@ -21,6 +23,9 @@ import os
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 log = logging.getLogger("service.http")
+
+#: Scope extension set once the request's whole body has arrived (see ``service.gateway``).
+BODY_COMPLETE = "softmax-serving.body_complete"
 
 
 def header_timeout() -> float:
@@ -69,6 +74,13 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         """The head is in: the body's deadline is the middleware's business."""
         self._cancel_head_timer()
         super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        """The whole body is in: say so in the scope, so the app reads it with no timer."""
+        super().on_message_complete()
+        cycle = getattr(self, "cycle", None)
+        if cycle is not None:
+            cycle.scope.setdefault("extensions", {})[BODY_COMPLETE] = True
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Drop the timer with the connection."""

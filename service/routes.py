@@ -47,9 +47,10 @@ direct = APIRouter(route_class=DirectRoute)
 
 def note_served(request: Request, result: Prediction) -> None:
     """Tell the access log and metrics which version served the request, and how many rows."""
-    request.state.model = result.model.name
-    request.state.version = result.model.version
-    request.state.rows = len(result.scores)
+    state = request.scope["state"]  # what request.state wraps, written directly
+    state["model"] = result.model.name
+    state["version"] = result.model.version
+    state["rows"] = len(result.scores)
 
 
 def _predict_body(result: Prediction, fmt: str) -> dict[str, Any]:
