@@ -24,6 +24,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -128,7 +129,9 @@ def measure_load(
         bench.generator.run(url, load.body, warmup, bench.warmup_s, cpus)
         for connections in load.connections:
             wait_idle(url, load.body)
+            cpu_before, wall_before = server.cpu_seconds(), time.monotonic()
             result = bench.generator.run(url, load.body, connections, bench.duration_s, cpus)
+            cores = (server.cpu_seconds() - cpu_before) / (time.monotonic() - wall_before)
             rss, worker_rss = server.rss_mb(), server.largest_child_rss_mb()
             rows.append(
                 replace(
@@ -145,6 +148,7 @@ def measure_load(
                     rss_mb=rss,
                     rss_per_worker_mb=rss if spec.workers == 1 else worker_rss,
                     ready_s=server.ready_s,
+                    server_cores=cores,
                 )
             )
             say(

@@ -28,7 +28,17 @@ QUICK_SERVERS = {
     "service-keras-batching-on",
     "service-keras-batching-off",
 }
-NUMERIC = ("req/s", "rows/s", "p50 ms", "p99 ms", "errors", "RSS MB", "RSS MB/worker", "ready s")
+NUMERIC = (
+    "req/s",
+    "rows/s",
+    "p50 ms",
+    "p99 ms",
+    "errors",
+    "RSS MB",
+    "RSS MB/worker",
+    "ready s",
+    "server CPU",
+)
 RATIOS = {
     "vs FastAPI floor": "fastapi-floor",
     "vs bare ASGI": "bare-asgi",
@@ -135,6 +145,9 @@ def test_quick_benchmark_table_is_well_formed(run: tuple[Path, str]) -> None:
         assert row["errors"] >= 0
         assert row["rss_mb"] > 0
         assert row["ready_s"] > 0
+        assert close(number(cells["server CPU"]), row["server_cores"])
+        # CPU seconds per second of load: above 0 while serving, at most the cores it may use
+        assert 0 < row["server_cores"] <= (2.2 if row["key"] == "service-2w" else 1.1)
         if row["p50_ms"] is not None:
             assert row["p50_ms"] <= row["p99_ms"]
         for column, baseline in RATIOS.items():

@@ -62,6 +62,20 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process so far, in seconds (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of ``pid`` and its live descendants."""
+    return sum(cpu_seconds(p) for p in [pid, *children(pid)])
+
+
 def tree_rss_mb(pid: int) -> float:
     """Summed VmRSS of ``pid`` and all its descendants, in MB (10^6 bytes)."""
     return sum(rss_kib(p) for p in [pid, *children(pid)]) * 1024 / 1e6
@@ -154,6 +168,10 @@ class ServerProcess:
     def rss_mb(self) -> float:
         """Summed VmRSS of the server's process tree, in MB."""
         return tree_rss_mb(self.process.pid)
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds used so far by the server's process tree."""
+        return tree_cpu_seconds(self.process.pid)
 
     def largest_child_rss_mb(self) -> float:
         """VmRSS of the largest process below the server's own (a worker), in MB."""

@@ -44,6 +44,7 @@ COLUMNS = (
     "RSS MB",
     "RSS MB/worker",
     "ready s",
+    "server CPU",
     *(title for _, title, _ in RATIOS),
 )
 NA = "n/a"
@@ -68,6 +69,7 @@ class Row:
     rss_mb: float | None = None
     rss_per_worker_mb: float | None = None
     ready_s: float | None = None
+    server_cores: float | None = None  # CPU seconds of the server's processes per second
     unavailable: str | None = None
     ratios: dict[str, float | None] = field(default_factory=dict)
 
@@ -218,7 +220,7 @@ def targets(rows: Sequence[Row]) -> list[Target]:
             "/predict 1 row @64 conns: --workers 2 / 1 worker (req/s)",
             _ratio(rate(SERVICE_2W, one, 64), rate(SERVICE, one, 64)),
             1.8,
-            note="2 workers share both cores with the load generator",
+            note=_workers_note(find(rows, SERVICE, one, 64), find(rows, SERVICE_2W, one, 64)),
         ),
         _goal(
             "Keras runtime @64 conns: batching on / off (req/s)",
@@ -233,6 +235,20 @@ def targets(rows: Sequence[Row]) -> list[Target]:
         ),
     ]
     return found
+
+
+def _workers_note(single: Row | None, double: Row | None) -> str:
+    """How many cores each configuration got, and the req/s per core it used."""
+    cores = (single.server_cores, double.server_cores) if single and double else (None, None)
+    if not single or not double or not cores[0] or not cores[1]:
+        return "2 workers share both cores with the load generator"
+    per_core = _ratio(
+        (double.requests_per_s or 0) / cores[1], (single.requests_per_s or 0) / cores[0]
+    )
+    return (
+        f"2 workers share both cores with the load generator: they got {cores[1]:.2f} "
+        f"cores (1 worker: {cores[0]:.2f}); req/s per core used: {fmt(per_core, 'ratio')}"
+    )
 
 
 def fmt(value: float | None, kind: str = "float") -> str:
@@ -269,6 +285,7 @@ def _cells(row: Row) -> list[str]:
         fmt(row.rss_mb),
         fmt(row.rss_per_worker_mb),
         fmt(row.ready_s),
+        fmt(row.server_cores),
         *(fmt(row.ratios.get(name), "ratio") for name, _, _ in RATIOS),
     ]
 
