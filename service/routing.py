@@ -6,8 +6,10 @@ of the whole request. The hot endpoints therefore take only the ``Request`` plus
 string path parameters, parse the body themselves with the same pydantic model that
 documents it (``service.body``), and return a ready ``Response``. This route class
 keeps FastAPI's OpenAPI generation from the endpoint's signature and
-``openapi_extra``, and calls the endpoint directly, like a plain Starlette route.
-Errors still go through the application's exception handlers.
+``openapi_extra``. ``service.gateway`` finds these routes in the routing table and calls
+their endpoints itself, before FastAPI's middleware stack; reached through the router
+instead (an application without the gateway), a route calls its endpoint like a plain
+Starlette route, and errors go through the application's exception handlers.
 """
 
 from __future__ import annotations

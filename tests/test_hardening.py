@@ -304,6 +304,31 @@ def test_unexpected_errors_are_a_generic_500_with_the_request_id(
     assert "secret internal detail" in caplog.text  # the operator sees it, the client does not
 
 
+def test_a_bug_in_a_hot_endpoint_is_the_same_generic_500(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # /predict is served by the gateway itself, not through FastAPI's error middleware.
+    # With no lifespan (httpx.ASGITransport runs none) it has no data plane: a bug.
+    app: FastAPI = create_app(Settings(model_repository=tmp_path))
+
+    async def call() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            return await c.post("/predict", json=GOOD, headers={"X-Request-ID": "req-43"})
+
+    with caplog.at_level(logging.ERROR, logger="service.errors"):
+        response = asyncio.run(call())
+    assert response.status_code == 500
+    assert response.json() == {
+        "error": "internal server error; quote request id req-43 to the operator",
+        "request_id": "req-43",
+    }
+    assert response.headers.get_list("x-request-id") == ["req-43"]
+    assert "dataplane" not in response.text
+    assert "req-43" in caplog.text
+    assert "dataplane" in caplog.text  # the traceback is in the log
+
+
 # --- safe loading -----------------------------------------------------------------------
 
 
