@@ -1,9 +1,11 @@
-"""Request semantics between the HTTP routes and the runtimes: checks, inference, softmax.
+"""Request semantics between the HTTP routes and the runtimes: checks, inference, scores.
 
-Takes plain Python/numpy values and returns numpy arrays; raises ``ServiceError``
+Takes plain Python/numpy values and returns a ``Prediction`` (numpy arrays, or the
+Python lists a few rows were scored in: ``service.scores``); raises ``ServiceError``
 subclasses. Knows nothing of HTTP. The checks are vectorized: a 10,000-row batch is
 converted and checked by numpy in one go, and the element-by-element search for
-*which* value is wrong only runs once we know something is.
+*which* value is wrong only runs once we know something is; a few rows of plain numbers
+are checked in Python, which is cheaper than numpy's calls at that size.
 """
 
 from __future__ import annotations
