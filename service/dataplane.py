@@ -122,9 +122,13 @@ def features(instances: Instances, input_dim: int) -> tuple[Inputs, Features]:
     out-of-distribution distance), in float64: the rows as given when they are a few
     plain rows of numbers, else a float64 matrix.
     """
-    small = not isinstance(instances, np.ndarray) and len(instances) * input_dim <= _SMALL_INPUT
-    if small and instances and _plain_rows(instances, input_dim):
-        return instances, np.array(instances, dtype=np.float32)
+    if 0 < len(instances) * input_dim <= _SMALL_INPUT:
+        if isinstance(instances, np.ndarray):
+            rows: Sequence[Sequence[float]] = instances.tolist()
+            if _plain_rows(rows, input_dim):
+                return rows, instances.astype(np.float32)
+        elif _plain_rows(instances, input_dim):
+            return instances, np.array(instances, dtype=np.float32)
     try:
         x = np.array(instances, dtype=np.float64)
     except (ValueError, TypeError):  # ragged rows, or not numbers at all
