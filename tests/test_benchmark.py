@@ -184,3 +184,33 @@ def test_quick_benchmark_draws_the_chart(run: tuple[Path, str]) -> None:
     width, height = png_size(out / "throughput.png")
     assert width > 400
     assert height > 200
+
+
+def test_the_ab_script_compares_two_revisions() -> None:
+    """``benchmarks/ab.py`` serves two git revisions in turn and prints B / A."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SERVICE_")}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/ab.py",
+            "HEAD",
+            "HEAD",
+            "--rounds",
+            "1",
+            "--duration",
+            "1",
+            "--quick",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-5000:]
+    lines = result.stdout.splitlines()
+    medians = [float(line.split("median ")[1].split()[0]) for line in lines[:2]]
+    assert all(m > 0 for m in medians)
+    ratio = float(lines[2].split("B / A = ")[1].split()[0])
+    assert math.isclose(ratio, medians[1] / medians[0], rel_tol=0.002)

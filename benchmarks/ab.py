@@ -1,0 +1,125 @@
+"""A/B: the service at two git revisions under the same load, alternated.
+
+    python benchmarks/ab.py HEAD~1 HEAD            # 3 rounds of 4 s at 16 connections
+    python benchmarks/ab.py main my-branch --rounds 5 --workload 10k --connections 1
+
+Each revision is exported with ``git archive`` into a temporary directory and served
+from there exactly as ``run.py`` serves the service (``python -m service``, this
+checkout's Python environment), pinned to one core with the load generator on the
+other. The two take turns, ``rounds`` times: on a shared machine the noise drifts, and
+alternating spreads it over both. Prints each round's req/s, the medians and B / A.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from harness import loadgen, machine, plan
+from harness.processes import ServerProcess
+from run import free_port, say, wait_idle
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line."""
+    p = argparse.ArgumentParser(
+        prog="python benchmarks/ab.py", description=(__doc__ or "").split("\n\n", 1)[0]
+    )
+    p.add_argument("a", help="git revision A (the reference)")
+    p.add_argument("b", help="git revision B")
+    p.add_argument("--rounds", type=int, default=3, help="turns each (default 3)")
+    p.add_argument("--duration", type=int, default=4, help="seconds per turn (default 4)")
+    p.add_argument("--connections", type=int, default=16, help="default 16")
+    p.add_argument("--workload", choices=["1row", "10k"], default="1row", help="default 1row")
+    p.add_argument("--quick", action="store_true", help="train the model for 3 epochs only")
+    return p.parse_args(argv)
+
+
+def export(revision: str, directory: Path) -> Path:
+    """The tree of ``revision`` in ``directory`` (raises if git does not know it)."""
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", revision],
+        cwd=plan.ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout
+    directory.mkdir(parents=True)
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(directory, filter="data")
+    return directory
+
+
+def turn(
+    tree: Path,
+    repository: Path,
+    body: Path,
+    generator: loadgen.LoadGenerator,
+    pinning: machine.Pinning,
+    args: argparse.Namespace,
+    log: Path,
+) -> float:
+    """Start the service from ``tree``, warm it up, measure once, stop it: req/s."""
+    port = free_port()
+    argv = [arg.replace("{port}", str(port)) for arg in plan.service(repository)]
+    server = ServerProcess.start(
+        argv,
+        port=port,
+        env=plan.server_env(pythonpath=tree),
+        cwd=tree,
+        log=log,
+        cpus=pinning.server,
+        ready_path="/health/ready",
+        ready_timeout=60.0,
+    )
+    try:
+        url = server.url + "/predict"
+        generator.run(url, body, args.connections, 1, pinning.loadgen)  # warm-up
+        wait_idle(url, body)
+        result = generator.run(url, body, args.connections, args.duration, pinning.loadgen)
+        if result.errors:
+            raise SystemExit(f"{tree.name}: {result.errors} errors; its log: {log}")
+        return result.requests_per_s
+    finally:
+        server.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the comparison; returns the exit status."""
+    args = parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="softmax-ab-") as tmp:
+        workdir = Path(tmp)
+        setup: list[str] = []
+        generator = loadgen.choose("auto", workdir, setup)
+        trees = {name: export(rev, workdir / name) for name, rev in (("A", args.a), ("B", args.b))}
+        say("training the model into a temporary repository")
+        version_dir = plan.train(workdir / "models", args.quick, workdir / "train.log")
+        bodies = plan.write_bodies(version_dir, workdir)
+        body = bodies.one_row if args.workload == "1row" else bodies.bulk
+        pinning = machine.plan_pinning()
+        machine.pin(0, pinning.loadgen)  # the script stays off the servers' core
+        rates: dict[str, list[float]] = {"A": [], "B": []}
+        for round_ in range(1, args.rounds + 1):
+            for name, tree in trees.items():
+                log = workdir / f"{name}-{round_}.log"
+                rate = turn(tree, workdir / "models", body, generator, pinning, args, log)
+                rates[name].append(rate)
+                say(f"round {round_}: {name} ({getattr(args, name.lower())}) {rate:9.1f} req/s")
+    a, b = statistics.median(rates["A"]), statistics.median(rates["B"])
+    print(f"A {args.a}: median {a:.1f} req/s  {[round(r, 1) for r in rates['A']]}")
+    print(f"B {args.b}: median {b:.1f} req/s  {[round(r, 1) for r in rates['B']]}")
+    print(
+        f"B / A = {b / a:.3f}  ({args.workload}, {args.connections} connections, "
+        f"{args.rounds} x {args.duration} s each, {generator.name}, {pinning.describe()})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
