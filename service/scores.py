@@ -44,6 +44,8 @@ SMALL_FEATURES = 8
 SMALL_CLASSES = 32
 #: Batches up to this many rows of a small model are scored in Python floats.
 SCALAR_ROWS = 4
+#: Rows per step of the vector OOD distance (its temporaries: rows x K x D floats).
+DISTANCE_CHUNK = 4096
 
 
 def _numpy_uses_libm() -> bool:
@@ -237,7 +239,12 @@ class Scorer:
         for j in range(1, k):
             acc += terms[:, j]
         entropy = np.subtract(0.0, acc)  # 0 - sum, not -sum: no -0.0 for a certain row
-        distance = None if self.detector is None else self._vector_distance(x)
+        distance = None
+        if self.detector is not None:  # in chunks: its (rows, K, D) temporaries stay small
+            distance = np.empty(len(x))
+            for start in range(0, len(x), DISTANCE_CHUNK):
+                stop = start + DISTANCE_CHUNK
+                distance[start:stop] = self._vector_distance(x[start:stop])
         return Scores((p, p.argmax(axis=1), entropy, distance))
 
     def _vector_distance(self, x: Float64Array) -> Float64Array:

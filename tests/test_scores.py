@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from service import scores
 from service.ood import OODDetector
 from service.scores import SCALAR_ROWS, NotFinite, Scorer, Scores, _exp, _log
 
@@ -182,3 +183,18 @@ def test_list_and_array_forms_hold_the_same_numbers() -> None:
 def test_the_scalar_paths_exp_and_log_are_numpys(exps: list[float], logs: list[float]) -> None:
     assert _exp(exps) == np.exp(np.array(exps)).tolist()
     assert _log(logs) == np.log(np.array(logs)).tolist()
+
+
+def test_the_vector_distance_in_chunks_is_the_same_bit_for_bit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rng = np.random.default_rng(9)
+    scorer = Scorer(5, 3, _detector(rng, 5, 3))
+    logits = rng.normal(size=(23, 5)).astype(np.float32)
+    x = rng.normal(scale=20.0, size=(23, 3))
+    whole = scorer(logits, x, 1.0).ood_distance
+    monkeypatch.setattr(scores, "DISTANCE_CHUNK", 5)  # 5 + 5 + 5 + 5 + 3 rows
+    chunked = scorer(logits, x, 1.0).ood_distance
+    assert whole is not None
+    assert chunked is not None
+    assert whole.tobytes() == chunked.tobytes()
