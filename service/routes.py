@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -70,12 +71,11 @@ def _predict_body(result: Prediction, fmt: str) -> dict[str, Any]:
     n = len(rows.argmax)
     distances = rows.ood_distance
     detector = result.model.metadata.ood_detector
-    if distances is None or detector is None:
-        flags: list[bool | None] = [None] * n
-        shown: list[float | None] = [None] * n
-    else:
-        flags = [d > detector.threshold for d in distances]
-        shown = list(distances)
+    flags: Sequence[bool | None] = [None] * n
+    shown: Sequence[float | None] = [None] * n
+    if distances is not None and detector is not None:
+        flags = [d > detector.threshold for d in distances]  # detector.flags, on a list
+        shown = distances
     return {
         **head,
         "predictions": [

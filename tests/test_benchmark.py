@@ -46,13 +46,11 @@ RATIOS = {
 }
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """``python benchmarks/run.py --quick --out DIR``: the output directory and stdout."""
-    out = tmp_path_factory.mktemp("bench")
+def script(*argv: str) -> str:
+    """Run a benchmark script with no stray SERVICE_* settings; its stdout (it must exit 0)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SERVICE_")}
     result = subprocess.run(
-        [sys.executable, "benchmarks/run.py", "--quick", "--out", str(out)],
+        [sys.executable, *argv],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -61,7 +59,14 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
         check=False,
     )
     assert result.returncode == 0, result.stderr[-5000:]
-    return out, result.stdout
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """``python benchmarks/run.py --quick --out DIR``: the output directory and stdout."""
+    out = tmp_path_factory.mktemp("bench")
+    return out, script("benchmarks/run.py", "--quick", "--out", str(out))
 
 
 def markdown_table(text: str, first_column: str) -> list[dict[str, str]]:
@@ -188,28 +193,10 @@ def test_quick_benchmark_draws_the_chart(run: tuple[Path, str]) -> None:
 
 def test_the_ab_script_compares_two_revisions() -> None:
     """``benchmarks/ab.py`` serves two git revisions in turn and prints B / A."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SERVICE_")}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "benchmarks/ab.py",
-            "HEAD",
-            "HEAD",
-            "--rounds",
-            "1",
-            "--duration",
-            "1",
-            "--quick",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    output = script(
+        "benchmarks/ab.py", "HEAD", "HEAD", "--rounds", "1", "--duration", "1", "--quick"
     )
-    assert result.returncode == 0, result.stderr[-5000:]
-    lines = result.stdout.splitlines()
+    lines = output.splitlines()
     medians = [float(line.split("median ")[1].split()[0]) for line in lines[:2]]
     assert all(m > 0 for m in medians)
     ratio = float(lines[2].split("B / A = ")[1].split()[0])

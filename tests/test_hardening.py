@@ -278,29 +278,39 @@ def test_request_id_is_echoed_or_generated(client: httpx.Client) -> None:
     assert hostile.headers["x-request-id"] != "a\tb<script>"
 
 
-def test_unexpected_errors_are_a_generic_500_with_the_request_id(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    app: FastAPI = create_app(Settings(model_repository=tmp_path))
-
-    @app.get("/explode")
-    async def explode() -> None:
-        raise RuntimeError("secret internal detail /srv/models/blobs")
+def _generic_500(
+    app: FastAPI, method: str, path: str, rid: str, caplog: pytest.LogCaptureFixture
+) -> httpx.Response:
+    """Call ``app`` in-process and check the answer is the generic 500 for request ``rid``."""
 
     async def call() -> httpx.Response:
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-            return await c.get("/explode", headers={"X-Request-ID": "req-42"})
+            return await c.request(method, path, json=GOOD, headers={"X-Request-ID": rid})
 
     with caplog.at_level(logging.ERROR, logger="service.errors"):
         response = asyncio.run(call())
     assert response.status_code == 500
     assert response.json() == {
-        "error": "internal server error; quote request id req-42 to the operator",
-        "request_id": "req-42",
+        "error": f"internal server error; quote request id {rid} to the operator",
+        "request_id": rid,
     }
+    assert response.headers.get_list("x-request-id") == [rid]
+    assert rid in caplog.text
+    return response
+
+
+def test_unexpected_errors_are_a_generic_500_with_the_request_id(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    app: FastAPI = create_app(Settings(model_repository=tmp_path))
+
+    @app.post("/explode")
+    async def explode() -> None:
+        raise RuntimeError("secret internal detail /srv/models/blobs")
+
+    response = _generic_500(app, "POST", "/explode", "req-42", caplog)
     assert "secret" not in response.text
-    assert "req-42" in caplog.text
     assert "secret internal detail" in caplog.text  # the operator sees it, the client does not
 
 
@@ -310,22 +320,8 @@ def test_a_bug_in_a_hot_endpoint_is_the_same_generic_500(
     # /predict is served by the gateway itself, not through FastAPI's error middleware.
     # With no lifespan (httpx.ASGITransport runs none) it has no data plane: a bug.
     app: FastAPI = create_app(Settings(model_repository=tmp_path))
-
-    async def call() -> httpx.Response:
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-            return await c.post("/predict", json=GOOD, headers={"X-Request-ID": "req-43"})
-
-    with caplog.at_level(logging.ERROR, logger="service.errors"):
-        response = asyncio.run(call())
-    assert response.status_code == 500
-    assert response.json() == {
-        "error": "internal server error; quote request id req-43 to the operator",
-        "request_id": "req-43",
-    }
-    assert response.headers.get_list("x-request-id") == ["req-43"]
+    response = _generic_500(app, "POST", "/predict", "req-43", caplog)
     assert "dataplane" not in response.text
-    assert "req-43" in caplog.text
     assert "dataplane" in caplog.text  # the traceback is in the log
 
 
