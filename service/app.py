@@ -59,6 +59,7 @@ def _lifespan(settings: Settings, metrics: Metrics) -> Any:
             max_values_per_row=settings.max_values_per_row,
             max_json_depth=settings.max_json_depth,
             metrics=metrics,
+            model_control=settings.model_control,
         )
         loading = asyncio.create_task(asyncio.to_thread(registry.load_all))
         loading.add_done_callback(_report_load_failure)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,14 +20,20 @@ import anyio.to_thread
 import numpy as np
 import numpy.typing as npt
 
-from service.errors import InvalidInput, PayloadTooLarge
+from service.errors import InvalidInput, ModelControlDisabled, NotReady, PayloadTooLarge
 from service.metrics import Metrics
-from service.registry import LoadedVersion, ModelRegistry
+from service.registry import LoadedVersion, ModelRegistry, VersionStatus
 from service.runtime import Features, Logits
 from service.scores import NotFinite, Scores
 from service.softmax import softmax
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+#: What the request being handled was served with, filled in by ``DataPlane.predict``:
+#: ``model``, ``version`` and ``rows``. Whoever handles requests (the gateway) sets a
+#: fresh dict per request and reads it back for its metrics and access log, so no
+#: protocol has to remember to say what it served: every prediction passes here.
+served_record: ContextVar[dict[str, Any] | None] = ContextVar("served_record", default=None)
 
 #: What callers may pass as instances: rows of numbers, or an array (binary protocols).
 Instances = Sequence[Sequence[float]] | npt.NDArray[Any]
@@ -156,8 +163,10 @@ class DataPlane:
         max_values_per_row: int = 10_000,
         max_json_depth: int = 32,
         metrics: Metrics | None = None,
+        model_control: bool = False,
     ) -> None:
         self.registry = registry
+        self.model_control = model_control
         self.metrics = metrics
         self.max_batch_rows = max_batch_rows
         self.max_values_per_row = max_values_per_row
@@ -198,6 +207,11 @@ class DataPlane:
                 "expected instances the model can score, received values so large that "
                 f"the model's logits overflow in instances[{exc.row}]"
             ) from None
+        record = served_record.get()
+        if record is not None:
+            record["model"] = served.name
+            record["version"] = served.version
+            record["rows"] = len(scores)
         if self.metrics is not None:
             self.metrics.observe_prediction(
                 served.name,
@@ -207,6 +221,29 @@ class DataPlane:
                 scores.predicted,
             )
         return Prediction(served, logits, scores)
+
+    # --- model control ---------------------------------------------------------------
+
+    def _control(self, action: str) -> ModelRegistry:
+        """The registry, when clients may change what it serves and it has loaded."""
+        if not self.model_control:
+            raise ModelControlDisabled(
+                f"expected model control to be on (SERVICE_MODEL_CONTROL=true) for {action}, "
+                "received a request while it is off (the default)"
+            )
+        if not self.registry.loaded:
+            raise NotReady(self.registry.not_ready_reason())
+        return self.registry
+
+    async def reload(self, name: str) -> list[VersionStatus]:
+        """Load ``name``'s versions now (retrying refused ones, undoing an unload)."""
+        registry = self._control(f"reloading model {name!r}")
+        return await anyio.to_thread.run_sync(registry.reload, name)
+
+    async def unload(self, name: str) -> None:
+        """Stop serving every version of ``name`` until it is reloaded."""
+        registry = self._control(f"unloading model {name!r}")
+        await anyio.to_thread.run_sync(registry.unload, name)
 
     @staticmethod
     async def _logits(served: LoadedVersion, x: Features) -> Logits:

@@ -4,6 +4,8 @@
     ├── BadRequest (400)
     │   └── MalformedJSON (400) ........ the body is not valid JSON
     ├── InvalidInput (422) ............. wrong shape, type, feature count, non-finite number
+    ├── Forbidden (403)
+    │   └── ModelControlDisabled ....... load, unload or reload asked for while model control is off
     ├── NotFound (404)
     │   ├── ModelNotFound
     │   └── VersionNotFound
@@ -53,6 +55,16 @@ class InvalidInput(ServiceError):
     """The body is JSON but not what the endpoint takes."""
 
     status_code = 422
+
+
+class Forbidden(ServiceError):
+    """The request is understood, and this server is set up not to do it."""
+
+    status_code = 403
+
+
+class ModelControlDisabled(Forbidden):
+    """Model control (load, unload, reload on demand) is off: ``SERVICE_MODEL_CONTROL``."""
 
 
 class NotFound(ServiceError):

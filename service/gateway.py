@@ -45,6 +45,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.dataplane import served_record
 from service.errors import ServiceError
 from service.errors_http import error_response, unexpected_response
 from service.http import BODY_COMPLETE
@@ -181,6 +182,7 @@ class Gateway:
         else:
             rid = f"{self._id_prefix}{next(self._id_count):016x}".encode()
         info["request_id"] = rid.decode()
+        served_record.set(info)  # the data plane notes here what served the request
         status = 500
         try:
             refused = self.keys and self._key_problem(scope, authorization, api_key)

@@ -46,14 +46,6 @@ router = APIRouter()
 direct = APIRouter(route_class=DirectRoute)
 
 
-def note_served(request: Request, result: Prediction) -> None:
-    """Tell the access log and metrics which version served the request, and how many rows."""
-    state = request.scope["state"]  # what request.state wraps, written directly
-    state["model"] = result.model.name
-    state["version"] = result.model.version
-    state["rows"] = len(result.scores)
-
-
 def _predict_body(result: Prediction, fmt: str) -> dict[str, Any]:
     head = {"model": result.model.name, "version": str(result.model.version)}
     if fmt == "columnar":
@@ -105,7 +97,6 @@ async def _predict(request: Request, model: str | None, version: str | None) -> 
     result = await plane.predict(
         body.instances, model=model, version=version, calibrated=body.calibrated
     )
-    note_served(request, result)
     return JSONResponse(_predict_body(result, body.format))
 
 

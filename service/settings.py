@@ -133,6 +133,12 @@ class Settings(BaseSettings):
     """Versions of each model to serve, as TF Serving's model_version_policy: ``latest``
     (the newest loadable one), ``latest:N`` (the N newest), ``all``, or ``specific:1,3``."""
 
+    model_control: bool = False
+    """Allow clients to change what is served: ``POST /models/{name}/reload`` and the V2
+    repository ``load``/``unload``. Off (403), as Triton's ``--model-control-mode=none``:
+    an anonymous client must not be able to unload the models. When on and API keys are
+    set, these paths need a key like every other one."""
+
     poll_interval: float = Field(default=2.0, ge=0)
     """Seconds between scans of the model repository for new, removed or repaired versions
     (each worker scans on its own); 0: only on ``POST /models/{name}/reload``."""

@@ -9,6 +9,8 @@ tiny ones included (``softmax([0, 100, 0])`` has two entries of 3.72e-44).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import numpy.typing as npt
 
@@ -16,7 +18,13 @@ Float64Array = npt.NDArray[np.float64]
 
 
 def softmax(logits: npt.ArrayLike, temperature: float = 1.0) -> Float64Array:
-    """Probabilities along the last axis of ``logits`` (any shape), in float64."""
+    """Probabilities along the last axis of ``logits`` (any shape), in float64.
+
+    Raises ``ValueError`` for a temperature that is not a finite number above 0: the
+    formula has no meaning there (0 divides by zero, a negative one reverses the order).
+    """
+    if not (temperature > 0 and math.isfinite(temperature)):
+        raise ValueError(f"expected a finite temperature > 0, received temperature={temperature!r}")
     narrow = isinstance(logits, np.ndarray) and logits.dtype == np.float32
     z = np.array(logits, dtype=np.float64)  # a fresh array we may overwrite
     if z.size == 0:

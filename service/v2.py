@@ -20,7 +20,6 @@ probabilities rounded to float32. Errors are ``{"error": "..."}``; invalid input
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any
 
 import numpy as np
@@ -541,7 +540,7 @@ async def repository_index(request: Request) -> JSONResponse:
 @router.post(
     "/v2/repository/models/{name}/load",
     response_class=Response,
-    responses={200: {"description": "Loaded (empty body)."}, **_errors(400, 404, 409, 503)},
+    responses={200: {"description": "Loaded (empty body)."}, **_errors(400, 403, 404, 409, 503)},
     openapi_extra=openapi_body(LoadRequest),
 )
 async def load_model(name: str, request: Request) -> Response:
@@ -552,22 +551,16 @@ async def load_model(name: str, request: Request) -> Response:
             "expected a load request without parameters (configuration and file overrides "
             f"are not supported), received {sorted(body.parameters)}"
         )
-    registry = _plane(request).registry
-    if not registry.loaded:
-        raise NotReady(registry.not_ready_reason())
-    await asyncio.to_thread(registry.reload, name)
+    await _plane(request).reload(name)
     return Response(status_code=200)
 
 
 @router.post(
     "/v2/repository/models/{name}/unload",
     response_class=Response,
-    responses={200: {"description": "Unloaded (empty body)."}, **_errors(400, 503)},
+    responses={200: {"description": "Unloaded (empty body)."}, **_errors(400, 403, 503)},
 )
 async def unload_model(name: str, request: Request) -> Response:
     """Stop serving every version of the model until it is loaded again (polling included)."""
-    registry = _plane(request).registry
-    if not registry.loaded:
-        raise NotReady(registry.not_ready_reason())
-    await asyncio.to_thread(registry.unload, name)
+    await _plane(request).unload(name)
     return Response(status_code=200)

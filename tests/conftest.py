@@ -13,13 +13,31 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import settings as hypothesis_settings
+from starlette.testclient import TestClient
+
+from service.app import create_app
+from service.settings import Settings
 
 from tests.commands import SERVE_ARGV, TRAIN_ARGV
+
+# Hypothesis profiles. "ci" keeps no example database: a fresh clone must not depend on
+# (or write) what earlier runs found, and each run draws new examples. Neither profile
+# has a deadline: these machines are shared, and a slow example is not a wrong one.
+# Choose with HYPOTHESIS_PROFILE; CI=true picks "ci".
+hypothesis_settings.register_profile("ci", database=None, deadline=None, print_blob=True)
+hypothesis_settings.register_profile("dev", deadline=None)
+# Many more examples, to hunt rare failures: HYPOTHESIS_PROFILE=stress pytest tests/...
+hypothesis_settings.register_profile("stress", database=None, deadline=None, max_examples=3000)
+hypothesis_settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -150,3 +168,18 @@ def client(server: Server) -> Iterator[httpx.Client]:
     """An HTTP client for the shared server."""
     with httpx.Client(base_url=server.url, timeout=30) as http:
         yield http
+
+
+@contextmanager
+def in_process(settings: Settings, *, wait_ready: bool = True) -> Iterator[TestClient]:
+    """``create_app(settings)`` behind an in-process ASGI client, its lifespan running.
+
+    The fast tier: no subprocess, no socket. Waits (up to 30 s) until the models are
+    loaded and ready, unless told not to.
+    """
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        deadline = time.monotonic() + 30
+        while wait_ready and client.get("/health/ready").status_code != 200:
+            assert time.monotonic() < deadline, client.get("/health/ready").text
+            time.sleep(0.01)
+        yield client

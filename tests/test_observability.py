@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Server, TrainedRepository, start_server
@@ -60,6 +62,61 @@ def test_metrics_count_requests_classes_and_latency_exactly(server: Server) -> N
     assert value(after, "softmax_inflight_requests") == 0
 
 
+def log_lines(server: Server, request_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every JSON line the server logged, and those of one request (waited for: the access
+    line is written just after the response is sent)."""
+    deadline = time.monotonic() + 5
+    while True:
+        # split on newlines only: str.splitlines() also splits inside JSON strings at \x85
+        raw_lines = server.output().split("\n")
+        lines = [json.loads(line) for line in raw_lines if line.startswith("{")]
+        mine = [line for line in lines if line.get("request_id") == request_id]
+        if mine or time.monotonic() > deadline:
+            return lines, mine
+        time.sleep(0.05)
+
+
+#: The same two rows through each protocol's inference endpoint.
+TWO_ROWS = [[15.0, 0.0], [0.0, 15.0]]
+PROTOCOLS = {
+    "native": ("/predict", "/predict", {"instances": TWO_ROWS}),
+    "tf-serving": (
+        "/v1/models/blobs:predict",
+        "/v1/models/{name}:predict",
+        {"instances": TWO_ROWS},
+    ),
+    "v2": (
+        "/v2/models/blobs/infer",
+        "/v2/models/{name}/infer",
+        {"inputs": [{"name": "x", "shape": [2, 2], "datatype": "FP32", "data": TWO_ROWS}]},
+    ),
+}
+
+
+@pytest.mark.parametrize("protocol", list(PROTOCOLS))
+def test_every_protocol_records_model_version_rows_and_classes(
+    server: Server, protocol: str
+) -> None:
+    path, template, body = PROTOCOLS[protocol]
+    before = samples(server.url)
+    request_id = f"observe-{protocol}"
+    response = httpx.post(server.url + path, json=body, headers={"X-Request-ID": request_id})
+    assert response.status_code == 200, response.text
+    after = samples(server.url)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    served = {"endpoint": template, "model": "blobs", "version": "1", "status": "200"}
+    assert delta("softmax_requests_total", **served) == 1
+    assert delta("softmax_predicted_class_total", model="blobs", class_name="0") == 1
+    assert delta("softmax_predicted_class_total", model="blobs", class_name="2") == 1
+    assert delta("softmax_request_rows_sum", model="blobs") == 2
+    _, mine = log_lines(server, request_id)
+    assert len(mine) == 1
+    assert (mine[0]["model"], mine[0]["version"], mine[0]["rows"]) == ("blobs", "1", 2)
+
+
 def test_access_log_has_one_json_line_per_request(server: Server) -> None:
     response = httpx.post(
         server.url + "/predict",
@@ -67,15 +124,7 @@ def test_access_log_has_one_json_line_per_request(server: Server) -> None:
         headers={"X-Request-ID": "trace-me-7"},
     )
     assert response.status_code == 200
-    deadline = time.monotonic() + 5  # the line is written just after the response is sent
-    while True:
-        # split on newlines only: str.splitlines() also splits inside JSON strings at \x85
-        raw_lines = server.output().split("\n")
-        lines = [json.loads(line) for line in raw_lines if line.startswith("{")]
-        mine = [line for line in lines if line.get("request_id") == "trace-me-7"]
-        if mine or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
+    lines, mine = log_lines(server, "trace-me-7")
     assert len(mine) == 1
     record = mine[0]
     assert record["event"] == "request"

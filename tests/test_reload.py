@@ -171,7 +171,9 @@ def explicit(
     """A server with polling off serving version 1, and its repository."""
     workdir = tmp_path_factory.mktemp("explicit")
     install_version(trained.repository / "blobs" / "1", workdir / "models", "blobs", 1)
-    server = start_server(workdir, workdir / "server.log", SERVICE_POLL_INTERVAL="0")
+    server = start_server(
+        workdir, workdir / "server.log", SERVICE_POLL_INTERVAL="0", SERVICE_MODEL_CONTROL="true"
+    )
     yield server, workdir / "models"
     assert server.stop() == 0, server.output()
 
@@ -234,7 +236,9 @@ def test_reload_on_demand_swaps_in_new_versions_and_unload_load_round_trip(
 ) -> None:
     repo = tmp_path / "models"
     install_version(source, repo, "blobs", 1)
-    server = start_server(tmp_path, tmp_path / "server.log", SERVICE_POLL_INTERVAL="0")
+    server = start_server(
+        tmp_path, tmp_path / "server.log", SERVICE_POLL_INTERVAL="0", SERVICE_MODEL_CONTROL="true"
+    )
     client = triton.InferenceServerClient(server.url.removeprefix("http://"))
     try:
         install_version(source, repo, "blobs", 2)

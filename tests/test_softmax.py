@@ -98,13 +98,31 @@ def test_softmax_is_monotone_in_the_logits(logits: list[float], t: float) -> Non
     assert (np.diff(p[order]) >= 0).all()
 
 
-@given(st.lists(st.floats(min_value=-100, max_value=100), min_size=2, max_size=8, unique=True))
-def test_softmax_tends_to_one_hot_as_temperature_falls(logits: list[float]) -> None:
-    gap = sorted(logits)[-1] - sorted(logits)[-2]
-    p = softmax(logits, temperature=gap / 800)  # exp(-800) underflows to 0
+@given(
+    st.lists(st.floats(min_value=-100, max_value=100), min_size=1, max_size=7),
+    st.floats(min_value=1e-2, max_value=100),
+    st.integers(min_value=0),
+)
+def test_softmax_tends_to_one_hot_as_temperature_falls(
+    others: list[float], gap: float, where: int
+) -> None:
+    # The winner leads the runner-up by at least ``gap`` (drawn, so never 0 or subnormal):
+    # at T = gap / 800 every other logit is >= 800 below it after scaling: exp(-800) is 0.
+    logits = list(others)
+    winner = where % (len(others) + 1)
+    logits.insert(winner, max(others) + gap)
+    p = softmax(logits, temperature=gap / 800)
     expected = np.zeros(len(logits))
-    expected[int(np.argmax(logits))] = 1.0
+    expected[winner] = 1.0
     np.testing.assert_array_equal(p, expected)
+
+
+@pytest.mark.parametrize("temperature", [0.0, -1.0, -0.0, math.inf, -math.inf, math.nan])
+def test_softmax_rejects_a_temperature_that_is_not_finite_and_positive(
+    temperature: float,
+) -> None:
+    with pytest.raises(ValueError, match="expected a finite temperature > 0, received"):
+        softmax([1.0, 2.0], temperature)
 
 
 @given(st.lists(st.floats(min_value=-100, max_value=100), min_size=1, max_size=8))
