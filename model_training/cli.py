@@ -308,8 +308,10 @@ def _print_summary(calibration: dict[str, Any] | None, detector: dict[str, Any])
 def _export(args: argparse.Namespace) -> int:
     check_name(args.name)
     from model_training.export import ExportError, load_keras, logits_model
+    from model_training.inputs import describe_input, probe
 
     model = load_keras(args.model)
+    description = describe_input(model)
     input_dim = int(model.inputs[0].shape[-1])
     num_classes = int(logits_model(model).output.shape[-1])
     features = args.feature_names or [f"x{i + 1}" for i in range(input_dim)]
@@ -318,17 +320,17 @@ def _export(args: argparse.Namespace) -> int:
         raise ExportError(f"expected {input_dim} feature names, received {len(features)}")
     if len(classes) != num_classes:
         raise ExportError(f"expected {num_classes} class names, received {len(classes)}")
-    probe = np.random.default_rng(0).normal(scale=10.0, size=(64, input_dim)).astype(np.float32)
     metadata = {
         "created_at": _now(),
         "input_dim": input_dim,
+        "input": description,
         "feature_names": features,
         "class_names": classes,
         "metrics": None,
         "training": {"exported_from": str(args.model)},
         "libraries": _libraries(),
     }
-    version, path = _write(args.model_repository, args.name, model, probe, metadata)
+    version, path = _write(args.model_repository, args.name, model, probe(description), metadata)
     print(f"wrote {args.name} version {version} to {path}")
     return 0
 

@@ -97,7 +97,7 @@ def to_tflite(model: keras.Model, probe: np.ndarray) -> bytes:
     (out,) = interpreter.get_output_details()
     interpreter.resize_tensor_input(inp["index"], list(probe.shape))
     interpreter.allocate_tensors()
-    interpreter.set_tensor(inp["index"], probe.astype(np.float32))
+    interpreter.set_tensor(inp["index"], probe.astype(inp["dtype"]))
     interpreter.invoke()
     exported = _softmax64(interpreter.get_tensor(out["index"]))
     expected = np.asarray(model(probe, training=False), dtype=np.float64)

@@ -11,9 +11,10 @@ import hashlib
 import re
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from service.errors import ModelLoadError
@@ -58,6 +59,49 @@ class Calibration(BaseModel):
     temperature: float = Field(gt=0, allow_inf_nan=False)
 
 
+class InputSpec(BaseModel):
+    """What the model takes, per instance (``metadata.json``'s ``input``).
+
+    Versions written before it existed have none: they take ``input_dim`` float32
+    features (``Metadata.input``).
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    shape: list[int] = Field(min_length=1)
+    """The instance's shape, without the batch dimension: ``[2]``, ``[12]``."""
+
+    dtype: Literal["float32", "int32", "int64"] = "float32"
+    """The dtype of the model's input tensor."""
+
+    kind: Literal["table", "image", "sequence", "token_ids"] = "table"
+    """What an instance is."""
+
+    id_range: tuple[int, int] | None = None
+    """For token ids: the smallest and largest id the model accepts (its embedding's rows)."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> InputSpec:
+        if self.id_range is not None and not 0 <= self.id_range[0] <= self.id_range[1]:
+            raise ValueError(f"expected an id_range [low, high], received {list(self.id_range)}")
+        return self
+
+    @property
+    def integral(self) -> bool:
+        """True when every value must be a whole number (integer dtype, or token ids)."""
+        return self.dtype != "float32" or self.id_range is not None
+
+    def probe(self, rows: int, rng: np.random.Generator) -> npt.NDArray[Any]:
+        """A batch of valid instances, for warming a version up."""
+        shape = (rows, *self.shape)
+        if self.id_range is not None:
+            low, high = self.id_range
+            return rng.integers(low, high, size=shape, endpoint=True).astype(self.dtype)
+        if self.integral:
+            return rng.integers(0, 10, size=shape).astype(self.dtype)
+        return rng.normal(scale=10.0, size=shape).astype(np.float32)
+
+
 class Metadata(BaseModel):
     """The parts of ``metadata.json`` the service relies on (the rest is passed through)."""
 
@@ -74,6 +118,7 @@ class Metadata(BaseModel):
     calibration: Calibration | None = None
     training_data: TrainingData | None = None
     files: dict[str, FileEntry]
+    input: InputSpec | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Metadata:
@@ -86,6 +131,10 @@ class Metadata(BaseModel):
             raise ValueError(
                 f"expected {self.input_dim} feature_names (input_dim), "
                 f"received {len(self.feature_names)}"
+            )
+        if self.input is not None and self.input.shape != [self.input_dim]:
+            raise ValueError(
+                f"expected input.shape [{self.input_dim}] (input_dim), received {self.input.shape}"
             )
         ood = self.training_data.ood if self.training_data else None
         if ood is not None:
@@ -108,6 +157,11 @@ class Metadata(BaseModel):
             np.asarray(ood.precision, dtype=np.float64),
             ood.threshold,
         )
+
+    @cached_property
+    def input_spec(self) -> InputSpec:
+        """What the model takes: the recorded ``input``, else ``input_dim`` float32 features."""
+        return self.input or InputSpec(shape=[self.input_dim])
 
     @property
     def temperature(self) -> float:

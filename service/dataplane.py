@@ -10,6 +10,7 @@ are checked in Python, which is cheaper than numpy's calls at that size.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from contextvars import ContextVar
@@ -20,12 +21,22 @@ import anyio.to_thread
 import numpy as np
 import numpy.typing as npt
 
-from service.errors import InvalidInput, ModelControlDisabled, NotReady, PayloadTooLarge
+from service.artifacts import InputSpec
+from service.errors import (
+    InferenceFailed,
+    InvalidInput,
+    ModelControlDisabled,
+    NotReady,
+    PayloadTooLarge,
+    ServiceError,
+)
 from service.metrics import Metrics
 from service.registry import LoadedVersion, ModelRegistry, VersionStatus
 from service.runtime import Features, Logits
 from service.scores import NotFinite, Scores
 from service.softmax import softmax
+
+log = logging.getLogger("service.dataplane")
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -152,6 +163,39 @@ def features(instances: Instances, input_dim: int) -> tuple[Inputs, Features]:
     return x, x.astype(np.float32)
 
 
+def whole_numbers(x: Inputs, spec: InputSpec) -> Features:
+    """Checked features (``features``) as the model's integer input.
+
+    Token ids and integer inputs must be whole numbers within what the model accepts
+    (its embedding's rows, or the dtype's range): an index outside an embedding makes
+    the runtime fail, and a fraction would be silently truncated. ``InvalidInput``
+    names the first value that is not.
+    """
+    values = np.asarray(x, dtype=np.float64)
+    what = "token ids" if spec.kind == "token_ids" else f"{spec.dtype} inputs"
+    fractional = values != np.floor(values)
+    if fractional.any():
+        i, j = (int(k) for k in np.argwhere(fractional)[0])
+        raise InvalidInput(
+            f"expected whole numbers as {what}, received {float(values[i, j])!r} "
+            f"in instances[{i}][{j}]"
+        )
+    if spec.id_range is not None:
+        low, high = spec.id_range
+        scope = f"(the model's embedding has {high + 1} rows)"
+    else:
+        info = np.iinfo(np.dtype(spec.dtype))
+        low, high, scope = int(info.min), int(info.max), f"(the range of {spec.dtype})"
+    outside = (values < low) | (values > high)
+    if outside.any():
+        i, j = (int(k) for k in np.argwhere(outside)[0])
+        raise InvalidInput(
+            f"expected {what} from {low} to {high} {scope}, received "
+            f"{float(values[i, j]):.15g} in instances[{i}][{j}]"
+        )
+    return np.ascontiguousarray(values.astype(spec.dtype))
+
+
 class DataPlane:
     """Predictions and softmax for the routes."""
 
@@ -193,11 +237,19 @@ class DataPlane:
                 f"received {len(instances)}"
             )
         x, x32 = features(instances, served.metadata.input_dim)
+        spec = served.metadata.input_spec
+        if spec.integral:
+            x32 = whole_numbers(x, spec)
         started = time.perf_counter()
-        if served.batcher is None and not served.runtime.blocking:
-            logits = served.runtime.logits(x32)  # microseconds: cheaper than any hand-off
-        else:
-            logits = await self._logits(served, x32)
+        try:
+            if served.batcher is None and not served.runtime.blocking:
+                logits = served.runtime.logits(x32)  # microseconds: cheaper than any hand-off
+            else:
+                logits = await self._logits(served, x32)
+        except ServiceError:
+            raise
+        except Exception as exc:  # the runtime refused input that passed every check
+            raise self._runtime_failed(served, exc) from None
         elapsed = time.perf_counter() - started
         temperature = served.metadata.temperature if calibrated else 1.0
         try:
@@ -221,6 +273,24 @@ class DataPlane:
                 scores.predicted,
             )
         return Prediction(served, logits, scores)
+
+    @staticmethod
+    def _runtime_failed(served: LoadedVersion, exc: Exception) -> InferenceFailed:
+        """Log the runtime's own error with the request id; the client gets a clear 422."""
+        record = served_record.get() or {}
+        request_id = record.get("request_id")
+        log.warning(
+            "model %r version %s failed on the input of request %s: %r",
+            served.name,
+            served.version,
+            request_id,
+            exc,
+        )
+        return InferenceFailed(
+            f"expected instances model {served.name!r} version {served.version} can run on, "
+            "received instances its runtime failed on; the server log has the runtime's "
+            f"message under request id {request_id}"
+        )
 
     # --- model control ---------------------------------------------------------------
 

@@ -4,6 +4,7 @@
     ├── BadRequest (400)
     │   └── MalformedJSON (400) ........ the body is not valid JSON
     ├── InvalidInput (422) ............. wrong shape, type, feature count, non-finite number
+    │   └── InferenceFailed ............ the model's runtime failed on input that passed the checks
     ├── Forbidden (403)
     │   └── ModelControlDisabled ....... load, unload or reload asked for while model control is off
     ├── NotFound (404)
@@ -65,6 +66,10 @@ class Forbidden(ServiceError):
 
 class ModelControlDisabled(Forbidden):
     """Model control (load, unload, reload on demand) is off: ``SERVICE_MODEL_CONTROL``."""
+
+
+class InferenceFailed(InvalidInput):
+    """The runtime refused input that passed every check; logged with the request id."""
 
 
 class NotFound(ServiceError):

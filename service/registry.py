@@ -104,10 +104,11 @@ class VersionStatus:
 
 def _open_runtime(version_dir: Path, metadata: Metadata) -> tuple[Runtime, str]:
     dim, classes = metadata.input_dim, len(metadata.class_names)
+    dtype = metadata.input_spec.dtype
     if "model.tflite" in metadata.files:
-        return LiteRTRuntime(version_dir / "model.tflite", dim, classes), "litert"
+        return LiteRTRuntime(version_dir / "model.tflite", dim, classes, dtype), "litert"
     if "model.keras" in metadata.files:
-        return KerasRuntime(version_dir / "model.keras", dim, classes), "keras"
+        return KerasRuntime(version_dir / "model.keras", dim, classes, dtype), "keras"
     raise ModelLoadError(
         f"model {metadata.name!r} version {metadata.version}: expected model.tflite or "
         f"model.keras among its files, received {sorted(metadata.files)}"
@@ -118,7 +119,7 @@ def _warm_up(runtime: Runtime, metadata: Metadata) -> None:
     """Run a probe batch (both batch shapes the service will see first) and check the answers."""
     rng = np.random.default_rng(0)
     for rows in (8, 1):
-        probe = rng.normal(scale=10.0, size=(rows, metadata.input_dim)).astype(np.float32)
+        probe = metadata.input_spec.probe(rows, rng)
         logits = np.asarray(runtime.logits(probe))
         if logits.shape != (rows, len(metadata.class_names)):
             raise ModelLoadError(

@@ -1,4 +1,6 @@
-"""Model runtimes: float32 features in, float logits out. Nothing here knows about HTTP.
+"""Model runtimes: features in (float32, or int32/int64 token ids), float logits out.
+
+Nothing here knows about HTTP.
 
 ``LiteRTRuntime`` runs ``model.tflite`` on the LiteRT interpreter (no TensorFlow);
 ``KerasRuntime`` loads ``model.keras`` for versions without an export, and needs
@@ -16,7 +18,8 @@ import numpy.typing as npt
 
 from service.errors import ModelLoadError
 
-Features = npt.NDArray[np.float32]
+#: A C-contiguous batch in the model's input dtype (float32, int32 or int64).
+Features = npt.NDArray[Any]
 Logits = npt.NDArray[np.floating[Any]]
 
 
@@ -27,7 +30,7 @@ class Runtime(Protocol):
     blocking: bool
 
     def logits(self, features: Features) -> Logits:
-        """Logits for a C-contiguous float32 batch of shape (rows, input_dim)."""
+        """Logits for a C-contiguous batch of shape (rows, input_dim) in the input dtype."""
         ...
 
 
@@ -40,7 +43,9 @@ class LiteRTRuntime:
 
     blocking = False
 
-    def __init__(self, path: Path, input_dim: int, num_classes: int) -> None:
+    def __init__(
+        self, path: Path, input_dim: int, num_classes: int, input_dtype: str = "float32"
+    ) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
         try:
@@ -61,9 +66,10 @@ class LiteRTRuntime:
                 f"expected {path.name} to map (batch, {input_dim}) to (batch, {num_classes}), "
                 f"received {in_shape} -> {out_shape}"
             )
-        if inputs[0]["dtype"] is not np.float32:
+        if np.dtype(inputs[0]["dtype"]).name != input_dtype:
             raise ModelLoadError(
-                f"expected a float32 input in {path.name}, received {inputs[0]['dtype']}"
+                f"expected a {input_dtype} input in {path.name} (as its metadata says), "
+                f"received {np.dtype(inputs[0]['dtype']).name}"
             )
         self._input = int(inputs[0]["index"])
         self._output = int(outputs[0]["index"])
@@ -97,7 +103,9 @@ class KerasRuntime:
 
     blocking = True
 
-    def __init__(self, path: Path, input_dim: int, num_classes: int) -> None:
+    def __init__(
+        self, path: Path, input_dim: int, num_classes: int, input_dtype: str = "float32"
+    ) -> None:
         try:
             import keras
         except ImportError as exc:
@@ -117,7 +125,7 @@ class KerasRuntime:
         # One traced graph for every batch size: eager calls cost several times more.
         self._call = tf.function(
             lambda x: self._model(x, training=False),
-            input_signature=[tf.TensorSpec([None, in_dim], tf.float32)],
+            input_signature=[tf.TensorSpec([None, in_dim], input_dtype)],
         )
         if (in_dim, out_dim) != (input_dim, num_classes):
             raise ModelLoadError(

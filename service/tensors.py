@@ -23,8 +23,28 @@ import numpy.typing as npt
 
 from service.errors import BadRequest, InvalidInput
 
-#: Datatypes an input may have, and the outputs then have.
-DTYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
+#: Datatypes an input may have (integers: token ids and other integer inputs).
+DTYPES: dict[str, np.dtype[Any]] = {
+    "FP32": np.dtype("<f4"),
+    "FP64": np.dtype("<f8"),
+    "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"),
+}
+#: The datatype of the outputs for each input datatype: FP64 in, FP64 out (bit-identical
+#: to /predict); otherwise FP32, the protocol's and tritonclient's default.
+OUTPUT_DTYPES: dict[str, np.dtype[Any]] = {"FP64": np.dtype("<f8")}
+
+
+def accepted_datatypes(model_dtype: str, token_ids: bool) -> tuple[str, ...]:
+    """The datatypes an input tensor may have for a model: float models take FP32 or
+    FP64, integer models INT32 or INT64, and float models of token ids either."""
+    if model_dtype != "float32":
+        return ("INT32", "INT64")
+    return ("FP32", "FP64", "INT32", "INT64") if token_ids else ("FP32", "FP64")
+
+
+#: The protocol's name for each model input dtype (metadata.json's ``input.dtype``).
+MODEL_DATATYPES = {"float32": "FP32", "int32": "INT32", "int64": "INT64"}
 
 
 def split_body(raw: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
@@ -81,12 +101,14 @@ def decode_input(
     data: Sequence[float] | Sequence[Sequence[float]] | None,
     binary_data_size: int | None,
     tail: BinaryTail,
-) -> npt.NDArray[np.floating[Any]]:
+    accepted: Sequence[str] = ("FP32", "FP64"),
+) -> npt.NDArray[Any]:
     """One input tensor as an array of ``shape``, from its JSON data or the binary tail."""
     dtype = DTYPES.get(datatype)
-    if dtype is None:
+    if dtype is None or datatype not in accepted:
         raise InvalidInput(
-            f"expected input {name!r} of datatype FP32 or FP64, received {datatype[:20]!r}"
+            f"expected input {name!r} of datatype {' or '.join(accepted)}, "
+            f"received {datatype[:20]!r}"
         )
     count = math.prod(shape)
     if binary_data_size is not None:

@@ -331,6 +331,10 @@ async def version_status(name: str, version: str, request: Request) -> JSONRespo
     return _model_status(request, name, version)
 
 
+#: TensorFlow's names for the model input dtypes.
+TF_DTYPES = {"float32": "DT_FLOAT", "int32": "DT_INT32", "int64": "DT_INT64"}
+
+
 def _tensor(dtype: str, width: int, name: str) -> dict[str, Any]:
     dims = [{"size": "-1", "name": ""}, {"size": str(width), "name": ""}]
     return {"dtype": dtype, "tensor_shape": {"dim": dims, "unknown_rank": False}, "name": name}
@@ -339,8 +343,12 @@ def _tensor(dtype: str, width: int, name: str) -> dict[str, Any]:
 def _metadata(served: LoadedVersion) -> dict[str, Any]:
     meta = served.metadata
     signature = {
-        # The model takes float32; the probabilities are computed and sent in float64.
-        "inputs": {INPUT: _tensor("DT_FLOAT", meta.input_dim, f"{SIGNATURE}_{INPUT}:0")},
+        # The model's input dtype; the probabilities are computed and sent in float64.
+        "inputs": {
+            INPUT: _tensor(
+                TF_DTYPES[meta.input_spec.dtype], meta.input_dim, f"{SIGNATURE}_{INPUT}:0"
+            )
+        },
         "outputs": {OUTPUT: _tensor("DT_DOUBLE", len(meta.class_names), f"{OUTPUT}:0")},
         "method_name": "tensorflow/serving/predict",
     }

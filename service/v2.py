@@ -31,6 +31,7 @@ from starlette.responses import Response
 
 from service import __version__, tensors
 from service import body as bodies
+from service.artifacts import InputSpec
 from service.body import openapi_body
 from service.dataplane import DataPlane, Prediction
 from service.errors import InvalidInput, NotReady
@@ -242,7 +243,7 @@ def _count(parameters: Parameters, where: str) -> int | None:
 
 
 def _input(
-    body: InferenceRequest, tail: tensors.BinaryTail, input_dim: int
+    body: InferenceRequest, tail: tensors.BinaryTail, spec: InputSpec
 ) -> tuple[npt.NDArray[Any], str]:
     """The one input as an ``[N, input_dim]`` array, and its datatype."""
     if len(body.inputs) != 1:
@@ -262,12 +263,16 @@ def _input(
             f"expected binary_data_size of input {given.name!r} to be a byte count, "
             f"received {size!r}"
         )
+    input_dim = spec.shape[0]
     if len(given.shape) != 2 or given.shape[1] != input_dim or given.shape[0] == 0:
         raise InvalidInput(
             f"expected input {given.name!r} of shape [N, {input_dim}] with N >= 1, "
             f"received {given.shape}"
         )
-    x = tensors.decode_input(given.name, given.datatype, given.shape, given.data, size, tail)
+    accepted = tensors.accepted_datatypes(spec.dtype, spec.id_range is not None)
+    x = tensors.decode_input(
+        given.name, given.datatype, given.shape, given.data, size, tail, accepted
+    )
     tail.finish()
     return x, given.datatype
 
@@ -302,7 +307,7 @@ def _encode(
     wanted: list[tuple[str, bool, int | None]],
 ) -> tuple[dict[str, Any], list[bytes]]:
     """The response header and the binary tensors that follow it."""
-    dtype = tensors.DTYPES[datatype]
+    dtype = tensors.OUTPUT_DTYPES.get(datatype, np.dtype("<f4"))
     labels = result.model.metadata.class_names
     head: dict[str, Any] = {
         "model_name": result.model.name,
@@ -338,7 +343,7 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
     header, tail = tensors.split_body(await request.body(), request.headers.get(HEADER_LENGTH))
     body = bodies.parse(InferenceRequest, header, plane.max_json_depth)
     served = plane.resolve(name, version)
-    x, datatype = _input(body, tensors.BinaryTail(tail), served.metadata.input_dim)
+    x, datatype = _input(body, tensors.BinaryTail(tail), served.metadata.input_spec)
     calibrated = _flag(body.parameters, "calibrated", True, "the request")
     wanted = _requested(body)
     result = await plane.predict(x, calibrated=calibrated, served=served)
@@ -447,7 +452,13 @@ def _model_metadata(served: LoadedVersion, versions: list[int]) -> dict[str, Any
         "name": served.name,
         "versions": [str(v) for v in versions],
         "platform": PLATFORMS.get(served.runtime_name, served.runtime_name),
-        "inputs": [{"name": INPUT, "datatype": "FP32", "shape": [-1, served.metadata.input_dim]}],
+        "inputs": [
+            {
+                "name": INPUT,
+                "datatype": tensors.MODEL_DATATYPES[served.metadata.input_spec.dtype],
+                "shape": [-1, served.metadata.input_dim],
+            }
+        ],
         "outputs": [{"name": o, "datatype": "FP32", "shape": [-1, classes]} for o in OUTPUTS],
     }
 

@@ -42,6 +42,10 @@ def test_model_control_when_on_unloads_and_loads_again(trained: TrainedRepositor
         reloaded = client.post("/models/blobs/reload")
         assert reloaded.status_code == 200
         assert reloaded.json()["versions"][0]["state"] == "AVAILABLE"
+        # loading a model that is served changes nothing; an unknown one is 404
+        assert client.post("/v2/repository/models/blobs/load").status_code == 200
+        assert client.get("/v2/models/blobs/versions/1/ready").status_code == 200
+        assert client.post("/v2/repository/models/nope/load").status_code == 404
 
 
 @pytest.mark.parametrize("path", CONTROL)

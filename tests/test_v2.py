@@ -215,12 +215,15 @@ def test_unknown_model_or_version_raise_404(tc: triton.InferenceServerClient) ->
         assert fragment in raised.value.message()
 
 
-def test_load_of_a_served_model_changes_nothing(tc: triton.InferenceServerClient) -> None:
-    tc.load_model("blobs")
+def test_model_control_is_refused_to_tritonclient_by_default(
+    tc: triton.InferenceServerClient,
+) -> None:
+    for control in (tc.load_model, tc.unload_model):
+        with pytest.raises(InferenceServerException) as raised:
+            control("blobs")
+        assert raised.value.status() == "403"
+        assert "SERVICE_MODEL_CONTROL=true" in raised.value.message()
     assert tc.is_model_ready("blobs", "1")
-    with pytest.raises(InferenceServerException) as raised:
-        tc.load_model("nope")
-    assert raised.value.status() == "404"
 
 
 # --- raw requests, as in the protocol's documentation ----------------------------------
