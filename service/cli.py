@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -78,6 +79,26 @@ def worker_app() -> FastAPI:
     return create_app(settings)
 
 
+def _address_problem(host: str, port: int) -> str | None:
+    """None when ``host:port`` can be listened on now, else why not (e.g. it is in use).
+
+    Checked before anything is loaded, so that a busy port costs nothing and the last
+    line the user reads says what went wrong.
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        return f"cannot resolve host {host!r}: {exc.strerror}"
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the server until it is stopped; returns the exit status."""
     args = parser().parse_args(argv)
@@ -88,6 +109,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         print(f"error: invalid settings: {problems}", file=sys.stderr)
         return 2
+    problem = _address_problem(settings.host, settings.port)
+    if problem is not None:
+        print(
+            f"error: cannot listen on {settings.host}:{settings.port}: {problem.lower()}; "
+            "choose another with --port or SERVICE_PORT",
+            file=sys.stderr,
+        )
+        return 1
     logs.configure(settings.log_level)
     common = {
         "host": settings.host,

@@ -12,6 +12,7 @@
     │   └── VersionNotFound
     ├── VersionRefused (409) ........... a reload found a version it had to refuse
     ├── PayloadTooLarge (413) .......... too many rows (or bytes)
+    ├── NotImplementedHere (501) ....... a documented part of a protocol this server does not do
     └── Unavailable (503, Retry-After)
         └── NotReady ................... models still loading, or none loadable
 
@@ -96,6 +97,12 @@ class PayloadTooLarge(ServiceError):
     """More rows (or bytes) than the configured limit."""
 
     status_code = 413
+
+
+class NotImplementedHere(ServiceError):
+    """A part of a protocol that is documented and deliberately not implemented."""
+
+    status_code = 501
 
 
 class Unavailable(ServiceError):

@@ -379,11 +379,15 @@ class ModelRegistry:
 
     @property
     def ready(self) -> bool:
-        """Loaded, with the default model (or, with no default, some model) servable."""
+        """Loaded, with the default model servable: ``/predict`` works.
+
+        With several models and no ``SERVICE_DEFAULT_MODEL``, ``/predict`` cannot choose,
+        so the server is not ready; it says why.
+        """
         if not self.loaded or not self._models:
             return False
         default = self.default_model
-        return default is None or default in self._models
+        return default is not None and default in self._models
 
     def not_ready_reason(self) -> str:
         """Why ``ready`` is false, for the 503 body."""
@@ -391,6 +395,11 @@ class ModelRegistry:
             return "not ready: models are still loading"
         if not self._models:
             return "not ready: no loadable model in the repository"
+        if self.default_model is None:
+            return (
+                f"not ready: expected SERVICE_DEFAULT_MODEL to name the model /predict serves, "
+                f"received no default and several models {self.names()}"
+            )
         return f"not ready: the default model {self.default_model!r} could not be loaded"
 
     def names(self) -> list[str]:

@@ -119,10 +119,16 @@ class Settings(BaseSettings):
             "/metrics",
             "/",
             "/playground/static/*",
+            "/docs",
+            "/docs/static/*",
+            "/openapi.json",
         ]
     )
     """Paths that need no API key even when keys are set (comma-separated; a trailing ``*``
-    matches any path starting with what precedes it)."""
+    matches any path starting with what precedes it). By default: health, metrics, and
+    the pages a browser opens (the playground, ``/docs`` and the OpenAPI document they
+    read), which hold no model data and which a browser cannot open with a key; every
+    call that touches a model needs one (the playground asks for it)."""
 
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Origins allowed by CORS (comma-separated, ``*`` for any); empty: CORS off."""

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 from service import body as bodies
 from service.body import openapi_body
 from service.dataplane import DataPlane
-from service.errors import InvalidInput, VersionNotFound
+from service.errors import InvalidInput, NotImplementedHere, VersionNotFound
 from service.registry import LoadedVersion, State, VersionStatus
 from service.responses import JSONResponse
 from service.routing import DirectRoute
@@ -285,6 +285,39 @@ async def predict(name: str, request: Request) -> JSONResponse:
 async def predict_version(name: str, version: str, request: Request) -> JSONResponse:
     """Class probabilities from one version (row or columnar format)."""
     return await _predict(request, name, version)
+
+
+# --- what TF Serving has and this server does not -----------------------------------------
+
+UNSUPPORTED = {"responses": _errors(501)}
+
+
+def _unsupported(what: str, instead: str) -> NotImplementedHere:
+    return NotImplementedHere(f"expected {instead}, received {what}: not implemented here")
+
+
+@router.post("/v1/models/{name}:classify", **UNSUPPORTED)  # type: ignore[arg-type]
+@router.post("/v1/models/{name}/versions/{version}:classify", **UNSUPPORTED)  # type: ignore[arg-type]
+async def classify(name: str) -> None:
+    """TF Serving's Classify API (tf.Example input): 501, use ``:predict``."""
+    raise _unsupported("a :classify request (tf.Example input)", "a :predict request")
+
+
+@router.post("/v1/models/{name}:regress", **UNSUPPORTED)  # type: ignore[arg-type]
+@router.post("/v1/models/{name}/versions/{version}:regress", **UNSUPPORTED)  # type: ignore[arg-type]
+async def regress(name: str) -> None:
+    """TF Serving's Regress API: 501; these models are classifiers, use ``:predict``."""
+    raise _unsupported("a :regress request (these models are classifiers)", "a :predict request")
+
+
+@router.post("/v1/models/{name}/labels/{label}:predict", **UNSUPPORTED)  # type: ignore[arg-type]
+@router.post("/v1/models/{name}/labels/{label}:classify", **UNSUPPORTED)  # type: ignore[arg-type]
+@router.post("/v1/models/{name}/labels/{label}:regress", **UNSUPPORTED)  # type: ignore[arg-type]
+@router.get("/v1/models/{name}/labels/{label}", **UNSUPPORTED)  # type: ignore[arg-type]
+@router.get("/v1/models/{name}/labels/{label}/metadata", **UNSUPPORTED)  # type: ignore[arg-type]
+async def labels(name: str, label: str) -> None:
+    """TF Serving's version labels: 501, name the version with ``/versions/{version}``."""
+    raise _unsupported(f"the version label {label[:40]!r}", "/versions/{version}")
 
 
 # --- status and metadata ----------------------------------------------------------------

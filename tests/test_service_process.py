@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import socket
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
@@ -93,8 +95,17 @@ def test_several_models_need_a_default_for_plain_predict(
     trained: TrainedRepository, tmp_path: Path
 ) -> None:
     copy_repository(trained, tmp_path, "alpha", "beta")
-    server = start_server(tmp_path, tmp_path / "log")
+    server = start_server(tmp_path, tmp_path / "log", wait_ready=False)
     try:
+        deadline = time.monotonic() + 30
+        while httpx.get(server.url + "/models").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        # ready means "/predict works": not without a default among several models
+        ready = httpx.get(server.url + "/health/ready")
+        assert ready.status_code == 503
+        assert "SERVICE_DEFAULT_MODEL" in ready.json()["error"]
+        assert "['alpha', 'beta']" in ready.json()["error"]
         response = httpx.post(server.url + "/predict", json=GOOD)
         assert response.status_code == 404
         assert "SERVICE_DEFAULT_MODEL" in response.json()["error"]
@@ -199,3 +210,26 @@ def test_keras_runtime_with_batching_answers_concurrent_clients_like_litert(
         got = answer.json()["predictions"][0]
         assert got["argmax"] == want["argmax"]
         np.testing.assert_allclose(got["probabilities"], want["probabilities"], atol=1e-5)
+
+
+def test_a_busy_port_exits_1_saying_so_before_loading_anything(trained: TrainedRepository) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [*python_argv(SERVE_ARGV), "--port", str(port)],
+            cwd=trained.workdir,
+            env=subprocess_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 1
+    last = (result.stdout + result.stderr).strip().splitlines()[-1]
+    assert last == (
+        f"error: cannot listen on 127.0.0.1:{port}: address already in use; "
+        "choose another with --port or SERVICE_PORT"
+    )
+    assert "loaded model" not in result.stdout + result.stderr

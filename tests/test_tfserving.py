@@ -148,7 +148,7 @@ def test_colon_paths_route_apart_from_the_status_path(client: httpx.Client) -> N
     assert client.get("/v1/models/blobs").status_code == 200
     assert_error(client.get("/v1/models/blobs:predict"), 404, "'blobs:predict'")
     assert_error(client.post("/v1/models/blobs", json={}), 405, "POST")
-    assert_error(client.post("/v1/models/blobs:classify", json={}), 405, "POST")
+    assert_error(client.post("/v1/models/blobs:classify", json={}), 501, ":classify")
 
 
 def test_openapi_documents_the_tf_serving_paths(client: httpx.Client) -> None:
@@ -158,3 +158,26 @@ def test_openapi_documents_the_tf_serving_paths(client: httpx.Client) -> None:
         assert schema["examples"], path
     for path in ("/v1/models/{name}", "/v1/models/{name}/metadata"):
         assert "get" in paths[path]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "received"),
+    [
+        ("POST", "/v1/models/blobs:classify", "received a :classify request"),
+        ("POST", "/v1/models/blobs/versions/1:classify", "received a :classify request"),
+        ("POST", "/v1/models/blobs:regress", "received a :regress request"),
+        ("POST", "/v1/models/blobs/versions/1:regress", "received a :regress request"),
+        ("POST", "/v1/models/blobs/labels/stable:predict", "received the version label 'stable'"),
+        ("GET", "/v1/models/blobs/labels/stable", "received the version label 'stable'"),
+        ("GET", "/v1/models/blobs/labels/stable/metadata", "received the version label"),
+    ],
+)
+def test_tf_serving_apis_not_implemented_answer_501_saying_so(
+    client: httpx.Client, method: str, path: str, received: str
+) -> None:
+    response = client.request(method, path, json={"instances": [[15.0, 0.0]]})
+    assert response.status_code == 501
+    error = response.json()["error"]
+    assert error.startswith("expected ")
+    assert received in error
+    assert error.endswith("not implemented here")

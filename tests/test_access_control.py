@@ -1,4 +1,4 @@
-"""Model control (reload, V2 load/unload) is off by default, and needs a key when keys are set."""
+"""Who may do what: model control is off by default; with API keys, pages open, data keyed."""
 
 from __future__ import annotations
 
@@ -60,3 +60,15 @@ def test_model_control_with_api_keys_needs_a_key(trained: TrainedRepository, pat
         assert client.get("/health/ready").status_code == 200
         allowed = client.post(path, headers={"Authorization": f"Bearer {KEY}"})
         assert allowed.status_code == 200, allowed.text
+
+
+def test_with_api_keys_the_pages_are_open_and_the_data_is_not(trained: TrainedRepository) -> None:
+    settings = Settings(model_repository=trained.repository, api_keys=[KEY])
+    with in_process(settings) as client:
+        for page in ("/", "/docs", "/openapi.json", "/docs/static/swagger-ui.css"):
+            assert client.get(page).status_code == 200, page
+        for data in ("/models", "/models/blobs", "/v2/models/blobs", "/v1/models/blobs"):
+            assert client.get(data).status_code == 401, data
+        assert client.post("/predict", json=ONE_ROW).status_code == 401
+        keyed = client.post("/predict", json=ONE_ROW, headers={"X-API-Key": KEY})
+        assert keyed.status_code == 200
