@@ -12,13 +12,19 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
+# Serving and training only (no test toolchain), for `make serve`.
+$(VENV)/.installed-train: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[train]'
+	touch $@
+
+# Everything the tests, linters and type checks need.
 $(VENV)/.installed: pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e '.[dev]'
-	touch $@
+	touch $@ $(VENV)/.installed-train
 
 install: $(VENV)/.installed
 
-train: install
+train: $(VENV)/.installed-train
 	$(PY) -m model_training --model-repository $(MODELS) --if-missing
 
 serve: train
