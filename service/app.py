@@ -21,19 +21,19 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from service import __version__, lifecycle, tfserving, v2
-from service.batching import BatchingConfig
 from service.dataplane import DataPlane
 from service.errors_http import install_error_handlers
 from service.gateway import Gateway
-from service.metrics import CONTENT_TYPE, Metrics
+from service.inference.batching import BatchingConfig
+from service.inference.runtime import Runtime
+from service.operations.metrics import CONTENT_TYPE, Metrics
 from service.playground import mount_playground
-from service.policy import VersionPolicy
-from service.registry import BatchingPolicy, ModelRegistry, State, VersionStatus
+from service.repository.policy import VersionPolicy
+from service.repository.registry import BatchingPolicy, ModelRegistry, State, VersionStatus
+from service.repository.watcher import RepositoryWatcher
 from service.routes import direct, router
 from service.routing import add_direct_routes
-from service.runtime import Runtime
 from service.settings import Settings
-from service.watcher import RepositoryWatcher
 
 log = logging.getLogger("service")
 
@@ -183,8 +183,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=_lifespan(settings, metrics),
         docs_url=None,
         redoc_url=None,
-        # Our metrics are Prometheus (service.metrics). FastAPI's native OpenTelemetry hooks
-        # would otherwise look up tracer/meter providers (environment reads) per request.
+        # Our metrics are Prometheus (service.operations.metrics). FastAPI's native OpenTelemetry
+        # hooks would otherwise look up tracer/meter providers (environment reads) per request.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings

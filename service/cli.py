@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import uvicorn
 from pydantic import SecretStr, ValidationError
 
-from service import logs
+from service.operations import logs
 from service.settings import Settings
 
 if TYPE_CHECKING:

@@ -1,7 +1,7 @@
 """Request semantics between the HTTP routes and the runtimes: checks, inference, scores.
 
 Takes plain Python/numpy values and returns a ``Prediction`` (numpy arrays, or the
-Python lists a few rows were scored in: ``service.scores``); raises ``ServiceError``
+Python lists a few rows were scored in: ``service.inference.scores``); raises ``ServiceError``
 subclasses. Knows nothing of HTTP. The checks are vectorized: a 10,000-row batch is
 converted and checked by numpy in one go, and the element-by-element search for
 *which* value is wrong only runs once we know something is; a few rows of plain numbers
@@ -21,7 +21,6 @@ import anyio.to_thread
 import numpy as np
 import numpy.typing as npt
 
-from service.artifacts import InputSpec
 from service.errors import (
     InferenceFailed,
     InvalidInput,
@@ -30,11 +29,12 @@ from service.errors import (
     PayloadTooLarge,
     ServiceError,
 )
-from service.metrics import Metrics
-from service.registry import LoadedVersion, ModelRegistry, VersionStatus
-from service.runtime import Features, Logits
-from service.scores import NotFinite, Scores
-from service.softmax import softmax
+from service.inference.runtime import Features, Logits
+from service.inference.scores import NotFinite, Scores
+from service.inference.softmax import softmax
+from service.operations.metrics import Metrics
+from service.repository.artifacts import InputSpec
+from service.repository.registry import LoadedVersion, ModelRegistry, VersionStatus
 
 log = logging.getLogger("service.dataplane")
 
@@ -54,7 +54,7 @@ Inputs = Sequence[Sequence[float]] | npt.NDArray[np.float64]
 
 @dataclass(frozen=True)
 class Prediction:
-    """Scores for a batch (``service.scores``), with the model version that produced them."""
+    """Scores for a batch (``service.inference.scores``), with the version that produced them."""
 
     model: LoadedVersion
     logits: Logits

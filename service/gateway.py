@@ -49,8 +49,8 @@ from service.dataplane import served_record
 from service.errors import ServiceError
 from service.errors_http import error_response, unexpected_response
 from service.http import BODY_COMPLETE
-from service.logs import FastJSONLines, access_writer
-from service.metrics import Metrics
+from service.operations.logs import FastJSONLines, access_writer
+from service.operations.metrics import Metrics
 from service.routing import DirectRoute
 from service.settings import Settings
 

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from service.policy import VersionPolicy
+from service.repository.policy import VersionPolicy
 
 
 class ModelBatching(BaseModel):

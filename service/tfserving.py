@@ -27,7 +27,7 @@ from service import body as bodies
 from service.body import openapi_body
 from service.dataplane import DataPlane
 from service.errors import InvalidInput, NotImplementedHere, VersionNotFound
-from service.registry import LoadedVersion, State, VersionStatus
+from service.repository.registry import LoadedVersion, State, VersionStatus
 from service.responses import JSONResponse
 from service.routing import DirectRoute
 from service.schemas import ErrorResponse, Row

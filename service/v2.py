@@ -31,11 +31,11 @@ from starlette.responses import Response
 
 from service import __version__, tensors
 from service import body as bodies
-from service.artifacts import InputSpec
 from service.body import openapi_body
 from service.dataplane import DataPlane, Prediction
 from service.errors import InvalidInput, NotReady
-from service.registry import LoadedVersion, State
+from service.repository.artifacts import InputSpec
+from service.repository.registry import LoadedVersion, State
 from service.responses import JSONResponse
 from service.routing import DirectRoute
 from service.schemas import ErrorResponse, FiniteFloat, Row

@@ -17,8 +17,8 @@ from model_training import calibration, ood
 from model_training.cli import main as train_main
 from model_training.model import logits
 from service.errors import ModelLoadError
-from service.registry import load_version
-from service.softmax import softmax
+from service.inference.softmax import softmax
+from service.repository.registry import load_version
 from tests.conftest import TrainedRepository
 
 TOLERANCE = 1e-5

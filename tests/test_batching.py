@@ -9,9 +9,9 @@ import time
 import numpy as np
 import pytest
 
-from service.batching import Batcher, BatchingConfig
-from service.runtime import Features, Logits
-from service.softmax import softmax
+from service.inference.batching import Batcher, BatchingConfig
+from service.inference.runtime import Features, Logits
+from service.inference.softmax import softmax
 
 
 class SlowRuntime:

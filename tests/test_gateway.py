@@ -15,7 +15,7 @@ from starlette.routing import Match
 
 from service.app import create_app
 from service.gateway import HotRoutes
-from service.logs import JSONFormatter
+from service.operations.logs import JSONFormatter
 from service.routing import DirectRoute
 from service.settings import Settings
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from service.errors import ModelNotFound, VersionNotFound, VersionRefused
-from service.policy import VersionPolicy
-from service.registry import ModelRegistry, State
+from service.repository.policy import VersionPolicy
+from service.repository.registry import ModelRegistry, State
 from service.settings import Settings
 from tests.conftest import TrainedRepository
 from tests.versions import bad_hash, install_version, wrong_metadata

@@ -1,4 +1,4 @@
-"""service.scores: the scalar and vector paths give bit-identical numbers, and correct ones.
+"""service.inference.scores: scalar and vector paths give bit-identical, correct numbers.
 
 The scalar path (Python floats) serves a few rows, the vector path (numpy) any batch;
 a row's probabilities, class, entropy and OOD distance must not depend on which one
@@ -16,9 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from service import scores
-from service.ood import OODDetector
-from service.scores import SCALAR_ROWS, NotFinite, Scorer, Scores, _exp, _log
+from service.inference import scores
+from service.inference.ood import OODDetector
+from service.inference.scores import SCALAR_ROWS, NotFinite, Scorer, Scores, _exp, _log
 
 
 def _bits(values: object) -> bytes:

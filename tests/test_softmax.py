@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.softmax import softmax
+from service.inference.softmax import softmax
 from tests.reference import softmax_reference
 
 RTOL = 1e-12

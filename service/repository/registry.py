@@ -5,7 +5,7 @@ its runtime, then warm it up with a probe batch that must give finite
 probabilities summing to 1. A version that fails any step is refused with one
 log line and the others keep serving.
 
-Which versions are served follows the version policy (``service.policy``) applied
+Which versions are served follows the version policy (``service.repository.policy``) applied
 to the versions on disk, newest first, skipping refused ones. Each version goes
 through TF Serving's states::
 
@@ -37,9 +37,6 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from service import artifacts
-from service.artifacts import Metadata
-from service.batching import Batcher, BatchingConfig
 from service.errors import (
     ModelLoadError,
     ModelNotFound,
@@ -47,12 +44,15 @@ from service.errors import (
     VersionNotFound,
     VersionRefused,
 )
-from service.policy import VersionPolicy
-from service.runtime import KerasRuntime, LiteRTRuntime, Runtime
-from service.scores import Scorer
-from service.softmax import softmax
+from service.inference.batching import Batcher, BatchingConfig
+from service.inference.runtime import KerasRuntime, LiteRTRuntime, Runtime
+from service.inference.scores import Scorer
+from service.inference.softmax import softmax
+from service.repository import artifacts
+from service.repository.artifacts import Metadata
+from service.repository.policy import VersionPolicy
 
-log = logging.getLogger("service.registry")
+log = logging.getLogger("service.repository.registry")
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ import contextlib
 import logging
 from collections.abc import Awaitable
 
-from service.registry import ModelRegistry
+from service.repository.registry import ModelRegistry
 
-log = logging.getLogger("service.watcher")
+log = logging.getLogger("service.repository.watcher")
 
 
 class RepositoryWatcher:

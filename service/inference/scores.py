@@ -5,7 +5,7 @@ For each row, with ``z`` the logits, ``T`` the temperature and ``K`` classes::
     p_k = exp((z_k - max z) / T) / sum_j exp((z_j - max z) / T)      float64, stable
     argmax = the first k with the largest p_k
     entropy = -sum_k p_k log p_k   (0 log 0 = 0), in nats
-    ood_distance = min_k |W x - W m_k|     (Mahalanobis, P = W^T W: see service.ood)
+    ood_distance = min_k |W x - W m_k|     (Mahalanobis, P = W^T W: see service.inference.ood)
 
 Small models (at most ``SMALL_FEATURES`` inputs and ``SMALL_CLASSES`` classes: tabular
 classifiers like the default one) have two implementations of one arithmetic:
@@ -34,8 +34,8 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from service.ood import OODDetector
-from service.softmax import softmax
+from service.inference.ood import OODDetector
+from service.inference.softmax import softmax
 
 Float64Array = npt.NDArray[np.float64]
 

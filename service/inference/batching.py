@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import anyio.to_thread
 import numpy as np
 
-from service.runtime import Features, Logits, Runtime
+from service.inference.runtime import Features, Logits, Runtime
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from service.errors import ModelLoadError
-from service.ood import OODDetector
+from service.inference.ood import OODDetector
 
 MODEL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 VERSION_DIR = re.compile(r"[1-9][0-9]{0,17}")
@@ -34,7 +34,7 @@ class FileEntry(BaseModel):
 
 
 class OODReference(BaseModel):
-    """The trainer's out-of-distribution reference (see service.ood)."""
+    """The trainer's out-of-distribution reference (see service.inference.ood)."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
 

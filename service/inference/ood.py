@@ -9,7 +9,7 @@ to the nearest class mean ``m_k`` under the shared within-class precision ``P``,
 ``ood = d(x) > threshold`` (the 99.9th percentile of ``d`` over the training samples).
 ``distance`` computes it as ``x^T P x - 2 x^T P m_k + m_k^T P m_k``, so that a batch of
 n rows costs O(n D^2 + n K D) with no n x K x D intermediate; small models use the
-whitened form ``|W x - W m_k|`` with ``W^T W = P`` instead (``service.scores``).
+whitened form ``|W x - W m_k|`` with ``W^T W = P`` instead (``service.inference.scores``).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class OODDetector:
         object.__setattr__(self, "_mp2", 2.0 * mp)
         object.__setattr__(self, "_mpm", np.einsum("ke,ke->k", mp, self.means))
         # P = V diag(l) V^T, so W = diag(sqrt(l)) V^T: then d_k(x)^2 = |W x - W m_k|^2, a sum
-        # of squares (service.scores computes it so for small models).
+        # of squares (service.inference.scores computes it so for small models).
         eigenvalues, vectors = np.linalg.eigh(self.precision)
         whitening = np.sqrt(np.clip(eigenvalues, 0.0, None))[:, None] * vectors.T
         object.__setattr__(self, "whitening", np.ascontiguousarray(whitening))
