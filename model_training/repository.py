@@ -10,22 +10,33 @@ fails if another trainer took the same version number first; we then take the ne
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
 import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-FORMAT_VERSION = 1
-MODEL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-VERSION_DIR = re.compile(r"[1-9][0-9]{0,17}")
-METADATA = "metadata.json"
-#: The training report's folder inside a version (``model_training.report`` writes it).
-REPORT_DIR = "report"
+from model_training.artifact import (
+    FORMAT_VERSION,
+    METADATA,
+    REPORT_DIR,
+    VERSION_DIR,
+    Metadata,
+    is_model_name,
+    version_numbers,
+)
+from model_training.artifact import file_hashes as _file_hashes
+
+__all__ = [
+    "REPORT_DIR",
+    "RepositoryError",
+    "check_name",
+    "file_hashes",
+    "versions",
+    "write_version",
+]
 
 
 class RepositoryError(ValueError):
@@ -34,7 +45,7 @@ class RepositoryError(ValueError):
 
 def check_name(name: str) -> str:
     """Return ``name`` if it is a valid model name (and not ``.``/``..``)."""
-    if not MODEL_NAME.fullmatch(name) or name in {".", ".."}:
+    if not is_model_name(name):
         raise RepositoryError(
             f"expected a model name of 1-64 characters from [A-Za-z0-9_.-]. Received: {name!r}"
         )
@@ -43,30 +54,13 @@ def check_name(name: str) -> str:
 
 def versions(repository: Path, name: str) -> list[int]:
     """The complete versions of ``name`` (directories with a metadata file), oldest first."""
-    model_dir = repository / name
-    if not model_dir.is_dir():
-        return []
-    found = [
-        int(child.name)
-        for child in model_dir.iterdir()
-        if VERSION_DIR.fullmatch(child.name) and (child / METADATA).is_file()
-    ]
-    return sorted(found)
+    return version_numbers(repository / name)
 
 
 def _taken(model_dir: Path) -> int:
     """The highest version number in use, complete or not."""
     numbers = [int(c.name) for c in model_dir.iterdir() if VERSION_DIR.fullmatch(c.name)]
     return max(numbers, default=0)
-
-
-def sha256(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -103,7 +97,9 @@ def write_version(
         for _ in range(100):
             version = _taken(model_dir) + 1
             head = {"format_version": FORMAT_VERSION, "name": name, "version": version}
-            _write_json(tmp / METADATA, {**head, **metadata, **extra, "files": hashes})
+            document = {**head, **metadata, **extra, "files": hashes}
+            Metadata.model_validate(document)  # what the service will read: checked here
+            _write_json(tmp / METADATA, document)
             target = model_dir / str(version)
             try:
                 os.rename(tmp, target)  # atomic; fails if the target exists and is not empty
@@ -120,7 +116,4 @@ def write_version(
 
 def file_hashes(directory: Path, names: list[str]) -> dict[str, dict[str, Any]]:
     """``{name: {"sha256", "bytes"}}`` for the named files in ``directory``."""
-    return {
-        name: {"sha256": sha256(directory / name), "bytes": (directory / name).stat().st_size}
-        for name in names
-    }
+    return {name: entry.model_dump() for name, entry in _file_hashes(directory, names).items()}

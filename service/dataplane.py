@@ -33,7 +33,7 @@ from service.inference.runtime import Features, Logits
 from service.inference.scores import NotFinite, Scores
 from service.inference.softmax import softmax
 from service.operations.metrics import Metrics
-from service.repository.artifacts import InputSpec
+from service.repository.artifact import InputSpec
 from service.repository.registry import LoadedVersion, ModelRegistry, VersionStatus
 
 log = logging.getLogger("service.dataplane")

@@ -34,7 +34,7 @@ from service import body as bodies
 from service.body import openapi_body
 from service.dataplane import DataPlane, Prediction
 from service.errors import InvalidInput, NotReady
-from service.repository.artifacts import InputSpec
+from service.repository.artifact import InputSpec
 from service.repository.registry import LoadedVersion, State
 from service.responses import JSONResponse
 from service.routing import DirectRoute

@@ -253,3 +253,14 @@ def test_export_refuses_a_lambda_layer_under_safe_mode(
     )
     assert code == 1
     assert "safe_mode" in capsys.readouterr().err
+
+
+def test_the_artifact_module_is_one_definition_in_two_copies() -> None:
+    # Neither package imports the other: each carries the same file, and this keeps them one.
+    root = Path(__file__).resolve().parents[1]
+    served = (root / "service" / "repository" / "artifact.py").read_bytes()
+    trained = (root / "model_training" / "artifact.py").read_bytes()
+    assert served == trained, (
+        "service/repository/artifact.py and model_training/artifact.py differ: edit one, "
+        "copy it over the other"
+    )

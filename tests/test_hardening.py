@@ -354,7 +354,7 @@ def test_keras_version_with_a_lambda_layer_is_refused_and_others_keep_serving(
 ) -> None:
     import keras
 
-    from model_training.repository import sha256
+    from model_training.artifact import sha256
 
     repo = tmp_path / "models"
     shutil.copytree(trained.repository / "blobs", repo / "blobs")

@@ -14,11 +14,11 @@ import matplotlib
 import numpy as np
 import pytest
 
+from model_training.artifact import sha256
 from model_training.calibration import calibrate
 from model_training.cli import main as train_main
 from model_training.ood import fit_reference
 from model_training.report import ReportData, confusion, write_report
-from model_training.repository import sha256
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FIGURES = ["decision_regions.png", "training_curves.png", "confusion_matrix.png", "reliability.png"]

@@ -49,7 +49,7 @@ from service.inference.runtime import KerasRuntime, LiteRTRuntime, Runtime
 from service.inference.scores import Scorer
 from service.inference.softmax import softmax
 from service.repository import artifacts
-from service.repository.artifacts import Metadata
+from service.repository.artifacts import ServedMetadata
 from service.repository.policy import VersionPolicy
 
 log = logging.getLogger("service.repository.registry")
@@ -59,7 +59,7 @@ log = logging.getLogger("service.repository.registry")
 class LoadedVersion:
     """One servable model version: its metadata and its runtime."""
 
-    metadata: Metadata
+    metadata: ServedMetadata
     runtime: Runtime
     runtime_name: str
     labels: npt.NDArray[np.str_] = field(repr=False)
@@ -102,7 +102,7 @@ class VersionStatus:
     load_id: int = field(default=0, compare=False)
 
 
-def _open_runtime(version_dir: Path, metadata: Metadata) -> tuple[Runtime, str]:
+def _open_runtime(version_dir: Path, metadata: ServedMetadata) -> tuple[Runtime, str]:
     dim, classes = metadata.input_dim, len(metadata.class_names)
     dtype = metadata.input_spec.dtype
     if "model.tflite" in metadata.files:
@@ -115,7 +115,7 @@ def _open_runtime(version_dir: Path, metadata: Metadata) -> tuple[Runtime, str]:
     )
 
 
-def _warm_up(runtime: Runtime, metadata: Metadata) -> None:
+def _warm_up(runtime: Runtime, metadata: ServedMetadata) -> None:
     """Run a probe batch (both batch shapes the service will see first) and check the answers."""
     rng = np.random.default_rng(0)
     for rows in (8, 1):

@@ -1,0 +1,225 @@
+"""The artifact: what one model version is on disk, the only thing training and serving share.
+
+::
+
+    <repository>/<name>/<version>/     name: [A-Za-z0-9_.-]{1,64}; version: 1, 2, ...
+        model.keras                    the Keras classifier, softmax output
+        model.tflite                   its serving export: the same network up to the logits
+        metadata.json                  ``Metadata`` below, with the sha256 of every file
+        report/                        the training report (hashed under ``report``)
+
+This module exists twice, byte for byte: ``service/repository/artifact.py`` and
+``model_training/artifact.py``, so that neither package imports the other;
+``tests/test_artifact_contract.py`` fails when the two copies differ. It imports
+only the standard library, numpy and pydantic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+FORMAT_VERSION = 1
+SUPPORTED_FORMATS = frozenset({1})
+MODEL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+VERSION_DIR = re.compile(r"[1-9][0-9]{0,17}")
+METADATA = "metadata.json"
+MODEL_KERAS = "model.keras"
+MODEL_TFLITE = "model.tflite"
+REPORT_DIR = "report"
+
+
+# --- the layout ---------------------------------------------------------------------------
+
+
+def is_model_name(name: str) -> bool:
+    """True for names a repository may hold (and that cannot escape it)."""
+    return bool(MODEL_NAME.fullmatch(name)) and name not in {".", ".."}
+
+
+def model_names(repository: Path) -> list[str]:
+    """Model directories in the repository, sorted (hidden ones are a trainer's scratch)."""
+    if not repository.is_dir():
+        return []
+    return sorted(
+        child.name
+        for child in repository.iterdir()
+        if child.is_dir() and is_model_name(child.name) and not child.name.startswith(".")
+    )
+
+
+def version_numbers(model_dir: Path) -> list[int]:
+    """Complete versions (integer directories with a metadata file), oldest first."""
+    if not model_dir.is_dir():
+        return []
+    return sorted(
+        int(child.name)
+        for child in model_dir.iterdir()
+        if VERSION_DIR.fullmatch(child.name) and (child / METADATA).is_file()
+    )
+
+
+def sha256(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_hashes(directory: Path, names: Iterable[str]) -> dict[str, FileEntry]:
+    """``{name: FileEntry}`` for the named files in ``directory``."""
+    return {
+        name: FileEntry(sha256=sha256(directory / name), bytes=(directory / name).stat().st_size)
+        for name in names
+    }
+
+
+# --- metadata.json ------------------------------------------------------------------------
+
+
+class FileEntry(BaseModel):
+    """One file of a version: its sha256 and size, checked before the version is served."""
+
+    model_config = ConfigDict(frozen=True)
+
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    bytes: int = Field(ge=0)
+
+
+class InputSpec(BaseModel):
+    """What the model takes, per instance (``metadata.json``'s ``input``).
+
+    Versions written before it existed have none: they take ``input_dim`` float32
+    features (``Metadata.input_spec``).
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    shape: list[int] = Field(min_length=1)
+    """The instance's shape, without the batch dimension: ``[2]``, ``[12]``."""
+
+    dtype: Literal["float32", "int32", "int64"] = "float32"
+    """The dtype of the model's input tensor."""
+
+    kind: Literal["table", "image", "sequence", "token_ids"] = "table"
+    """What an instance is."""
+
+    id_range: tuple[int, int] | None = None
+    """For token ids: the smallest and largest id the model accepts (its embedding's rows)."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> InputSpec:
+        if self.id_range is not None and not 0 <= self.id_range[0] <= self.id_range[1]:
+            raise ValueError(f"expected an id_range [low, high], received {list(self.id_range)}")
+        return self
+
+    @property
+    def integral(self) -> bool:
+        """True when every value must be a whole number (integer dtype, or token ids)."""
+        return self.dtype != "float32" or self.id_range is not None
+
+    def probe(self, rows: int, rng: np.random.Generator) -> npt.NDArray[Any]:
+        """A batch of valid instances, for self-checks and warming a version up."""
+        shape = (rows, *self.shape)
+        if self.id_range is not None:
+            low, high = self.id_range
+            return rng.integers(low, high, size=shape, endpoint=True).astype(self.dtype)
+        if self.integral:
+            return rng.integers(0, 10, size=shape).astype(self.dtype)
+        return rng.normal(scale=10.0, size=shape).astype(np.float32)
+
+
+class OODReference(BaseModel):
+    """The training data's class-conditional Gaussian: the out-of-distribution reference."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    class_means: list[list[float]] = Field(min_length=1)
+    precision: list[list[float]] = Field(min_length=1)
+    threshold: float = Field(ge=0, allow_inf_nan=False)
+
+
+class TrainingData(BaseModel):
+    """What the training data looked like (only the OOD reference is typed)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    ood: OODReference | None = None
+
+
+class Calibration(BaseModel):
+    """Temperature scaling fitted on held-out data (its fit statistics pass through)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    temperature: float = Field(gt=0, allow_inf_nan=False)
+
+
+class Metadata(BaseModel):
+    """``metadata.json``: what the version is, how it was made, and the hash of every file.
+
+    Fields beyond these are kept as written (``extra="allow"``): a newer trainer may
+    add some, and older servers pass them through.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    format_version: int = FORMAT_VERSION
+    name: str
+    version: int = Field(ge=1)
+    input_dim: int = Field(ge=1)
+    input: InputSpec | None = None
+    feature_names: list[str]
+    class_names: list[str] = Field(min_length=2)
+    created_at: str
+    metrics: dict[str, Any] | None = None
+    calibration: Calibration | None = None
+    training: dict[str, Any] | None = None
+    training_data: TrainingData | None = None
+    libraries: dict[str, str] | None = None
+    files: dict[str, FileEntry]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Metadata:
+        if self.format_version not in SUPPORTED_FORMATS:
+            raise ValueError(
+                f"expected format_version in {sorted(SUPPORTED_FORMATS)}, "
+                f"received {self.format_version}"
+            )
+        if len(self.feature_names) != self.input_dim:
+            raise ValueError(
+                f"expected {self.input_dim} feature_names (input_dim), "
+                f"received {len(self.feature_names)}"
+            )
+        if self.input is not None and self.input.shape != [self.input_dim]:
+            raise ValueError(
+                f"expected input.shape [{self.input_dim}] (input_dim), received {self.input.shape}"
+            )
+        ood = self.training_data.ood if self.training_data else None
+        if ood is not None:
+            shapes = {len(row) for row in ood.class_means} | {len(row) for row in ood.precision}
+            if shapes != {self.input_dim} or len(ood.precision) != self.input_dim:
+                raise ValueError(
+                    f"expected OOD class means and a precision matrix over {self.input_dim} "
+                    f"features, received rows of lengths {sorted(shapes)}"
+                )
+        return self
+
+    @property
+    def input_spec(self) -> InputSpec:
+        """What the model takes: the recorded ``input``, else ``input_dim`` float32 features."""
+        return self.input or InputSpec(shape=[self.input_dim])
+
+    @property
+    def temperature(self) -> float:
+        """The calibration temperature, 1.0 when the version has none."""
+        return self.calibration.temperature if self.calibration else 1.0
