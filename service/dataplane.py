@@ -305,9 +305,9 @@ class DataPlane:
             raise NotReady(self.registry.not_ready_reason())
         return self.registry
 
-    async def reload(self, name: str) -> list[VersionStatus]:
+    async def reload(self, name: str, verb: str = "reloading") -> list[VersionStatus]:
         """Load ``name``'s versions now (retrying refused ones, undoing an unload)."""
-        registry = self._control(f"reloading model {name!r}")
+        registry = self._control(f"{verb} model {name!r}")
         return await anyio.to_thread.run_sync(registry.reload, name)
 
     async def unload(self, name: str) -> None:

@@ -81,7 +81,8 @@ class Settings(BaseSettings):
     Content-Length) or as soon as the streamed bytes pass the limit."""
 
     max_values_per_row: int = Field(default=10_000, ge=1)
-    """Most numbers in one row of ``logits`` or ``instances`` (422 beyond)."""
+    """Most numbers in one row of ``logits`` (413 beyond); a row of ``instances`` has the
+    model's own width, and any other is refused (422)."""
 
     max_json_depth: int = Field(default=32, ge=2)
     """Deepest nesting of arrays and objects in a request body (400 beyond)."""
@@ -107,8 +108,8 @@ class Settings(BaseSettings):
     # --- access --------------------------------------------------------------------------
 
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
-    """API keys, comma-separated; when set, every request must carry one as
-    ``Authorization: Bearer <key>`` or ``X-API-Key: <key>`` (401 otherwise)."""
+    """API keys, comma-separated; when set, every request but those to the open paths must
+    carry one as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>`` (401 otherwise)."""
 
     open_paths: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: [
@@ -147,7 +148,8 @@ class Settings(BaseSettings):
 
     poll_interval: float = Field(default=2.0, ge=0)
     """Seconds between scans of the model repository for new, removed or repaired versions
-    (each worker scans on its own); 0: only on ``POST /models/{name}/reload``."""
+    (each worker scans on its own); 0: only at start, and on ``POST /models/{name}/reload``
+    where model control is on."""
 
     @field_validator("version_policy")
     @classmethod

@@ -439,7 +439,7 @@ async def server_live() -> Response:
     responses={200: {"description": "Ready (empty body)."}, **_errors(503)},
 )
 async def server_ready(request: Request) -> Response:
-    """200 once the default model (or, with none, some model) is loaded and warm; 503 before."""
+    """200 once the default model is loaded and warm (``/predict`` works); 503 before."""
     registry = _plane(request).registry
     if not registry.ready:
         raise NotReady(registry.not_ready_reason())
@@ -562,7 +562,7 @@ async def load_model(name: str, request: Request) -> Response:
             "expected a load request without parameters (configuration and file overrides "
             f"are not supported), received {sorted(body.parameters)}"
         )
-    await _plane(request).reload(name)
+    await _plane(request).reload(name, "loading")
     return Response(status_code=200)
 
 

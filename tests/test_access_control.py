@@ -36,7 +36,9 @@ def test_model_control_when_on_unloads_and_loads_again(trained: TrainedRepositor
     with in_process(settings) as client:
         assert client.post("/v2/repository/models/blobs/unload").status_code == 200
         assert client.get("/health/ready").status_code == 503
-        assert client.post("/predict", json=ONE_ROW).status_code in {404, 503}
+        unloaded = client.post("/predict", json=ONE_ROW)
+        assert unloaded.status_code == 503
+        assert "unloaded on request" in unloaded.json()["error"]
         assert client.post("/v2/repository/models/blobs/load").status_code == 200
         assert client.get("/health/ready").status_code == 200
         reloaded = client.post("/models/blobs/reload")

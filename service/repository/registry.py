@@ -394,6 +394,11 @@ class ModelRegistry:
         if not self.loaded:
             return "not ready: models are still loading"
         if not self._models:
+            if self._unloaded:
+                return (
+                    "not ready: expected a model to serve, received none: "
+                    f"{sorted(self._unloaded)} unloaded on request (load one again)"
+                )
             return "not ready: no loadable model in the repository"
         if self.default_model is None:
             return (
@@ -433,6 +438,8 @@ class ModelRegistry:
             raise NotReady(self.not_ready_reason())
         if name is None:
             name = self.default_model
+            if name is None and not self._models:
+                raise NotReady(self.not_ready_reason())
             if name is None:
                 raise ModelNotFound(
                     "expected a default model: set SERVICE_DEFAULT_MODEL or call "
