@@ -1,10 +1,11 @@
 """Static checks of the container files: Dockerfile, docker-compose.yml, .dockerignore.
 
-There is no Docker engine where the tests run, so the files are linted (hadolint),
-resolved by the Compose CLI (``docker-compose config``, which needs no engine) and
-validated against the Compose JSON schema. The rest checks that what the images
-and services run is what the other tests run for real (``tests.commands``), and
-that the pieces fit together: targets, user, ports, volume path, health check.
+These need no Docker engine (``test_container_stack.py`` builds and runs the images on
+one): the files are linted (hadolint), resolved by the Compose CLI (``docker compose
+config``, pointed at no engine) and validated against the Compose JSON schema. The rest
+checks that what the images and services run is what the other tests run outside
+containers (``tests.commands``), and that the pieces fit together: targets, user, ports,
+volume path, health check.
 """
 
 from __future__ import annotations
