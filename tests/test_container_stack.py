@@ -214,7 +214,7 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
                     if stack is not None:
                         stack.compose("down", "--volumes", "--rmi", "local", "--remove-orphans")
                 # The cache keeps the base image and the build cache, not without bound.
-                engine.docker("builder", "prune", "--force", "--keep-storage", "8GB", timeout=300)
+                engine.docker("builder", "prune", "--force", "--keep-storage", "5GB", timeout=300)
                 engine.docker("image", "prune", "--force", timeout=300)
             finally:
                 with _timed(closing, "engine stop"):
