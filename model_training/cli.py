@@ -23,7 +23,17 @@ import numpy as np
 
 from model_training import __version__
 from model_training.calibration import calibrate
-from model_training.data import DataError, Dataset, Split, load_csv, make_blobs, split
+from model_training.data import (
+    BLOB_TEST_SIZE,
+    DataError,
+    Dataset,
+    Split,
+    default_test_size,
+    default_validation_split,
+    load_csv,
+    make_blobs,
+    split,
+)
 from model_training.ood import fit_reference, flagged
 from model_training.repository import (
     REPORT_DIR,
@@ -96,9 +106,9 @@ def train_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--validation-split",
         type=_fraction,
-        default=0.2,
         help="share of the training data (its last part) held out for the validation curves "
-        "and to fit the calibration temperature; 0: no calibration (default: %(default)s)",
+        "and to fit the calibration temperature; 0: no calibration (default: 0.2, raised to "
+        "hold at least one sample per class)",
     )
     parser.add_argument(
         "--samples", type=_positive_int, default=1000, help="blob samples (default: %(default)s)"
@@ -106,8 +116,8 @@ def train_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--test-size",
         type=_positive_float,
-        default=250,
-        help="held-out samples: a count, or a fraction when below 1 (default: %(default)s)",
+        help="held-out samples: a count, or a fraction when below 1 (default: "
+        f"{BLOB_TEST_SIZE} of the blobs; 20%% of a CSV's rows, at least one per class)",
     )
     parser.add_argument("--data", type=Path, help="train on this CSV instead of the blobs")
     parser.add_argument("--label-column", help="the CSV's label column (default: the last column)")
@@ -203,7 +213,15 @@ def _train(args: argparse.Namespace) -> int:
         if args.data
         else make_blobs(args.samples, seed=args.seed)
     )
-    parts = split(dataset, args.test_size, args.seed)
+    test_size = args.test_size
+    if test_size is None:
+        test_size = (
+            default_test_size(len(dataset.y), dataset.num_classes) if args.data else BLOB_TEST_SIZE
+        )
+    parts = split(dataset, test_size, args.seed)
+    validation_split = args.validation_split
+    if validation_split is None:
+        validation_split = default_validation_split(len(parts.y_train), dataset.num_classes)
 
     from model_training.model import TrainConfig, logits, probe_inputs, train
 
@@ -212,7 +230,7 @@ def _train(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
-        validation_split=args.validation_split,
+        validation_split=validation_split,
         verbose=0 if args.quiet else "auto",
     )
     result = train(parts, dataset.num_classes, config)
@@ -242,7 +260,7 @@ def _train(args: argparse.Namespace) -> int:
         "calibration": calibration,
         "training": {
             **config.as_metadata(),
-            "test_size": args.test_size,
+            "test_size": test_size,
             "train_samples": len(held.y_fit),
             "validation_samples": len(held.y_val),
             "data": dataset.source,

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sklearn.datasets import load_iris
 
 from tests.conftest import TrainedRepository, python_argv, subprocess_env
 
@@ -109,6 +113,27 @@ def test_training_on_a_csv_uses_its_header_and_labels(tmp_path: Path) -> None:
     assert metadata["class_names"] == ["setosa", "versicolor", "virginica"]
     assert metadata["input_dim"] == 2
     assert metadata["metrics"]["test_samples"] == 15
+
+
+def write_sklearn_csv(loader: Callable[[], Any], path: Path, label: str) -> None:
+    """One of scikit-learn's bundled tables (no download) as a CSV, the label column last."""
+    bunch = loader()
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([*bunch.feature_names, label])
+        for row, target in zip(bunch.data.tolist(), bunch.target.tolist(), strict=True):
+            writer.writerow([*row, bunch.target_names[target]])
+
+
+def test_a_small_table_trains_with_default_flags(tmp_path: Path) -> None:
+    write_sklearn_csv(load_iris, tmp_path / "iris.csv", "species")  # 150 rows
+    result = run("--data", "iris.csv", "--label-column", "species", "--quiet", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    print(result.stdout)  # the held-out accuracy, for the record (pytest -s)
+    metadata = json.loads((tmp_path / "models/blobs/1/metadata.json").read_text())
+    assert metadata["class_names"] == ["setosa", "versicolor", "virginica"]
+    assert metadata["metrics"]["test_samples"] == 30  # 20 % of 150
+    assert metadata["training"]["validation_samples"] == 24  # 20 % of the other 120
 
 
 @pytest.mark.parametrize(
