@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sklearn.datasets import load_iris
+from sklearn.datasets import load_breast_cancer, load_iris
 
 from tests.conftest import TrainedRepository, python_argv, subprocess_env
 
@@ -134,6 +134,21 @@ def test_a_small_table_trains_with_default_flags(tmp_path: Path) -> None:
     assert metadata["class_names"] == ["setosa", "versicolor", "virginica"]
     assert metadata["metrics"]["test_samples"] == 30  # 20 % of 150
     assert metadata["training"]["validation_samples"] == 24  # 20 % of the other 120
+
+
+def test_a_wide_unscaled_table_trains_and_exports_with_default_flags(tmp_path: Path) -> None:
+    # 30 features up to about 4,000: logits in the hundreds, whose float32 round-off moved
+    # the served probabilities by 1.5e-5 with this seed (on an AVX-512 machine), and the
+    # export's self-check refused the model after training.
+    write_sklearn_csv(load_breast_cancer, tmp_path / "cancer.csv", "diagnosis")  # 569 rows
+    result = run("--data", "cancer.csv", "--seed", "6", "--quiet", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    print(result.stdout)
+    version = tmp_path / "models/blobs/1"
+    assert {"model.keras", "model.tflite"} <= {p.name for p in version.iterdir()}
+    metadata = json.loads((version / "metadata.json").read_text())
+    assert metadata["input_dim"] == 30
+    assert metadata["metrics"]["test_samples"] == 114  # 20 % of 569
 
 
 @pytest.mark.parametrize(
