@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from model_training import __version__
+from model_training import __version__, tensorflow_logs
 from model_training.calibration import calibrate
 from model_training.data import (
     BLOB_TEST_SIZE,
@@ -83,6 +83,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
         help="repository directory to write the new version into (default: %(default)s)",
     )
     parser.add_argument("--quiet", action="store_true", help="no Keras progress output")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="let TensorFlow and LiteRT write their own log lines to stderr (hidden by default)",
+    )
 
 
 def train_parser() -> argparse.ArgumentParser:
@@ -223,6 +228,7 @@ def _train(args: argparse.Namespace) -> int:
     if validation_split is None:
         validation_split = default_validation_split(len(parts.y_train), dataset.num_classes)
 
+    tensorflow_logs.import_tensorflow()
     from model_training.model import TrainConfig, logits, probe_inputs, train
 
     config = TrainConfig(
@@ -325,6 +331,7 @@ def _print_summary(calibration: dict[str, Any] | None, detector: dict[str, Any])
 
 def _export(args: argparse.Namespace) -> int:
     check_name(args.name)
+    tensorflow_logs.import_tensorflow()
     from model_training.export import ExportError, load_keras, logits_model
 
     model = load_keras(args.model)
@@ -357,6 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     exporting = bool(argv) and argv[0] == "export"
     parser = export_parser() if exporting else train_parser()
     args = parser.parse_args(argv[1:] if exporting else argv)  # exits 2 on bad arguments
+    tensorflow_logs.configure(verbose=args.verbose)
     try:
         return _export(args) if exporting else _train(args)
     except (DataError, RepositoryError, OSError) as exc:

@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
+from model_training import tensorflow_logs
 from model_training.model import LOGITS_LAYER
 
 #: The export must reproduce the Keras model's probabilities to this absolute tolerance,
@@ -119,11 +120,12 @@ def convert(head: keras.Model) -> bytes:
 
 def litert_logits(content: bytes, x: np.ndarray) -> np.ndarray:
     """Run the export on ``x`` in the interpreter the service uses."""
-    interpreter = Interpreter(model_content=content, num_threads=1)
-    (inp,) = interpreter.get_input_details()
-    (out,) = interpreter.get_output_details()
-    interpreter.resize_tensor_input(inp["index"], list(x.shape))
-    interpreter.allocate_tensors()
+    with tensorflow_logs.filtered():  # allocating applies XNNPACK, which says so on stderr
+        interpreter = Interpreter(model_content=content, num_threads=1)
+        (inp,) = interpreter.get_input_details()
+        (out,) = interpreter.get_output_details()
+        interpreter.resize_tensor_input(inp["index"], list(x.shape))
+        interpreter.allocate_tensors()
     interpreter.set_tensor(inp["index"], x.astype(np.float32))
     interpreter.invoke()
     return np.asarray(interpreter.get_tensor(out["index"]), dtype=np.float64)

@@ -19,11 +19,22 @@ TRAIN = ("python", "-m", "model_training")
 FAST = ("--epochs", "3", "--batch-size", "32", "--samples", "200", "--test-size", "50", "--quiet")
 
 
-def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+#: What TensorFlow and LiteRT write by themselves: absl-style C++ log lines ("I0000 00:00:...",
+#: "E0000 ...") and the notices a new user took for errors.
+TENSORFLOW_LOG_LINE = re.compile(
+    r"^[IWEF]\d{4} \d\d:\d\d:\d\d|oneDNN|absl::InitializeLog|use_unbounded_threadpool|XNNPACK"
+    r"|cuda|cuDNN|cuBLAS|cuFFT|TensorRT|cpu_feature_guard",
+    re.MULTILINE,
+)
+
+
+def run(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*python_argv(TRAIN), *args],
         cwd=cwd,
-        env=subprocess_env(),
+        env=subprocess_env() if env is None else env,
         capture_output=True,
         text=True,
         timeout=300,
@@ -149,6 +160,23 @@ def test_a_wide_unscaled_table_trains_and_exports_with_default_flags(tmp_path: P
     metadata = json.loads((version / "metadata.json").read_text())
     assert metadata["input_dim"] == 30
     assert metadata["metrics"]["test_samples"] == 114  # 20 % of 569
+
+
+def test_tensorflows_own_log_lines_stay_off_stderr_unless_verbose(tmp_path: Path) -> None:
+    env = subprocess_env()
+    del env["TF_CPP_MIN_LOG_LEVEL"]  # as a user's shell has it: unset
+    trained = run(*FAST, "--no-report", cwd=tmp_path, env=env)
+    assert trained.returncode == 0, trained.stderr
+    assert not TENSORFLOW_LOG_LINE.search(trained.stderr), trained.stderr
+    exported = run(
+        *("export", "models/blobs/1/model.keras", "--name", "again"), cwd=tmp_path, env=env
+    )
+    assert exported.returncode == 0, exported.stderr
+    assert not TENSORFLOW_LOG_LINE.search(exported.stderr), exported.stderr
+
+    verbose = run(*FAST, "--no-report", "--verbose", cwd=tmp_path, env=env)
+    assert verbose.returncode == 0, verbose.stderr
+    assert TENSORFLOW_LOG_LINE.search(verbose.stderr)  # the converter's own lines, at least
 
 
 @pytest.mark.parametrize(
