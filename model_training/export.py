@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
+import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,8 @@ from model_training.model import LOGITS_LAYER
 TOLERANCE = 1e-5
 #: float32's unit round-off, 2**-24: the largest relative error of one rounding.
 UNIT_ROUNDOFF = float(np.finfo(np.float32).eps) / 2
+#: How Keras's refusals under safe_mode=True suggest turning it off, which export does not offer.
+UNSAFE_ADVICE = ("safe_mode=False", "enable_unsafe_deserialization")
 
 
 class ExportError(ValueError):
@@ -190,11 +195,68 @@ def to_tflite(model: keras.Model, probe: np.ndarray) -> bytes:
     return content
 
 
+def lambda_layers(path: Path) -> list[str]:
+    """The names of the ``Lambda`` layers in a ``.keras`` file (nested models included).
+
+    Read from the archive's ``config.json`` without loading anything; an unreadable file
+    gives ``[]`` and ``load_model`` says what is wrong with it.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return []
+    names: list[str] = []
+    pending: list[Any] = [config]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict):
+            if node.get("class_name") == "Lambda":
+                inner = node.get("config")
+                names.append(str(inner.get("name")) if isinstance(inner, dict) else "?")
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+    return sorted(names)
+
+
+def _without_unsafe_advice(reason: str) -> str | None:
+    """Keras's refusal without its advice to turn safe mode off (None if it gives none)."""
+    sentences = re.split(r"(?<=\.)\s+", reason)
+    kept = [s for s in sentences if not any(advice in s for advice in UNSAFE_ADVICE)]
+    if len(kept) == len(sentences):
+        return None
+    return " ".join(kept) or "Keras refuses to load it with safe_mode=True."
+
+
 def load_keras(path: Path) -> keras.Model:
-    """Load a user's ``.keras`` file the safe way (no arbitrary code, no optimizer state)."""
+    """Load a user's ``.keras`` file the safe way (no arbitrary code, no optimizer state).
+
+    Python code stored in the file (a ``Lambda`` layer's function, any lambda) is
+    never run: Keras refuses it under ``safe_mode=True`` and suggests
+    ``safe_mode=False``, which this command does not offer (nor does the service),
+    so the message says what to change in the model instead.
+    """
     if path.suffix != ".keras":
         raise ExportError(f"expected a Keras v3 '.keras' file. Received: filepath={path}")
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:  # Keras raises many types; all mean "not loadable".
-        raise ExportError(f"cannot load {path} with safe_mode=True: {exc}") from exc
+        reason = " ".join(str(exc).split())
+        if names := lambda_layers(path):
+            raise ExportError(
+                f"cannot export {path}: its Lambda layer(s) {', '.join(map(repr, names))} hold "
+                "Python code, which export does not run (it loads models with safe_mode=True, "
+                "as the service does). Rebuild the model with built-in Keras layers in place of "
+                "each Lambda (e.g. Rescaling for x * a + b, Activation for a function of each "
+                "value), copy the other layers' weights over with set_weights, save it and "
+                f"export that file. Received: filepath={path}"
+            ) from exc
+        if (kept := _without_unsafe_advice(reason)) is not None:
+            raise ExportError(
+                f"cannot export {path}: {kept} Export loads models with safe_mode=True only, as "
+                "the service does: change the model so that it loads that way (built-in Keras "
+                "layers, no Python code, nothing outside the file), save it and export that "
+                f"file. Received: filepath={path}"
+            ) from exc
+        raise ExportError(f"cannot load {path} with safe_mode=True: {reason}") from exc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 from model_training import export
+from model_training.cli import main as train_main
 from model_training.export import ExportError, logits_model, to_tflite
 
 FEATURES = 30
@@ -101,3 +103,58 @@ def test_a_model_with_more_than_a_softmax_after_its_logits_fails_the_check() -> 
     probe = np.random.default_rng(0).normal(size=(64, FEATURES)).astype(np.float32)
     with pytest.raises(ExportError, match="the only thing after the logits"):
         to_tflite(model, probe)
+
+
+def export_main(model_file: Path, repository: Path) -> int:
+    return train_main(
+        ["export", str(model_file), "--name", "theirs", "--model-repository", str(repository)]
+    )
+
+
+def assert_refused_saying_what_to_do(err: str, repository: Path) -> None:
+    assert err.startswith("error: cannot export ")
+    assert err.count("\n") == 1, err  # one line
+    assert "safe_mode=False" not in err  # export offers no such thing
+    assert "enable_unsafe_deserialization" not in err
+    assert "built-in Keras layers" in err
+    assert "save" in err
+    assert not repository.exists() or not any(repository.rglob("*.keras"))
+
+
+def test_a_lambda_layer_is_refused_with_what_to_do_instead(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inputs = keras.Input(shape=(2,))
+    inner = keras.Sequential([keras.layers.Lambda(lambda t: t * 2.0, name="double")])
+    hidden = keras.layers.Lambda(lambda t: t - 1.0, name="shift")(inner(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(hidden))
+    model.save(tmp_path / "lambda.keras")
+
+    assert export_main(tmp_path / "lambda.keras", tmp_path / "repo") == 1
+    err = capsys.readouterr().err
+    assert_refused_saying_what_to_do(err, tmp_path / "repo")
+    assert "Lambda layer(s) 'double', 'shift'" in err  # found in nested models too
+    assert "Rescaling" in err
+
+
+def test_any_other_refusal_under_safe_mode_keeps_the_reason_not_the_advice_to_turn_it_off(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keras.Sequential([keras.Input(shape=(2,)), keras.layers.Dense(2)]).save(tmp_path / "m.keras")
+    refusal = (  # Keras's own words, from its StringLookup / TextVectorization
+        "Requested the loading of a vocabulary file outside of the model archive. This carries "
+        "a potential risk of loading arbitrary and sensitive files and thus it is disallowed by "
+        "default. If you trust the source of the artifact, you can override this error by "
+        "passing `safe_mode=False` to the loading function, or calling "
+        "`keras.config.enable_unsafe_deserialization(). Vocabulary file: '/etc/words'"
+    )
+
+    def refuse(*args: object, **kwargs: object) -> keras.Model:
+        raise ValueError(refusal)
+
+    monkeypatch.setattr(keras.saving, "load_model", refuse)
+    assert export_main(tmp_path / "m.keras", tmp_path / "repo") == 1
+    err = capsys.readouterr().err
+    assert_refused_saying_what_to_do(err, tmp_path / "repo")
+    assert "vocabulary file outside of the model archive" in err
+    assert "Vocabulary file: '/etc/words'" in err
