@@ -196,7 +196,7 @@ def default_test_size(n_rows: int, num_classes: int) -> int:
 
     A fixed count (the blobs' 250) fails or starves training on a small table, and a
     bare 20 % of a tiny one can be a single row. Never more than half the rows: the
-    model must still learn from most of them.
+    model must learn from at least as many rows as it is tested on.
     """
     wanted = max(round(HELD_OUT_FRACTION * n_rows), num_classes)
     return max(min(wanted, n_rows // 2), 1)
