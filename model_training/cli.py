@@ -21,9 +21,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from model_training import __version__
+from model_training import __version__, tensorflow_logs
 from model_training.calibration import calibrate
-from model_training.data import DataError, Dataset, Split, load_csv, make_blobs, split
+from model_training.data import (
+    BLOB_TEST_SIZE,
+    DataError,
+    Dataset,
+    Split,
+    default_test_size,
+    default_validation_split,
+    load_csv,
+    make_blobs,
+    split,
+)
 from model_training.ood import fit_reference, flagged
 from model_training.repository import (
     REPORT_DIR,
@@ -73,6 +83,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
         help="repository directory to write the new version into (default: %(default)s)",
     )
     parser.add_argument("--quiet", action="store_true", help="no Keras progress output")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="let TensorFlow and LiteRT write their own log lines to stderr (hidden by default)",
+    )
 
 
 def train_parser() -> argparse.ArgumentParser:
@@ -96,9 +111,9 @@ def train_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--validation-split",
         type=_fraction,
-        default=0.2,
         help="share of the training data (its last part) held out for the validation curves "
-        "and to fit the calibration temperature; 0: no calibration (default: %(default)s)",
+        "and to fit the calibration temperature; 0: no calibration (default: 0.2, raised to "
+        "hold at least one sample per class)",
     )
     parser.add_argument(
         "--samples", type=_positive_int, default=1000, help="blob samples (default: %(default)s)"
@@ -106,8 +121,8 @@ def train_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--test-size",
         type=_positive_float,
-        default=250,
-        help="held-out samples: a count, or a fraction when below 1 (default: %(default)s)",
+        help="held-out samples: a count, or a fraction when below 1 (default: "
+        f"{BLOB_TEST_SIZE} of the blobs; 20%% of a CSV's rows, at least one per class)",
     )
     parser.add_argument("--data", type=Path, help="train on this CSV instead of the blobs")
     parser.add_argument("--label-column", help="the CSV's label column (default: the last column)")
@@ -203,8 +218,17 @@ def _train(args: argparse.Namespace) -> int:
         if args.data
         else make_blobs(args.samples, seed=args.seed)
     )
-    parts = split(dataset, args.test_size, args.seed)
+    test_size = args.test_size
+    if test_size is None:
+        test_size = (
+            default_test_size(len(dataset.y), dataset.num_classes) if args.data else BLOB_TEST_SIZE
+        )
+    parts = split(dataset, test_size, args.seed)
+    validation_split = args.validation_split
+    if validation_split is None:
+        validation_split = default_validation_split(len(parts.y_train), dataset.num_classes)
 
+    tensorflow_logs.import_tensorflow()
     from model_training.model import TrainConfig, logits, probe_inputs, train
 
     config = TrainConfig(
@@ -212,7 +236,7 @@ def _train(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
-        validation_split=args.validation_split,
+        validation_split=validation_split,
         verbose=0 if args.quiet else "auto",
     )
     result = train(parts, dataset.num_classes, config)
@@ -242,7 +266,7 @@ def _train(args: argparse.Namespace) -> int:
         "calibration": calibration,
         "training": {
             **config.as_metadata(),
-            "test_size": args.test_size,
+            "test_size": test_size,
             "train_samples": len(held.y_fit),
             "validation_samples": len(held.y_val),
             "data": dataset.source,
@@ -307,6 +331,7 @@ def _print_summary(calibration: dict[str, Any] | None, detector: dict[str, Any])
 
 def _export(args: argparse.Namespace) -> int:
     check_name(args.name)
+    tensorflow_logs.import_tensorflow()
     from model_training.export import ExportError, load_keras, logits_model
     from model_training.inputs import describe_input, probe
 
@@ -341,6 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     exporting = bool(argv) and argv[0] == "export"
     parser = export_parser() if exporting else train_parser()
     args = parser.parse_args(argv[1:] if exporting else argv)  # exits 2 on bad arguments
+    tensorflow_logs.configure(verbose=args.verbose)
     try:
         return _export(args) if exporting else _train(args)
     except (DataError, RepositoryError, OSError) as exc:

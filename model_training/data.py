@@ -23,6 +23,11 @@ BLOB_CENTERS: tuple[tuple[float, float], ...] = (
     (30.0, 15.0),
 )
 BLOB_STD = 1.5
+#: Test samples held out of the 4-blob example unless ``--test-size`` says otherwise.
+BLOB_TEST_SIZE = 250
+#: Share of a user's rows held out for the test, and of the training part for validation,
+#: unless the command line says otherwise (see ``default_test_size``).
+HELD_OUT_FRACTION = 0.2
 
 
 class DataError(ValueError):
@@ -184,6 +189,28 @@ def load_csv(path: Path, label_column: str | None = None) -> Dataset:
         class_names=class_names,
         source={"kind": "csv", "path": str(path), "label_column": label_name, "rows": len(body)},
     )
+
+
+def default_test_size(n_rows: int, num_classes: int) -> int:
+    """How many of a user's rows to hold out for the test: 20 %, at least one per class.
+
+    A fixed count (the blobs' 250) fails or starves training on a small table, and a
+    bare 20 % of a tiny one can be a single row. Never more than half the rows: the
+    model must learn from at least as many rows as it is tested on.
+    """
+    wanted = max(round(HELD_OUT_FRACTION * n_rows), num_classes)
+    return max(min(wanted, n_rows // 2), 1)
+
+
+def default_validation_split(n_train: int, num_classes: int) -> float:
+    """The share of the training part to validate on: 20 %, at least one sample per class.
+
+    Never more than half; 0 (no validation, hence no calibration) when the training
+    part is a single sample. The 4-blob example's 750 training samples give exactly 0.2.
+    """
+    if n_train < 2:
+        return 0.0
+    return min(max(HELD_OUT_FRACTION, num_classes / n_train), 0.5)
 
 
 def split(dataset: Dataset, test_size: float, seed: int) -> Split:

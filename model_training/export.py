@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
+import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +21,16 @@ import numpy as np
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
+from model_training import tensorflow_logs
 from model_training.model import LOGITS_LAYER
 
-#: The export must reproduce the Keras model to this absolute tolerance on probabilities.
+#: The export must reproduce the Keras model's probabilities to this absolute tolerance,
+#: unless float32 round-off of very large logits alone moves them more (``check_export``).
 TOLERANCE = 1e-5
+#: float32's unit round-off, 2**-24: the largest relative error of one rounding.
+UNIT_ROUNDOFF = float(np.finfo(np.float32).eps) / 2
+#: How Keras's refusals under safe_mode=True suggest turning it off, which export does not offer.
+UNSAFE_ADVICE = ("safe_mode=False", "enable_unsafe_deserialization")
 
 
 class ExportError(ValueError):
@@ -77,11 +86,103 @@ def _softmax64(logits: np.ndarray) -> np.ndarray:
     return np.asarray(z / z.sum(axis=1, keepdims=True))
 
 
+def summation_length(model: keras.Model) -> int:
+    """How many float32 roundings can pile up in one logit of ``model``.
+
+    The fan-in (+1 for the bias) of every layer with a kernel (Dense, convolutions),
+    1 for every other layer, nested models included.
+    """
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            total += summation_length(layer)
+        elif not isinstance(layer, keras.layers.InputLayer):
+            kernel = getattr(layer, "kernel", None)
+            total += 1 + (int(np.prod(kernel.shape[:-1])) if kernel is not None else 0)
+    return max(total, 1)
+
+
+def logit_tolerance(logits: np.ndarray, summation: int) -> float:
+    """The largest difference float32 round-off alone makes between two implementations' logits.
+
+    Each is within ``summation`` unit round-offs of the logits' scale (the classic
+    bound for sums of that length, whatever their order), hence twice that apart. The
+    scale is the largest |logit| in the batch (at least 1): round-off grows with the
+    magnitudes summed, and a wide, unscaled table gives logits in the thousands. The
+    differences seen are far smaller (on the breast-cancer table, LiteRT against Keras:
+    up to 7 unit round-offs of the largest logit, against this bound's 106); a
+    conversion fault, such as weights off by 1e-4, is far larger.
+    """
+    scale = max(float(np.abs(logits).max(initial=0.0)), 1.0)
+    return 2.0 * summation * UNIT_ROUNDOFF * scale
+
+
+def convert(head: keras.Model) -> bytes:
+    """The LiteRT flatbuffer of ``head`` (a model ending at the logits)."""
+    with contextlib.redirect_stdout(io.StringIO()):  # the converter prints its SavedModel trace
+        return bytes(tf.lite.TFLiteConverter.from_keras_model(head).convert())
+
+
+def litert_logits(content: bytes, x: np.ndarray) -> np.ndarray:
+    """Run the export on ``x`` in the interpreter the service uses."""
+    with tensorflow_logs.filtered():  # allocating applies XNNPACK, which says so on stderr
+        interpreter = Interpreter(model_content=content, num_threads=1)
+        (inp,) = interpreter.get_input_details()
+        (out,) = interpreter.get_output_details()
+        interpreter.resize_tensor_input(inp["index"], list(x.shape))
+        interpreter.allocate_tensors()
+    interpreter.set_tensor(inp["index"], x.astype(inp["dtype"]))
+    interpreter.invoke()
+    return np.asarray(interpreter.get_tensor(out["index"]), dtype=np.float64)
+
+
+def check_export(model: keras.Model, head: keras.Model, content: bytes, probe: np.ndarray) -> None:
+    """Prove that serving ``content`` gives ``model``'s probabilities; raise ``ExportError`` if not.
+
+    Two checks on ``probe``, each failing only for a real fault, not for float32 round-off:
+
+    1. the export's logits equal ``head``'s (the Keras model's own logits) within
+       ``logit_tolerance``: otherwise the conversion changed the network;
+    2. softmax(export logits) equals the model's probabilities within ``TOLERANCE`` (the
+       contract's 1e-5), or, where the logits are so large that their float32 round-off
+       moves the probabilities more, within what the differences seen in check 1 can
+       move them (at most half the largest one) plus the float32 softmax's own
+       round-off: otherwise something other than the softmax follows the logits.
+    """
+    exported = litert_logits(content, probe)
+    expected = np.asarray(head(probe, training=False), dtype=np.float64)
+    probabilities = np.asarray(model(probe, training=False), dtype=np.float64)
+    if exported.shape != probabilities.shape or expected.shape != probabilities.shape:
+        raise ExportError(
+            f"expected the export to give {probabilities.shape[1]} classes, "
+            f"received {exported.shape[1]}"
+        )
+    summation = summation_length(head)
+    logit_tol = logit_tolerance(expected, summation)
+    logit_error = float(np.abs(exported - expected).max())
+    if not logit_error <= logit_tol:
+        raise ExportError(
+            f"expected the exported logits within {logit_tol:.3g} of the Keras model's (float32 "
+            f"round-off over {summation} summed terms, logits up to "
+            f"{np.abs(expected).max():.3g}), received a largest difference of "
+            f"{logit_error:.3g}: the LiteRT conversion changed the network"
+        )
+    softmax_roundoff = (probabilities.shape[1] + 4) * UNIT_ROUNDOFF
+    probability_tol = max(TOLERANCE, logit_error / 2 + softmax_roundoff)
+    error = float(np.abs(_softmax64(exported) - probabilities).max())
+    if not error <= probability_tol:
+        raise ExportError(
+            f"expected softmax(exported logits) within {probability_tol:.3g} of the Keras "
+            f"model's probabilities, received a largest difference of {error:.3g}; is the "
+            "last layer's softmax the only thing after the logits?"
+        )
+
+
 def to_tflite(model: keras.Model, probe: np.ndarray) -> bytes:
     """Convert the logits part of ``model`` to LiteRT and prove it gives the model's probabilities.
 
-    The check runs the export in the same interpreter the service uses, on ``probe``,
-    and compares softmax(export logits) with the Keras model's own output.
+    The proof (``check_export``) runs the export in the same interpreter the service
+    uses, on ``probe``.
     """
     if len(model.inputs) != 1 or len(model.inputs[0].shape) != 2:
         raise ExportError(
@@ -89,37 +190,73 @@ def to_tflite(model: keras.Model, probe: np.ndarray) -> bytes:
             f"Received: inputs {[tuple(t.shape) for t in model.inputs]}"
         )
     head = logits_model(model)
-    with contextlib.redirect_stdout(io.StringIO()):  # the converter prints its SavedModel trace
-        content = bytes(tf.lite.TFLiteConverter.from_keras_model(head).convert())
-
-    interpreter = Interpreter(model_content=content, num_threads=1)
-    (inp,) = interpreter.get_input_details()
-    (out,) = interpreter.get_output_details()
-    interpreter.resize_tensor_input(inp["index"], list(probe.shape))
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(inp["index"], probe.astype(inp["dtype"]))
-    interpreter.invoke()
-    exported = _softmax64(interpreter.get_tensor(out["index"]))
-    expected = np.asarray(model(probe, training=False), dtype=np.float64)
-    if exported.shape != expected.shape:
-        raise ExportError(
-            f"expected the export to give {expected.shape[1]} classes, received {exported.shape[1]}"
-        )
-    error = float(np.abs(exported - expected).max())
-    if not error <= TOLERANCE:
-        raise ExportError(
-            f"expected softmax(exported logits) within {TOLERANCE} of the Keras model's "
-            f"probabilities, received a largest difference of {error:.3g}; is the last layer's "
-            "softmax the only thing after the logits?"
-        )
+    content = convert(head)
+    check_export(model, head, content, probe)
     return content
 
 
+def lambda_layers(path: Path) -> list[str]:
+    """The names of the ``Lambda`` layers in a ``.keras`` file (nested models included).
+
+    Read from the archive's ``config.json`` without loading anything; an unreadable file
+    gives ``[]`` and ``load_model`` says what is wrong with it.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return []
+    names: list[str] = []
+    pending: list[Any] = [config]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict):
+            if node.get("class_name") == "Lambda":
+                inner = node.get("config")
+                names.append(str(inner.get("name")) if isinstance(inner, dict) else "?")
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+    return sorted(names)
+
+
+def _without_unsafe_advice(reason: str) -> str | None:
+    """Keras's refusal without its advice to turn safe mode off (None if it gives none)."""
+    sentences = re.split(r"(?<=\.)\s+", reason)
+    kept = [s for s in sentences if not any(advice in s for advice in UNSAFE_ADVICE)]
+    if len(kept) == len(sentences):
+        return None
+    return " ".join(kept) or "Keras refuses to load it with safe_mode=True."
+
+
 def load_keras(path: Path) -> keras.Model:
-    """Load a user's ``.keras`` file the safe way (no arbitrary code, no optimizer state)."""
+    """Load a user's ``.keras`` file the safe way (no arbitrary code, no optimizer state).
+
+    Python code stored in the file (a ``Lambda`` layer's function, any lambda) is
+    never run: Keras refuses it under ``safe_mode=True`` and suggests
+    ``safe_mode=False``, which this command does not offer (nor does the service),
+    so the message says what to change in the model instead.
+    """
     if path.suffix != ".keras":
         raise ExportError(f"expected a Keras v3 '.keras' file. Received: filepath={path}")
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:  # Keras raises many types; all mean "not loadable".
-        raise ExportError(f"cannot load {path} with safe_mode=True: {exc}") from exc
+        reason = " ".join(str(exc).split())
+        if names := lambda_layers(path):
+            raise ExportError(
+                f"cannot export {path}: its Lambda layer(s) {', '.join(map(repr, names))} hold "
+                "Python code, which export does not run (it loads models with safe_mode=True, "
+                "as the service does). Rebuild the model with built-in Keras layers in place of "
+                "each Lambda (e.g. Rescaling for x * a + b, Activation for a function of each "
+                "value), copy the other layers' weights over with set_weights, save it and "
+                f"export that file. Received: filepath={path}"
+            ) from exc
+        if (kept := _without_unsafe_advice(reason)) is not None:
+            raise ExportError(
+                f"cannot export {path}: {kept} Export loads models with safe_mode=True only, as "
+                "the service does: change the model so that it loads that way (built-in Keras "
+                "layers, no Python code, nothing outside the file), save it and export that "
+                f"file. Received: filepath={path}"
+            ) from exc
+        raise ExportError(f"cannot load {path} with safe_mode=True: {reason}") from exc

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import keras
 import numpy as np
+import tensorflow as tf
 
 from model_training.data import Split, Validation, carve_validation
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import keras
-import tensorflow as tf
 
 #: The named layer whose output the LiteRT export serves; softmax follows it.
 LOGITS_LAYER = "logits"

@@ -11,6 +11,8 @@ from model_training.data import (
     BLOB_CENTERS,
     DataError,
     carve_validation,
+    default_test_size,
+    default_validation_split,
     load_csv,
     make_blobs,
     split,
@@ -52,6 +54,34 @@ def test_split_accepts_a_fraction() -> None:
 def test_split_refuses_a_test_size_that_leaves_no_training_data() -> None:
     with pytest.raises(DataError, match="test size"):
         split(make_blobs(100, seed=0), 100, seed=0)
+
+
+@pytest.mark.parametrize(
+    ("rows", "classes", "expected"),
+    [(150, 3, 30), (569, 2, 114), (10, 2, 2), (10, 4, 4), (6, 5, 3), (2, 2, 1)],
+)
+def test_default_test_size_is_a_fifth_at_least_one_per_class_at_most_half(
+    rows: int, classes: int, expected: int
+) -> None:
+    assert default_test_size(rows, classes) == expected
+    data = make_blobs(rows, centers=[(0.0, 0.0)] * classes, seed=0)
+    parts = split(data, default_test_size(rows, classes), seed=0)
+    assert (len(parts.y_test), len(parts.y_train)) == (expected, rows - expected)
+
+
+@pytest.mark.parametrize(
+    ("n_train", "classes", "validation"),
+    [(750, 4, 150), (120, 3, 24), (10, 4, 4), (3, 3, 2), (2, 2, 1), (1, 2, 0)],
+)
+def test_default_validation_split_holds_a_fifth_at_least_one_per_class(
+    n_train: int, classes: int, validation: int
+) -> None:
+    fraction = default_validation_split(n_train, classes)
+    x = np.zeros((n_train, 2), np.float32)
+    parts = carve_validation(x, np.arange(n_train), fraction)
+    assert len(parts.y_val) == validation
+    assert len(parts.y_fit) >= 1
+    assert default_validation_split(750, 4) == 0.2  # the blobs' recipe, exactly
 
 
 def test_carve_validation_takes_the_last_part_as_keras_validation_split_does() -> None:

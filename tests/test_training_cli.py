@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sklearn.datasets import load_breast_cancer, load_iris
 
 from tests.conftest import TrainedRepository, python_argv, subprocess_env
 
@@ -15,11 +19,22 @@ TRAIN = ("python", "-m", "model_training")
 FAST = ("--epochs", "3", "--batch-size", "32", "--samples", "200", "--test-size", "50", "--quiet")
 
 
-def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+#: What TensorFlow and LiteRT write by themselves: absl-style C++ log lines ("I0000 00:00:...",
+#: "E0000 ...") and the notices a new user took for errors.
+TENSORFLOW_LOG_LINE = re.compile(
+    r"^[IWEF]\d{4} \d\d:\d\d:\d\d|oneDNN|absl::InitializeLog|use_unbounded_threadpool|XNNPACK"
+    r"|cuda|cuDNN|cuBLAS|cuFFT|TensorRT|cpu_feature_guard",
+    re.MULTILINE,
+)
+
+
+def run(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*python_argv(TRAIN), *args],
         cwd=cwd,
-        env=subprocess_env(),
+        env=subprocess_env() if env is None else env,
         capture_output=True,
         text=True,
         timeout=300,
@@ -109,6 +124,59 @@ def test_training_on_a_csv_uses_its_header_and_labels(tmp_path: Path) -> None:
     assert metadata["class_names"] == ["setosa", "versicolor", "virginica"]
     assert metadata["input_dim"] == 2
     assert metadata["metrics"]["test_samples"] == 15
+
+
+def write_sklearn_csv(loader: Callable[[], Any], path: Path, label: str) -> None:
+    """One of scikit-learn's bundled tables (no download) as a CSV, the label column last."""
+    bunch = loader()
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([*bunch.feature_names, label])
+        for row, target in zip(bunch.data.tolist(), bunch.target.tolist(), strict=True):
+            writer.writerow([*row, bunch.target_names[target]])
+
+
+def test_a_small_table_trains_with_default_flags(tmp_path: Path) -> None:
+    write_sklearn_csv(load_iris, tmp_path / "iris.csv", "species")  # 150 rows
+    result = run("--data", "iris.csv", "--label-column", "species", "--quiet", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    print(result.stdout)  # the held-out accuracy, for the record (pytest -s)
+    metadata = json.loads((tmp_path / "models/blobs/1/metadata.json").read_text())
+    assert metadata["class_names"] == ["setosa", "versicolor", "virginica"]
+    assert metadata["metrics"]["test_samples"] == 30  # 20 % of 150
+    assert metadata["training"]["validation_samples"] == 24  # 20 % of the other 120
+
+
+def test_a_wide_unscaled_table_trains_and_exports_with_default_flags(tmp_path: Path) -> None:
+    # 30 features up to about 4,000: logits in the hundreds, whose float32 round-off moved
+    # the served probabilities by 1.5e-5 with this seed (on an AVX-512 machine), and the
+    # export's self-check refused the model after training.
+    write_sklearn_csv(load_breast_cancer, tmp_path / "cancer.csv", "diagnosis")  # 569 rows
+    result = run("--data", "cancer.csv", "--seed", "6", "--quiet", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    print(result.stdout)
+    version = tmp_path / "models/blobs/1"
+    assert {"model.keras", "model.tflite"} <= {p.name for p in version.iterdir()}
+    metadata = json.loads((version / "metadata.json").read_text())
+    assert metadata["input_dim"] == 30
+    assert metadata["metrics"]["test_samples"] == 114  # 20 % of 569
+
+
+def test_tensorflows_own_log_lines_stay_off_stderr_unless_verbose(tmp_path: Path) -> None:
+    env = subprocess_env()
+    del env["TF_CPP_MIN_LOG_LEVEL"]  # as a user's shell has it: unset
+    trained = run(*FAST, "--no-report", cwd=tmp_path, env=env)
+    assert trained.returncode == 0, trained.stderr
+    assert not TENSORFLOW_LOG_LINE.search(trained.stderr), trained.stderr
+    exported = run(
+        *("export", "models/blobs/1/model.keras", "--name", "again"), cwd=tmp_path, env=env
+    )
+    assert exported.returncode == 0, exported.stderr
+    assert not TENSORFLOW_LOG_LINE.search(exported.stderr), exported.stderr
+
+    verbose = run(*FAST, "--no-report", "--verbose", cwd=tmp_path, env=env)
+    assert verbose.returncode == 0, verbose.stderr
+    assert TENSORFLOW_LOG_LINE.search(verbose.stderr)  # the converter's own lines, at least
 
 
 @pytest.mark.parametrize(
