@@ -24,7 +24,6 @@ from starlette.testclient import TestClient
 
 from service.app import create_app
 from service.settings import Settings
-
 from tests.commands import SERVE_ARGV, TRAIN_ARGV
 
 # Hypothesis profiles. "ci" keeps no example database: a fresh clone must not depend on
