@@ -24,7 +24,7 @@ from service import __version__, lifecycle, tfserving, v2
 from service.batching import BatchingConfig
 from service.body import hoist_body_schemas
 from service.dataplane import DataPlane
-from service.errors_http import install_error_handlers
+from service.errors_http import document_errors, install_error_handlers
 from service.gateway import Gateway
 from service.metrics import CONTENT_TYPE, Metrics
 from service.playground import mount_playground
@@ -173,8 +173,8 @@ class ServiceApp(FastAPI):
         return app
 
     def openapi(self) -> dict[str, Any]:
-        """FastAPI's document, with every request body's schema in its components."""
-        return hoist_body_schemas(super().openapi())
+        """FastAPI's document, with every body's schema in its components, every error ours."""
+        return document_errors(hoist_body_schemas(super().openapi()))
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

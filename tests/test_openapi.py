@@ -92,6 +92,20 @@ def test_every_model_is_a_component(document: dict[str, Any]) -> None:
         assert model in schemas
 
 
+def test_errors_are_documented_as_they_are_sent(document: dict[str, Any]) -> None:
+    """Every documented error is an ErrorResponse (FastAPI's own 422 shape is never sent)."""
+    error = {"$ref": "#/components/schemas/ErrorResponse"}
+    other = [
+        f"{method.upper()} {path} {status}"
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+        for status, response in operation["responses"].items()
+        if status[0] in "45" and response["content"]["application/json"]["schema"] != error
+    ]
+    assert not other, other
+    assert "HTTPValidationError" not in document["components"]["schemas"]
+
+
 def test_two_different_schemas_under_one_name_are_refused() -> None:
     one = create_model("Body", rows=(list[float], ...))
     other = create_model("Body", logits=(list[float], ...))
