@@ -144,6 +144,50 @@ class LoadRequest(_Body):
 # --- response bodies (documentation) ----------------------------------------------------
 
 
+class OutputTensor(BaseModel):
+    """One output tensor: its data inline, or ``binary_data_size`` bytes after the header."""
+
+    name: str = Field(description="probabilities or logits.")
+    datatype: str = Field(description="The input's datatype; BYTES for classification.")
+    shape: list[int]
+    parameters: dict[str, int] | None = Field(
+        default=None, description="binary_data_size, for an output sent as binary data."
+    )
+    data: list[float] | list[str] | None = Field(
+        default=None,
+        description="Row-major values; with classification, '<value>:<index>:<label>' strings.",
+    )
+
+
+class InferenceResponse(BaseModel):
+    """The answer of ``infer``: JSON, or the JSON header of binary outputs."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "model_name": "blobs",
+                    "model_version": "1",
+                    "id": "42",
+                    "outputs": [
+                        {
+                            "name": "probabilities",
+                            "datatype": "FP64",
+                            "shape": [1, 4],
+                            "data": [0.99999987, 1.8e-11, 2.0e-10, 1.26e-7],
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
+    model_name: str
+    model_version: str
+    id: str | None = Field(default=None, description="The request's id, when it had one.")
+    outputs: list[OutputTensor]
+
+
 class TensorMetadata(BaseModel):
     """A tensor's name, datatype and shape (-1: any size)."""
 
@@ -362,27 +406,11 @@ router = APIRouter(tags=["v2 (Open Inference Protocol)"])
 direct = APIRouter(route_class=DirectRoute, tags=["v2 (Open Inference Protocol)"])
 
 INFER = {
+    "response_model": InferenceResponse,
     "responses": {
         200: {
             "description": "JSON, or with binary outputs the JSON header "
-            "(Inference-Header-Content-Length bytes) followed by the tensors.",
-            "content": {
-                "application/json": {
-                    "example": {
-                        "model_name": "blobs",
-                        "model_version": "1",
-                        "id": "42",
-                        "outputs": [
-                            {
-                                "name": "probabilities",
-                                "datatype": "FP64",
-                                "shape": [1, 4],
-                                "data": [0.99999987, 1.8e-11, 2.0e-10, 1.26e-7],
-                            }
-                        ],
-                    }
-                }
-            },
+            "(Inference-Header-Content-Length bytes) followed by the tensors."
         },
         **_errors(400, 404, 413, 503),
     },
