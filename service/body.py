@@ -74,8 +74,10 @@ async def read(request: Request, model: type[M], max_depth: int = 32) -> M:
 REF_TEMPLATE = "#/components/schemas/{model}"
 
 
-def openapi_body(model: type[BaseModel]) -> dict[str, Any]:
+def openapi_body(model: type[BaseModel], *, required: bool = True) -> dict[str, Any]:
     """``openapi_extra`` that documents ``model`` as the route's JSON request body.
+
+    ``required=False`` for a route that takes no body as an empty one.
 
     FastAPI never sees these bodies (the routes parse them themselves), so their schemas
     are not among its components. The body is a ``$ref`` into ``#/components/schemas``
@@ -88,7 +90,8 @@ def openapi_body(model: type[BaseModel]) -> dict[str, Any]:
     definitions = schema.pop("$defs", {})
     name = schema["title"]
     body = {"$ref": REF_TEMPLATE.format(model=name), "$defs": {**definitions, name: schema}}
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": body}}}}
+    content = {"application/json": {"schema": body}}
+    return {"requestBody": {"required": required, "content": content}}
 
 
 def hoist_body_schemas(document: dict[str, Any]) -> dict[str, Any]:

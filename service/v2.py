@@ -138,7 +138,12 @@ class LoadRequest(_Body):
 
     model_config = ConfigDict(json_schema_extra={"examples": [{}]})
 
-    parameters: Parameters = Field(default_factory=dict)
+    parameters: Parameters = Field(
+        default_factory=dict,
+        # refused by load_model (400) with a message saying why, rather than by pydantic
+        json_schema_extra={"maxProperties": 0},
+        description="None: configuration and file overrides are not supported.",
+    )
 
 
 # --- response bodies (documentation) ----------------------------------------------------
@@ -540,7 +545,7 @@ async def _optional_body(request: Request, model: type[bodies.M]) -> bodies.M:
     "/v2/repository/index",
     response_model=list[RepositoryEntry],
     responses=_errors(400, 503),
-    openapi_extra=openapi_body(RepositoryIndexRequest),
+    openapi_extra=openapi_body(RepositoryIndexRequest, required=False),
 )
 async def repository_index(request: Request) -> JSONResponse:
     """Every model version the server knows of, with its state and, if refused, why."""
@@ -569,7 +574,7 @@ async def repository_index(request: Request) -> JSONResponse:
     "/v2/repository/models/{name}/load",
     response_class=Response,
     responses={200: {"description": "Loaded (empty body)."}, **_errors(400, 403, 404, 409, 503)},
-    openapi_extra=openapi_body(LoadRequest),
+    openapi_extra=openapi_body(LoadRequest, required=False),
 )
 async def load_model(name: str, request: Request) -> Response:
     """Load or reload the model now, retrying refused versions; 409 if a version is refused."""
