@@ -21,8 +21,9 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from service import __version__, lifecycle, tfserving, v2
+from service.body import hoist_body_schemas
 from service.dataplane import DataPlane
-from service.errors_http import install_error_handlers
+from service.errors_http import document_errors, install_error_handlers
 from service.gateway import Gateway
 from service.inference.batching import BatchingConfig
 from service.inference.runtime import Runtime
@@ -170,6 +171,10 @@ class ServiceApp(FastAPI):
                 expose_headers=["X-Request-ID", "Retry-After"],
             )
         return app
+
+    def openapi(self) -> dict[str, Any]:
+        """FastAPI's document, with every body's schema in its components, every error ours."""
+        return document_errors(hoist_body_schemas(super().openapi()))
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

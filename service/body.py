@@ -70,11 +70,46 @@ async def read(request: Request, model: type[M], max_depth: int = 32) -> M:
     return parse(model, await request.body(), max_depth)
 
 
-def openapi_body(model: type[BaseModel]) -> dict[str, Any]:
-    """``openapi_extra`` that documents ``model`` as the route's JSON request body."""
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": model.model_json_schema()}},
-        }
-    }
+#: Where the OpenAPI document keeps every schema; the pydantic ``$ref`` template for it.
+REF_TEMPLATE = "#/components/schemas/{model}"
+
+
+def openapi_body(model: type[BaseModel], *, required: bool = True) -> dict[str, Any]:
+    """``openapi_extra`` that documents ``model`` as the route's JSON request body.
+
+    ``required=False`` for a route that takes no body as an empty one.
+
+    FastAPI never sees these bodies (the routes parse them themselves), so their schemas
+    are not among its components. The body is a ``$ref`` into ``#/components/schemas``
+    whose ``$defs`` carry the schemas to put there: ``model``'s and those of the models
+    it nests. ``hoist_body_schemas`` moves them once FastAPI has built the document (left
+    inline, a nested model's ``#/$defs/...`` reference would point at the document's
+    root, where nothing is, and clients could not be generated).
+    """
+    schema = model.model_json_schema(ref_template=REF_TEMPLATE)
+    definitions = schema.pop("$defs", {})
+    name = schema["title"]
+    body = {"$ref": REF_TEMPLATE.format(model=name), "$defs": {**definitions, name: schema}}
+    content = {"application/json": {"schema": body}}
+    return {"requestBody": {"required": required, "content": content}}
+
+
+def hoist_body_schemas(document: dict[str, Any]) -> dict[str, Any]:
+    """``document`` with its request bodies' ``$defs`` moved into ``components/schemas``.
+
+    In place, and idempotent (FastAPI caches the document). Two different schemas under
+    one name are refused: generated clients name their classes after the schemas.
+    """
+    schemas: dict[str, Any] = document.setdefault("components", {}).setdefault("schemas", {})
+    for item in document.get("paths", {}).values():
+        for operation in item.values():
+            content = operation.get("requestBody", {}).get("content", {})
+            for media in content.values():
+                for name, schema in media.get("schema", {}).pop("$defs", {}).items():
+                    if schemas.setdefault(name, schema) != schema:
+                        raise ValueError(
+                            f"expected one schema named {name!r} in the OpenAPI document, "
+                            "received two different ones: give one model a title of its own"
+                        )
+    document["components"]["schemas"] = dict(sorted(schemas.items()))
+    return document

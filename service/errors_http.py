@@ -100,6 +100,27 @@ def status_for(exc: ServiceError, path: str) -> int:
     return exc.status_code
 
 
+def document_errors(document: dict[str, Any]) -> dict[str, Any]:
+    """``document`` without the 422 ``HTTPValidationError`` answers FastAPI adds on its own.
+
+    FastAPI documents one for every operation with parameters, in a shape this service
+    never sends (``from_validation_error`` makes an ``ErrorResponse`` of its errors). None
+    of our operations can get one: their parameters are strings and they parse their
+    bodies themselves, documenting the errors they answer. In place, and idempotent.
+    """
+    generated = "#/components/schemas/HTTPValidationError"
+    for item in document.get("paths", {}).values():
+        for operation in item.values():
+            responses = operation.get("responses", {})
+            content = responses.get("422", {}).get("content", {}).get("application/json", {})
+            if content.get("schema", {}).get("$ref") == generated:
+                del responses["422"]
+    schemas = document.get("components", {}).get("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    return document
+
+
 def request_id(request: Request) -> str | None:
     """The id RequestIdMiddleware gave this request."""
     return getattr(request.state, "request_id", None)

@@ -62,6 +62,7 @@ class PredictRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         strict=True,
+        title="TFServingPredictRequest",
         json_schema_extra={
             "examples": [
                 {"instances": [[15.0, 0.0], [29.5, 14.2]]},
@@ -105,6 +106,7 @@ class ColumnarPredictResponse(BaseModel):
     """Columnar format: the output tensor."""
 
     model_config = ConfigDict(
+        title="TFServingColumnarPredictResponse",
         json_schema_extra={
             "examples": [
                 {
@@ -118,7 +120,7 @@ class ColumnarPredictResponse(BaseModel):
                     ]
                 }
             ]
-        }
+        },
     )
 
     outputs: list[list[float]]

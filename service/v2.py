@@ -139,10 +139,59 @@ class LoadRequest(_Body):
 
     model_config = ConfigDict(json_schema_extra={"examples": [{}]})
 
-    parameters: Parameters = Field(default_factory=dict)
+    parameters: Parameters = Field(
+        default_factory=dict,
+        # refused by load_model (400) with a message saying why, rather than by pydantic
+        json_schema_extra={"maxProperties": 0},
+        description="None: configuration and file overrides are not supported.",
+    )
 
 
 # --- response bodies (documentation) ----------------------------------------------------
+
+
+class OutputTensor(BaseModel):
+    """One output tensor: its data inline, or ``binary_data_size`` bytes after the header."""
+
+    name: str = Field(description="probabilities or logits.")
+    datatype: str = Field(description="The input's datatype; BYTES for classification.")
+    shape: list[int]
+    parameters: dict[str, int] | None = Field(
+        default=None, description="binary_data_size, for an output sent as binary data."
+    )
+    data: list[float] | list[str] | None = Field(
+        default=None,
+        description="Row-major values; with classification, '<value>:<index>:<label>' strings.",
+    )
+
+
+class InferenceResponse(BaseModel):
+    """The answer of ``infer``: JSON, or the JSON header of binary outputs."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "model_name": "blobs",
+                    "model_version": "1",
+                    "id": "42",
+                    "outputs": [
+                        {
+                            "name": "probabilities",
+                            "datatype": "FP64",
+                            "shape": [1, 4],
+                            "data": [0.99999987, 1.8e-11, 2.0e-10, 1.26e-7],
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
+    model_name: str
+    model_version: str
+    id: str | None = Field(default=None, description="The request's id, when it had one.")
+    outputs: list[OutputTensor]
 
 
 class TensorMetadata(BaseModel):
@@ -367,27 +416,11 @@ router = APIRouter(tags=["v2 (Open Inference Protocol)"])
 direct = APIRouter(route_class=DirectRoute, tags=["v2 (Open Inference Protocol)"])
 
 INFER = {
+    "response_model": InferenceResponse,
     "responses": {
         200: {
             "description": "JSON, or with binary outputs the JSON header "
-            "(Inference-Header-Content-Length bytes) followed by the tensors.",
-            "content": {
-                "application/json": {
-                    "example": {
-                        "model_name": "blobs",
-                        "model_version": "1",
-                        "id": "42",
-                        "outputs": [
-                            {
-                                "name": "probabilities",
-                                "datatype": "FP64",
-                                "shape": [1, 4],
-                                "data": [0.99999987, 1.8e-11, 2.0e-10, 1.26e-7],
-                            }
-                        ],
-                    }
-                }
-            },
+            "(Inference-Header-Content-Length bytes) followed by the tensors."
         },
         **_errors(400, 404, 413, 503),
     },
@@ -523,7 +556,7 @@ async def _optional_body(request: Request, model: type[bodies.M]) -> bodies.M:
     "/v2/repository/index",
     response_model=list[RepositoryEntry],
     responses=_errors(400, 503),
-    openapi_extra=openapi_body(RepositoryIndexRequest),
+    openapi_extra=openapi_body(RepositoryIndexRequest, required=False),
 )
 async def repository_index(request: Request) -> JSONResponse:
     """Every model version the server knows of, with its state and, if refused, why."""
@@ -552,7 +585,7 @@ async def repository_index(request: Request) -> JSONResponse:
     "/v2/repository/models/{name}/load",
     response_class=Response,
     responses={200: {"description": "Loaded (empty body)."}, **_errors(400, 403, 404, 409, 503)},
-    openapi_extra=openapi_body(LoadRequest),
+    openapi_extra=openapi_body(LoadRequest, required=False),
 )
 async def load_model(name: str, request: Request) -> Response:
     """Load or reload the model now, retrying refused versions; 409 if a version is refused."""

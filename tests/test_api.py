@@ -321,15 +321,16 @@ def test_docs_work_offline(client: httpx.Client) -> None:
 
 def test_openapi_documents_bodies_with_examples(client: httpx.Client) -> None:
     spec = client.get("/openapi.json").json()
-    for path in (
-        "/predict",
-        "/models/{name}/predict",
-        "/models/{name}/versions/{version}/predict",
-        "/softmax",
+    for path, model in (
+        ("/predict", "PredictRequest"),
+        ("/models/{name}/predict", "PredictRequest"),
+        ("/models/{name}/versions/{version}/predict", "PredictRequest"),
+        ("/softmax", "SoftmaxRequest"),
     ):
         operation = spec["paths"][path]["post"]
         schema = operation["requestBody"]["content"]["application/json"]["schema"]
-        assert schema["examples"], path
+        assert schema == {"$ref": f"#/components/schemas/{model}"}, path
+        assert spec["components"]["schemas"][model]["examples"], path
         assert "422" in operation["responses"]
     assert "examples" in spec["components"]["schemas"]["PredictResponse"]
     for path in ("/health/live", "/health/ready", "/models", "/models/{name}"):

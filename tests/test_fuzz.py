@@ -1,12 +1,17 @@
 """Fuzzing the running server: schemathesis from our OpenAPI document, hypothesis hostile bodies.
 
-Bounded (a few dozen examples per operation) so the suite stays within minutes.
-schemathesis's pytest plugin does not support pytest 9 yet, so its strategies are
-driven by hypothesis directly: one test per operation and generation mode.
+Every documented operation, on a server with the default configuration, and no answer
+may be a 5xx. Bounded (a few dozen examples per operation) so the suite stays within
+minutes. schemathesis's pytest plugin does not support pytest 9 yet, so its strategies
+are driven by hypothesis directly: one test per operation and generation mode; its
+deterministic phases (examples, coverage) run through its own runner.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,6 +19,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from schemathesis.config import SchemathesisConfig
 from schemathesis.generation import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
@@ -21,7 +27,9 @@ from tests.conftest import Server
 
 FUZZ = settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
 
-POSTS = [
+#: Every documented operation. The server runs the default configuration, so model control
+#: (reload, V2 load and unload) answers 403 and cannot change what the shared server serves.
+OPERATIONS = [
     ("POST", "/predict"),
     ("POST", "/models/{name}/predict"),
     ("POST", "/models/{name}/versions/{version}/predict"),
@@ -30,14 +38,10 @@ POSTS = [
     ("POST", "/v1/models/{name}/versions/{version}:predict"),
     ("POST", "/v2/models/{name}/infer"),
     ("POST", "/v2/models/{name}/versions/{version}/infer"),
-    ("POST", "/models/{name}/reload"),
     ("POST", "/v2/repository/index"),
-]
-# Not fuzzed here: /v2/repository/models/{name}/load and /unload change what the shared
-# server serves under the other tests' feet (tests/test_v2.py covers them on a server of
-# their own).
-OPERATIONS = [
-    *POSTS,
+    ("POST", "/v2/repository/models/{name}/load"),
+    ("POST", "/v2/repository/models/{name}/unload"),
+    ("POST", "/models/{name}/reload"),
     ("GET", "/health/live"),
     ("GET", "/health/ready"),
     ("GET", "/models"),
@@ -55,32 +59,59 @@ OPERATIONS = [
     ("GET", "/v2/models/{name}/ready"),
     ("GET", "/v2/models/{name}/versions/{version}/ready"),
 ]
+#: Negative data exists only where a schema constrains something: request bodies. The
+#: other operations take free-string path parameters and no body.
+WITHOUT_BODY = {
+    ("POST", "/v2/repository/models/{name}/unload"),
+    ("POST", "/models/{name}/reload"),
+}
+NEGATIVE = [(m, p) for m, p in OPERATIONS if m == "POST" and (m, p) not in WITHOUT_BODY]
+
+
+#: schemathesis's configuration: values drawn half the time in place of random ones, so
+#: that requests reach the served model (not only its 404) with bodies in its datatypes.
+CONFIG = """
+[dictionaries.names]
+values = ["blobs"]
+[dictionaries.versions]
+values = ["1"]
+[dictionaries.datatypes]
+values = ["FP32", "FP64"]
+
+[parameters]
+"path.name" = { dictionary = "names", probability = 0.5 }
+"path.version" = { dictionary = "versions", probability = 0.5 }
+"body.inputs[*].datatype" = { dictionary = "datatypes", probability = 0.5 }
+"""
 
 
 @pytest.fixture(scope="module")
 def api_schema(server: Server) -> Any:
     """Our own OpenAPI document, as the running server publishes it."""
-    return schemathesis.openapi.from_url(server.url + "/openapi.json")
+    config = SchemathesisConfig.from_str(CONFIG)
+    return schemathesis.openapi.from_url(server.url + "/openapi.json", config=config)
 
 
 def test_the_fuzzed_operations_are_all_the_documented_ones(api_schema: Any) -> None:
     documented = {(op.ok().method.upper(), op.ok().path) for op in api_schema.get_all_operations()}
-    assert documented >= set(OPERATIONS)
+    assert documented == set(OPERATIONS)
+    assert len(OPERATIONS) == len(set(OPERATIONS))
+
+
+def test_the_fuzzed_server_has_model_control_off(client: httpx.Client) -> None:
+    for path in ("/models/blobs/reload", "/v2/repository/models/blobs/load"):
+        response = client.post(path)
+        assert response.status_code == 403, response.text
+        assert "SERVICE_MODEL_CONTROL" in response.json()["error"]
 
 
 #: Schema-valid bodies may still be refused (422) for what JSON Schema cannot say: rows of
-#: the model's input_dim, equal-length logits rows. Every other default check applies.
+#: the model's input_dim, equal-length logits rows, model control being off. Every other
+#: default check applies, not_a_server_error among them.
 EXCLUDED = [positive_data_acceptance]
 
-#: Negative data exists only where a schema constrains something: not for free-string path
-#: parameters (GETs), a bodiless reload, or V2 infer (JSON or binary tensors, both free-form).
-NO_NEGATIVE = {
-    ("POST", "/models/{name}/reload"),
-    ("POST", "/v2/models/{name}/infer"),
-    ("POST", "/v2/models/{name}/versions/{version}/infer"),
-}
 CASES = [(m, p, GenerationMode.POSITIVE) for m, p in OPERATIONS] + [
-    (m, p, GenerationMode.NEGATIVE) for m, p in POSTS if (m, p) not in NO_NEGATIVE
+    (m, p, GenerationMode.NEGATIVE) for m, p in NEGATIVE
 ]
 
 
@@ -95,9 +126,32 @@ def test_operation_conforms_to_the_openapi_document(
     @FUZZ
     @given(case=operation.as_strategy(generation_mode=mode))
     def check(case: Any) -> None:
-        case.call_and_validate(excluded_checks=EXCLUDED)
+        response = case.call_and_validate(excluded_checks=EXCLUDED)
+        # No 5xx at all: the server is ready, so not even a 503 (schemathesis checks too).
+        assert response.status_code < 500, (case.as_curl_command(), response.text)
 
     check()
+
+
+def test_schemathesis_runner_examples_and_coverage_phases(server: Server, tmp_path: Path) -> None:
+    """The phases the tests above do not run, with schemathesis's own runner and every check.
+
+    Each documented example, and the coverage phase's deterministic cases: boundary values,
+    missing bodies and fields, unsupported methods and content types. (Its first run found
+    the optional V2 repository bodies documented as required.)
+    """
+    config = tmp_path / "schemathesis.toml"
+    config.write_text(CONFIG)
+    argv = [sys.executable, "-c", "from schemathesis.cli import schemathesis; schemathesis()"]
+    argv += ["--config-file", str(config), "--no-color", "run", server.url + "/openapi.json"]
+    argv += ["--phases", "examples,coverage", "--checks", "all", "--workers", "1"]
+    argv += ["--exclude-checks", ",".join(check.__name__ for check in EXCLUDED)]
+    result = subprocess.run(
+        argv, cwd=tmp_path, capture_output=True, text=True, timeout=240, check=False
+    )
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    selected = f"Selected: {len(OPERATIONS)}/{len(OPERATIONS)}"
+    assert selected in result.stdout, result.stdout[-2000:]
 
 
 # --- hostile bodies ---------------------------------------------------------------------

@@ -152,10 +152,12 @@ def test_colon_paths_route_apart_from_the_status_path(client: httpx.Client) -> N
 
 
 def test_openapi_documents_the_tf_serving_paths(client: httpx.Client) -> None:
-    paths = client.get("/openapi.json").json()["paths"]
+    spec = client.get("/openapi.json").json()
+    paths = spec["paths"]
     for path in ("/v1/models/{name}:predict", "/v1/models/{name}/versions/{version}:predict"):
         schema = paths[path]["post"]["requestBody"]["content"]["application/json"]["schema"]
-        assert schema["examples"], path
+        assert schema == {"$ref": "#/components/schemas/TFServingPredictRequest"}, path
+    assert spec["components"]["schemas"]["TFServingPredictRequest"]["examples"]
     for path in ("/v1/models/{name}", "/v1/models/{name}/metadata"):
         assert "get" in paths[path]
 

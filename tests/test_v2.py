@@ -456,10 +456,12 @@ def test_health_endpoints_answer_with_status_codes(client: httpx.Client) -> None
 
 
 def test_openapi_documents_the_v2_paths(client: httpx.Client) -> None:
-    paths = client.get("/openapi.json").json()["paths"]
+    spec = client.get("/openapi.json").json()
+    paths = spec["paths"]
     for path in ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"):
         schema = paths[path]["post"]["requestBody"]["content"]["application/json"]["schema"]
-        assert schema["examples"], path
+        assert schema == {"$ref": "#/components/schemas/InferenceRequest"}, path
+    assert spec["components"]["schemas"]["InferenceRequest"]["examples"]
     for path in ("/v2", "/v2/health/ready", "/v2/models/{name}", "/v2/models/{name}/ready"):
         assert "get" in paths[path], path
     assert "post" in paths["/v2/repository/models/{name}/load"]
