@@ -15,26 +15,26 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.openapi.docs import get_swagger_ui_html
-from starlette.responses import HTMLResponse, Response
-from starlette.staticfiles import StaticFiles
+from starlette.responses import Response
 from starlette.types import ASGIApp
 
-from service import __version__, lifecycle, tfserving, v2
-from service.body import hoist_body_schemas
+from service import __version__
 from service.dataplane import DataPlane
-from service.errors_http import document_errors, install_error_handlers
-from service.gateway import Gateway
+from service.http.bodies import hoist_body_schemas
+from service.http.error_responses import document_errors, install_error_handlers
+from service.http.gateway import Gateway
+from service.http.routing import add_direct_routes
 from service.inference.batching import BatchingConfig
 from service.inference.runtime import Runtime
 from service.operations.metrics import CONTENT_TYPE, Metrics
-from service.playground import mount_playground
+from service.protocols import tfserving, v2
+from service.protocols.native import direct, router
 from service.repository.policy import VersionPolicy
 from service.repository.registry import BatchingPolicy, ModelRegistry, State, VersionStatus
 from service.repository.watcher import RepositoryWatcher
-from service.routes import direct, router
-from service.routing import add_direct_routes
 from service.settings import Settings
+from service.ui.docs import mount_offline_docs
+from service.ui.playground import mount_playground
 
 log = logging.getLogger("service")
 
@@ -132,25 +132,8 @@ def _add_metrics_route(app: FastAPI, metrics: Metrics) -> None:
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
 
-def _mount_offline_docs(app: FastAPI) -> None:
-    """Swagger UI from the installed package: /docs works with no internet access."""
-    import swagger_ui_bundle
-
-    app.mount("/docs/static", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), "docs")
-
-    @app.get("/docs", include_in_schema=False)
-    async def docs() -> HTMLResponse:
-        return get_swagger_ui_html(
-            openapi_url="/openapi.json",
-            title="softmax-serving - API docs",
-            swagger_js_url="/docs/static/swagger-ui-bundle.js",
-            swagger_css_url="/docs/static/swagger-ui.css",
-            swagger_favicon_url="/docs/static/favicon-32x32.png",
-        )
-
-
 class ServiceApp(FastAPI):
-    """FastAPI with ``service.gateway.Gateway`` in front of its whole middleware stack.
+    """FastAPI with ``service.http.gateway.Gateway`` in front of its whole middleware stack.
 
     The gateway serves the hot endpoints itself and hands every other request to
     FastAPI's stack; CORS, when configured, wraps both (preflights are answered first).
@@ -199,8 +182,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Each call puts its routes first: the native API last, so /predict is matched first.
     for hot in (v2.direct, tfserving.direct, direct):
         add_direct_routes(app, hot)  # unwrapped: the hot paths
-    for routes in (router, lifecycle.router, tfserving.router, v2.router):
+    for routes in (router, tfserving.router, v2.router):
         app.include_router(routes)
-    _mount_offline_docs(app)
+    mount_offline_docs(app)
     mount_playground(app)
     return app

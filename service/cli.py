@@ -122,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "host": settings.host,
         "port": settings.port,
         "loop": "uvloop" if sys.platform != "win32" else "asyncio",
-        "http": "service.http:HeaderTimeoutProtocol",  # httptools + a head deadline
+        "http": "service.http.head_deadline:HeaderTimeoutProtocol",  # httptools + a head deadline
         "log_level": settings.log_level,
         "access_log": False,
         "timeout_graceful_shutdown": settings.timeout_graceful_shutdown,

@@ -6,7 +6,7 @@
     ...     answer.predictions[0].label
     '0'
 
-Answers are the service's own pydantic models (``service.schemas``). A 503 (overloaded,
+Answers are the service's own pydantic models (``service.protocols.schemas``). A 503 (overloaded,
 or not ready yet) is retried up to ``retries`` times after the ``Retry-After`` the server
 sends (capped by ``max_retry_wait``); any other error raises ``ClientError`` carrying the
 status, the server's ``error`` message and its request id.
@@ -23,7 +23,7 @@ from typing import Any, Literal, TypeVar
 import httpx
 from pydantic import BaseModel
 
-from service.schemas import (
+from service.protocols.schemas import (
     ColumnarPredictResponse,
     ModelInfo,
     ModelList,

@@ -1,4 +1,4 @@
-"""service.gateway: it serves exactly the routes the router would, with the same parameters."""
+"""service.http.gateway: it serves exactly the routes the router would, with the same parameters."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import pytest
 from starlette.routing import Match
 
 from service.app import create_app
-from service.gateway import HotRoutes
+from service.http.gateway import HotRoutes
+from service.http.routing import DirectRoute
 from service.operations.logs import JSONFormatter
-from service.routing import DirectRoute
 from service.settings import Settings
 
 PATHS = [

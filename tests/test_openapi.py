@@ -20,7 +20,7 @@ import pytest
 from openapi_spec_validator import validate
 from pydantic import create_model
 
-from service.body import hoist_body_schemas, openapi_body
+from service.http.bodies import hoist_body_schemas, openapi_body
 from tests.conftest import Server
 
 #: The package name given to the generated client (not ours: no clash on import).

@@ -48,8 +48,8 @@ from service.inference.batching import Batcher, BatchingConfig
 from service.inference.runtime import KerasRuntime, LiteRTRuntime, Runtime
 from service.inference.scores import Scorer
 from service.inference.softmax import softmax
-from service.repository import artifacts
-from service.repository.artifacts import ServedMetadata
+from service.repository import disk
+from service.repository.disk import ServedMetadata
 from service.repository.policy import VersionPolicy
 
 log = logging.getLogger("service.repository.registry")
@@ -147,8 +147,8 @@ def load_version(
     version_dir: Path, name: str, version: int, batching: BatchingPolicy = never_batch
 ) -> LoadedVersion:
     """Check, open and warm up one version; raises ``ModelLoadError`` saying why not."""
-    metadata = artifacts.read_metadata(version_dir, name, version)
-    artifacts.verify_files(version_dir, metadata)
+    metadata = disk.read_metadata(version_dir, name, version)
+    disk.verify_files(version_dir, metadata)
     try:
         runtime, runtime_name = _open_runtime(version_dir, metadata)
     except ModelLoadError as exc:
@@ -233,7 +233,7 @@ class ModelRegistry:
                 self._repository_missing = True
                 return
             self._repository_missing = False
-            names = set(artifacts.model_names(self.repository)) | set(self._models)
+            names = set(disk.model_names(self.repository)) | set(self._models)
             for name in sorted(names - self._unloaded):
                 self._reconcile(name, force=False)
 
@@ -245,7 +245,7 @@ class ModelRegistry:
         with self._changing:
             if not self._on_disk(name) and name not in self._models:
                 raise ModelNotFound(
-                    f"expected a model of the repository {artifacts.model_names(self.repository)}"
+                    f"expected a model of the repository {disk.model_names(self.repository)}"
                     f", received {name!r}"
                 )
             self._unloaded.discard(name)
@@ -258,7 +258,7 @@ class ModelRegistry:
                 detail=[_status_json(s) for s in self.status(name, missing_ok=True)],
             )
         if not serving:
-            on_disk = artifacts.version_numbers(self.repository / name)
+            on_disk = disk.version_numbers(self.repository / name)
             raise VersionRefused(
                 f"failed to load model {name!r}: expected a version the policy "
                 f"{str(self.policy)!r} serves, received versions {on_disk} on disk"
@@ -274,12 +274,12 @@ class ModelRegistry:
             self._publish(name, self._models.get(name, {}), {})
 
     def _on_disk(self, name: str) -> bool:
-        return artifacts.is_model_name(name) and (self.repository / name).is_dir()
+        return disk.is_model_name(name) and (self.repository / name).is_dir()
 
     def _reconcile(self, name: str, *, force: bool) -> list[str]:
         """Load and swap in what the policy wants for ``name``; returns the refusals."""
         model_dir = self.repository / name
-        on_disk = artifacts.version_numbers(model_dir) if self._on_disk(name) else []
+        on_disk = disk.version_numbers(model_dir) if self._on_disk(name) else []
         served = self._models.get(name, {})
         target: dict[int, LoadedVersion] = {}
         loaded_now: dict[int, int] = {}
@@ -417,7 +417,7 @@ class ModelRegistry:
 
     def known(self) -> list[str]:
         """Every model that is served, has a status, or is in the repository, sorted."""
-        on_disk = artifacts.model_names(self.repository)
+        on_disk = disk.model_names(self.repository)
         return sorted(set(self._models) | set(self._status) | set(on_disk))
 
     def status(self, name: str, *, missing_ok: bool = False) -> list[VersionStatus]:

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
 from service.errors import MalformedJSON, ServiceError
-from service.errors_http import invalid_input
+from service.http.error_responses import invalid_input
 
 M = TypeVar("M", bound=BaseModel)
 

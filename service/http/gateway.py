@@ -20,12 +20,12 @@ For each HTTP request, in one pass over its headers and one wrapper around it:
   template and the model and version that served (``scope["state"]``), and one
   access-log record (JSON) per request.
 
-Then the hot endpoints, the ``DirectRoute`` s of ``service.routes``, ``service.tfserving``
-and ``service.v2``, are called directly. For a one-row prediction FastAPI's middleware
+Then the hot endpoints, the ``DirectRoute`` s of the protocols (``service.protocols``),
+are called directly. For a one-row prediction FastAPI's middleware
 stack, router walk and exception middleware cost more than the prediction itself; the
 endpoints are the same functions the router would call (FastAPI still documents them
 from their routes), they raise the same ``ServiceError`` s and get the same error
-bodies (``service.errors_http``). Every other request goes to the FastAPI application.
+bodies (``service.http.error_responses``). Every other request goes to the FastAPI application.
 """
 
 from __future__ import annotations
@@ -47,11 +47,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.dataplane import served_record
 from service.errors import ServiceError
-from service.errors_http import error_response, unexpected_response
-from service.http import BODY_COMPLETE
+from service.http.error_responses import error_response, unexpected_response
+from service.http.head_deadline import BODY_COMPLETE
+from service.http.routing import DirectRoute
 from service.operations.logs import FastJSONLines, access_writer
 from service.operations.metrics import Metrics
-from service.routing import DirectRoute
 from service.settings import Settings
 
 _ID_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-")

@@ -4,7 +4,7 @@ Routes and protocol encoding only: predictions come from the data plane, model s
 from the registry. Besides the required API (health, server and model metadata,
 ``infer``), it speaks Triton's extensions as ``tritonclient.http`` uses them:
 
-- binary tensor data (``service.tensors``): binary inputs and outputs, the client's
+- binary tensor data (``service.protocols.v2_tensors``): binary inputs and outputs, the client's
   default;
 - classification: ``"classification": k`` on a requested output gives each row's
   top k classes as ``"<value>:<index>:<label>"``;
@@ -29,16 +29,17 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 from starlette.responses import Response
 
-from service import __version__, tensors
-from service import body as bodies
-from service.body import openapi_body
+from service import __version__
 from service.dataplane import DataPlane, Prediction
 from service.errors import InvalidInput, NotReady
+from service.http import bodies
+from service.http.bodies import openapi_body
+from service.http.responses import JSONResponse
+from service.http.routing import DirectRoute
+from service.protocols import v2_tensors as tensors
+from service.protocols.schemas import ErrorResponse, FiniteFloat, Row
 from service.repository.artifact import InputSpec
 from service.repository.registry import LoadedVersion, State
-from service.responses import JSONResponse
-from service.routing import DirectRoute
-from service.schemas import ErrorResponse, FiniteFloat, Row
 
 HEADER_LENGTH = "inference-header-content-length"
 INPUT = "input"
@@ -53,7 +54,7 @@ Parameters = dict[str, bool | int | float | str]
 
 
 def _data_shape(value: Any) -> str:
-    # The tags are the ones service.errors_http leaves out of error locations.
+    # The tags are the ones service.http.error_responses leaves out of error locations.
     return "batch" if isinstance(value, list) and value and isinstance(value[0], list) else "vector"
 
 
@@ -412,7 +413,7 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 router = APIRouter(tags=["v2 (Open Inference Protocol)"])
-#: The hot endpoints: see service.routing.DirectRoute.
+#: The hot endpoints: see service.http.routing.DirectRoute.
 direct = APIRouter(route_class=DirectRoute, tags=["v2 (Open Inference Protocol)"])
 
 INFER = {

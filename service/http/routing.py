@@ -4,9 +4,9 @@ For a one-row prediction, FastAPI's request handling (solving dependencies, read
 and validating the body into parameters, validating the response) costs about a third
 of the whole request. The hot endpoints therefore take only the ``Request`` plus their
 string path parameters, parse the body themselves with the same pydantic model that
-documents it (``service.body``), and return a ready ``Response``. This route class
+documents it (``service.http.bodies``), and return a ready ``Response``. This route class
 keeps FastAPI's OpenAPI generation from the endpoint's signature and
-``openapi_extra``. ``service.gateway`` finds these routes in the routing table and calls
+``openapi_extra``. ``service.http.gateway`` finds these routes in the routing table and calls
 their endpoints itself, before FastAPI's middleware stack; reached through the router
 instead (an application without the gateway), a route calls its endpoint like a plain
 Starlette route, and errors go through the application's exception handlers.

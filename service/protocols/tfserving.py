@@ -23,14 +23,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
-from service import body as bodies
-from service.body import openapi_body
 from service.dataplane import DataPlane
 from service.errors import InvalidInput, NotImplementedHere, VersionNotFound
+from service.http import bodies
+from service.http.bodies import openapi_body
+from service.http.responses import JSONResponse
+from service.http.routing import DirectRoute
+from service.protocols.schemas import ErrorResponse, Row
 from service.repository.registry import LoadedVersion, State, VersionStatus
-from service.responses import JSONResponse
-from service.routing import DirectRoute
-from service.schemas import ErrorResponse, Row
 
 SIGNATURE = "serving_default"
 INPUT = "input"
@@ -40,7 +40,7 @@ OUTPUT = "probabilities"
 
 
 def _form(value: Any) -> str:
-    # The tags are the ones service.errors_http leaves out of error locations.
+    # The tags are the ones service.http.error_responses leaves out of error locations.
     return "batch" if isinstance(value, dict) else "vector"
 
 
@@ -267,7 +267,7 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 TAGS: list[str | Any] = ["v1 (TF Serving REST)"]
 router = APIRouter(tags=TAGS)
-#: The hot endpoints: see service.routing.DirectRoute.
+#: The hot endpoints: see service.http.routing.DirectRoute.
 direct = APIRouter(route_class=DirectRoute, tags=TAGS)
 
 PREDICT = {

@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
 from service.errors import InvalidInput, MalformedJSON, ServiceError
-from service.responses import JSONResponse
+from service.http.responses import JSONResponse
 
 log = logging.getLogger("service.errors")
 
@@ -139,7 +139,7 @@ def error_response(exc: ServiceError, request: Request) -> JSONResponse:
 def unexpected_response(request: Request, exc: Exception) -> JSONResponse:
     """A generic 500 for a bug: the trace goes to the log, the client gets the request id.
 
-    The ``X-Request-ID`` header is the gateway's (``service.gateway``), outermost.
+    The ``X-Request-ID`` header is the gateway's (``service.http.gateway``), outermost.
     """
     rid = request_id(request)
     log.error(

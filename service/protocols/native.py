@@ -7,13 +7,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 
-from service import body as bodies
-from service.body import openapi_body
 from service.dataplane import DataPlane, Prediction
 from service.errors import NotReady
-from service.responses import JSONResponse
-from service.routing import DirectRoute
-from service.schemas import (
+from service.http import bodies
+from service.http.bodies import openapi_body
+from service.http.responses import JSONResponse
+from service.http.routing import DirectRoute
+from service.protocols.schemas import (
     ColumnarPredictResponse,
     ErrorResponse,
     Health,
@@ -21,6 +21,7 @@ from service.schemas import (
     ModelList,
     PredictRequest,
     PredictResponse,
+    ReloadResponse,
     SoftmaxRequest,
     SoftmaxResponse,
 )
@@ -42,7 +43,7 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 PREDICT_ERRORS = _errors(400, 404, 413, 422, 503)
 
 router = APIRouter()
-#: The hot endpoints: see service.routing.DirectRoute.
+#: The hot endpoints: see service.http.routing.DirectRoute.
 direct = APIRouter(route_class=DirectRoute)
 
 
@@ -88,7 +89,7 @@ def _predict_body(result: Prediction, fmt: str) -> dict[str, Any]:
 
 # The predict and softmax endpoints are DirectRoutes: they take the Request and their
 # path parameters, and parse the body in one pass with the pydantic model that
-# documents it (service.body).
+# documents it (service.http.bodies).
 
 
 async def _predict(request: Request, model: str | None, version: str | None) -> JSONResponse:
@@ -202,3 +203,28 @@ async def model_info(name: str, plane: Plane) -> JSONResponse:
 async def version_info(name: str, version: str, plane: Plane) -> JSONResponse:
     """One version's metadata."""
     return _info(plane, name, version)
+
+
+# --- model control: off unless SERVICE_MODEL_CONTROL=true (403) ---------------------------
+
+
+@router.post(
+    "/models/{name}/reload",
+    response_model=ReloadResponse,
+    responses=_errors(403, 404, 409, 503),
+    tags=["models"],
+)
+async def reload(name: str, request: Request) -> JSONResponse:
+    """Load the model's new versions now (retrying refused ones) and swap them in.
+
+    For servers with polling off, or to retry a refused version at once: new versions
+    are loaded, verified and warmed up while the current one keeps answering, then
+    swapped in; 409 when a version the policy wants is refused (the previous one keeps
+    serving). Off unless ``SERVICE_MODEL_CONTROL=true`` (403).
+    """
+    plane: DataPlane = request.state.dataplane
+    statuses = await plane.reload(name)
+    versions = [
+        {"version": str(s.version), "state": s.state.value, "error": s.error} for s in statuses
+    ]
+    return JSONResponse({"name": name, "versions": versions})

@@ -1,6 +1,6 @@
 """The playground page at ``/``: a softmax explorer and a decision-region map.
 
-Plain HTML, CSS and JavaScript from ``service/static`` (shipped in the wheel), calling
+Plain HTML, CSS and JavaScript from ``service/ui/static`` (shipped in the wheel), calling
 the service's own API; nothing is fetched from anywhere else, and the page's
 Content-Security-Policy tells the browser to refuse anything that would be.
 """

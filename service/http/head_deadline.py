@@ -6,11 +6,11 @@ connection (and memory) for as long as it likes. This protocol closes a connecti
 whose request head is not complete within ``SERVICE_HEADER_TIMEOUT`` seconds, counted
 from the connection (first request) or from the first byte of the next request on a
 kept-alive connection. The body has its own deadline (``SERVICE_BODY_TIMEOUT``,
-enforced in ``service.gateway``); the protocol marks requests whose body has already
+enforced in ``service.http.gateway``); the protocol marks requests whose body has already
 arrived whole (the usual case: a small body comes in the same packet as the head), so
 that reading it needs no timer.
 
-The class is named by import path (``service.http:HeaderTimeoutProtocol``) so worker
+The class is named by import path (``service.http.head_deadline:HeaderTimeoutProtocol``) so worker
 processes load it too; it reads its timeout from the environment the CLI exports.
 """
 
@@ -22,9 +22,9 @@ import os
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-log = logging.getLogger("service.http")
+log = logging.getLogger("service.http.head_deadline")
 
-#: Scope extension set once the request's whole body has arrived (see ``service.gateway``).
+#: Scope extension set once the request's whole body has arrived (see ``service.http.gateway``).
 BODY_COMPLETE = "softmax-serving.body_complete"
 
 

@@ -249,3 +249,26 @@ class Health(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"status": "ready"}]})
 
     status: str
+
+
+class VersionState(BaseModel):
+    """One version's state (``LOADING``, ``AVAILABLE``, ``UNLOADING``, ``END``)."""
+
+    version: str
+    state: str
+    error: str
+
+
+class ReloadResponse(BaseModel):
+    """The model's versions after the reload."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"name": "blobs", "versions": [{"version": "1", "state": "AVAILABLE", "error": ""}]}
+            ]
+        }
+    )
+
+    name: str
+    versions: list[VersionState]

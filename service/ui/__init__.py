@@ -1,0 +1,1 @@
+"""What a browser opens: the playground (``/``) and the offline API docs (``/docs``)."""
