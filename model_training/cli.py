@@ -12,42 +12,21 @@ nothing written), 2 bad arguments.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import platform
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from model_training import __version__, tensorflow_logs
-from model_training.calibration import calibrate
-from model_training.data import (
-    BLOB_TEST_SIZE,
-    DataError,
-    Dataset,
-    Split,
-    default_test_size,
-    default_validation_split,
-    load_csv,
-    make_blobs,
-    split,
+from model_training import tensorflow_logs
+from model_training.data import BLOB_TEST_SIZE, DataError
+from model_training.pipeline import (
+    DEFAULT_NAME,
+    ExportJob,
+    TrainingJob,
+    Written,
+    export_version,
+    train_version,
 )
-from model_training.ood import fit_reference, flagged
-from model_training.repository import (
-    REPORT_DIR,
-    RepositoryError,
-    check_name,
-    file_hashes,
-    versions,
-    write_version,
-)
-
-if TYPE_CHECKING:
-    from model_training.report import ReportData
-
-DEFAULT_NAME = "blobs"
+from model_training.repository import RepositoryError, check_name, versions
 
 
 def _positive_int(text: str) -> int:
@@ -157,161 +136,11 @@ def export_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _libraries() -> dict[str, str]:
-    import keras
-    import tensorflow as tf
-
-    return {
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "model_training": __version__,
-    }
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def _write(
-    repository: Path,
-    name: str,
-    model: Any,
-    probe: np.ndarray,
-    metadata: dict[str, Any],
-    report: ReportData | None = None,
-) -> tuple[int, Path]:
-    from model_training.export import to_tflite
-
-    tflite = to_tflite(model, probe)
-
-    def write_files(directory: Path) -> dict[str, Any]:
-        model.save(directory / "model.keras")
-        (directory / "model.tflite").write_bytes(tflite)
-        if report is None:
-            return {"report": None}
-        from model_training.report import write_report
-
-        written = write_report(directory / REPORT_DIR, report)
-        # Recorded for provenance, outside "files": the service verifies only what it serves.
-        return {
-            "report": {
-                "directory": REPORT_DIR,
-                "files": file_hashes(directory / REPORT_DIR, written),
-            }
-        }
-
-    return write_version(repository, name, write_files, metadata)
-
-
-def _train(args: argparse.Namespace) -> int:
-    check_name(args.name)
-    if args.if_missing and (existing := versions(args.model_repository, args.name)):
-        print(
-            f"{args.name} already has version {existing[-1]} in {args.model_repository}; "
-            "nothing to do (--if-missing)"
-        )
-        return 0
-    dataset: Dataset = (
-        load_csv(args.data, args.label_column)
-        if args.data
-        else make_blobs(args.samples, seed=args.seed)
-    )
-    test_size = args.test_size
-    if test_size is None:
-        test_size = (
-            default_test_size(len(dataset.y), dataset.num_classes) if args.data else BLOB_TEST_SIZE
-        )
-    parts = split(dataset, test_size, args.seed)
-    validation_split = args.validation_split
-    if validation_split is None:
-        validation_split = default_validation_split(len(parts.y_train), dataset.num_classes)
-
-    tensorflow_logs.import_tensorflow()
-    from model_training.model import TrainConfig, logits, probe_inputs, train
-
-    config = TrainConfig(
-        seed=args.seed,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        validation_split=validation_split,
-        verbose=0 if args.quiet else "auto",
-    )
-    result = train(parts, dataset.num_classes, config)
-    held = result.validation
-    test_logits = logits(result.model, parts.x_test)
-    validation_logits = (
-        logits(result.model, held.x_val)
-        if len(held.y_val)
-        else np.empty((0, dataset.num_classes), dtype=np.float64)
-    )
-    calibration = (
-        calibrate(validation_logits, held.y_val, test_logits, parts.y_test)
-        if len(held.y_val)
-        else None
-    )
-    training_data = _training_data(parts, dataset.class_names)
-    metadata = {
-        "created_at": _now(),
-        "input_dim": int(dataset.x.shape[1]),
-        "feature_names": list(dataset.feature_names),
-        "class_names": list(dataset.class_names),
-        "metrics": {
-            "test_loss": result.test_loss,
-            "test_accuracy": result.test_accuracy,
-            "test_samples": result.test_samples,
-        },
-        "calibration": calibration,
-        "training": {
-            **config.as_metadata(),
-            "test_size": test_size,
-            "train_samples": len(held.y_fit),
-            "validation_samples": len(held.y_val),
-            "data": dataset.source,
-            "history": result.history,
-        },
-        "training_data": training_data,
-        "libraries": _libraries(),
-    }
-    report = None
-    if not args.no_report:
-        from model_training.report import ReportData
-
-        report = ReportData(
-            name=args.name,
-            metadata=metadata,
-            history=result.history,
-            x_train=parts.x_train,
-            y_train=parts.y_train,
-            validation_logits=validation_logits,
-            y_val=held.y_val,
-            x_test=parts.x_test,
-            y_test=parts.y_test,
-            test_logits=test_logits,
-            logits=lambda x: logits(result.model, x),
-        )
-    version, path = _write(
-        args.model_repository, args.name, result.model, probe_inputs(dataset.x), metadata, report
-    )
-    print(f"test loss {result.test_loss:.4f}  test accuracy {result.test_accuracy:.4f}")
-    _print_summary(calibration, training_data["ood"])
-    print(f"wrote {args.name} version {version} to {path}")
-    if report is not None:
-        print(f"report: {path / REPORT_DIR / 'report.md'}")
-    return 0
-
-
-def _training_data(parts: Split, class_names: Sequence[str]) -> dict[str, Any]:
-    """Statistics of the training part and the OOD detector, checked on the test split."""
-    training_data = fit_reference(parts.x_train, parts.y_train, list(class_names))
-    detector = training_data["ood"]
-    detector["test_flagged"] = float(flagged(parts.x_test, detector).mean())
-    return training_data
-
-
-def _print_summary(calibration: dict[str, Any] | None, detector: dict[str, Any]) -> None:
+def _print_summary(written: Written) -> None:
+    metadata = written.metadata
+    metrics = metadata["metrics"]
+    print(f"test loss {metrics['test_loss']:.4f}  test accuracy {metrics['test_accuracy']:.4f}")
+    calibration = metadata["calibration"]
     if calibration is None:
         print("calibration: none (no validation split)")
     else:
@@ -322,6 +151,7 @@ def _print_summary(calibration: dict[str, Any] | None, detector: dict[str, Any])
             f"test NLL {test['nll_before']:.4f} -> {test['nll_after']:.4f}  "
             f"test ECE {test['ece_before']:.4f} -> {test['ece_after']:.4f}{note}"
         )
+    detector = metadata["training_data"]["ood"]
     print(
         f"out-of-distribution threshold: distance {detector['threshold']:.4g} "
         f"(flags {detector['train_flagged']:.2%} of training, "
@@ -329,34 +159,52 @@ def _print_summary(calibration: dict[str, Any] | None, detector: dict[str, Any])
     )
 
 
-def _export(args: argparse.Namespace) -> int:
-    check_name(args.name)
-    tensorflow_logs.import_tensorflow()
-    from model_training.export import ExportError, load_keras, logits_model
-    from model_training.inputs import describe_input, probe
+def training_job(args: argparse.Namespace) -> TrainingJob:
+    """The command line's training options as a job."""
+    return TrainingJob(
+        repository=args.model_repository,
+        name=args.name,
+        data=args.data,
+        label_column=args.label_column,
+        samples=args.samples,
+        test_size=args.test_size,
+        validation_split=args.validation_split,
+        seed=args.seed,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        report=not args.no_report,
+        keras_progress=not args.quiet,
+    )
 
-    model = load_keras(args.model)
-    description = describe_input(model)
-    input_dim = int(model.inputs[0].shape[-1])
-    num_classes = int(logits_model(model).output.shape[-1])
-    features = args.feature_names or [f"x{i + 1}" for i in range(input_dim)]
-    classes = args.class_names or [str(i) for i in range(num_classes)]
-    if len(features) != input_dim:
-        raise ExportError(f"expected {input_dim} feature names, received {len(features)}")
-    if len(classes) != num_classes:
-        raise ExportError(f"expected {num_classes} class names, received {len(classes)}")
-    metadata = {
-        "created_at": _now(),
-        "input_dim": input_dim,
-        "input": description,
-        "feature_names": features,
-        "class_names": classes,
-        "metrics": None,
-        "training": {"exported_from": str(args.model)},
-        "libraries": _libraries(),
-    }
-    version, path = _write(args.model_repository, args.name, model, probe(description), metadata)
-    print(f"wrote {args.name} version {version} to {path}")
+
+def _train(args: argparse.Namespace) -> int:
+    job = training_job(args)
+    check_name(job.name)
+    if args.if_missing and (existing := versions(job.repository, job.name)):
+        print(
+            f"{job.name} already has version {existing[-1]} in {job.repository}; "
+            "nothing to do (--if-missing)"
+        )
+        return 0
+    written = train_version(job)
+    _print_summary(written)
+    print(f"wrote {written.name} version {written.version} to {written.path}")
+    if written.report is not None:
+        print(f"report: {written.report}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    job = ExportJob(
+        model=args.model,
+        name=args.name,
+        repository=args.model_repository,
+        feature_names=args.feature_names,
+        class_names=args.class_names,
+    )
+    written = export_version(job)
+    print(f"wrote {written.name} version {written.version} to {written.path}")
     return 0
 
 

@@ -24,6 +24,7 @@ from service.http.bodies import hoist_body_schemas
 from service.http.error_responses import document_errors, install_error_handlers
 from service.http.gateway import Gateway
 from service.http.routing import add_direct_routes
+from service.http.state import dataplane
 from service.inference.batching import BatchingConfig
 from service.inference.runtime import Runtime
 from service.operations.metrics import CONTENT_TYPE, Metrics
@@ -124,11 +125,8 @@ def _add_metrics_route(app: FastAPI, metrics: Metrics) -> None:
     @app.get("/metrics", include_in_schema=False)
     async def prometheus(request: Request) -> Response:
         """Prometheus text format, every worker's samples when there are several."""
-        registry = request.state.dataplane.registry
-        for name in registry.names():
-            versions = registry.versions(name)
-            if versions:
-                metrics.served_version.labels(name).set(max(versions))
+        for name, version in dataplane(request).newest_versions().items():
+            metrics.served_version.labels(name).set(version)
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
 

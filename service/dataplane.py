@@ -93,6 +93,15 @@ class Prediction:
 
 
 @dataclass(frozen=True)
+class ModelSummary:
+    """A served model: its served versions and the one ``/predict`` and friends default to."""
+
+    name: str
+    versions: list[int]
+    default_version: int
+
+
+@dataclass(frozen=True)
 class SoftmaxResult:
     """``softmax(logits / temperature)`` and its argmax, same leading shape as the logits."""
 
@@ -216,9 +225,47 @@ class DataPlane:
         self.max_values_per_row = max_values_per_row
         self.max_json_depth = max_json_depth
 
+    # --- what is served -------------------------------------------------------------
+
     def resolve(self, model: str | None = None, version: str | None = None) -> LoadedVersion:
         """The version a request for ``model``/``version`` is served by (404/503 if none)."""
         return self.registry.get(model, version)
+
+    def _loaded(self) -> ModelRegistry:
+        """The registry, once the repository's first load has finished (503 before)."""
+        if not self.registry.loaded:
+            raise NotReady(self.registry.not_ready_reason())
+        return self.registry
+
+    def check_ready(self) -> None:
+        """Return if the default model serves (``/predict`` works), else raise ``NotReady``."""
+        if not self.registry.ready:
+            raise NotReady(self.registry.not_ready_reason())
+
+    def models(self) -> list[ModelSummary]:
+        """Every served model, its served versions and the version served by default."""
+        registry = self._loaded()
+        return [
+            ModelSummary(name, registry.versions(name), registry.get(name).version)
+            for name in registry.names()
+        ]
+
+    def versions(self, name: str) -> list[int]:
+        """The served versions of ``name``, oldest first."""
+        return self._loaded().versions(name)
+
+    def statuses(self, name: str, *, missing_ok: bool = False) -> list[VersionStatus]:
+        """Every version of ``name`` the registry has tried, with its state (404 if none)."""
+        return self._loaded().status(name, missing_ok=missing_ok)
+
+    def known_models(self) -> list[str]:
+        """Every model served, tried or on disk (unloaded ones included), sorted."""
+        return self._loaded().known()
+
+    def newest_versions(self) -> dict[str, int]:
+        """The newest served version of each model (nothing while still loading)."""
+        registry = self.registry
+        return {name: max(registry.versions(name)) for name in registry.names()}
 
     async def predict(
         self,

@@ -17,9 +17,6 @@ from service.http.responses import JSONResponse
 
 log = logging.getLogger("service.errors")
 
-#: Union tags that pydantic puts into error locations; not part of the client's field path.
-_TAGS = {"vector", "batch"}
-
 
 def _where(loc: Sequence[Any]) -> str:
     path = ""
@@ -28,7 +25,7 @@ def _where(loc: Sequence[Any]) -> str:
             continue
         if isinstance(part, int):
             path += f"[{part}]"
-        elif part not in _TAGS:
+        elif not (isinstance(part, str) and part.startswith("<")):  # a union's tag
             path += f".{part}" if path else str(part)
     return path or "request body"
 
@@ -88,15 +85,11 @@ def invalid_input(errors: Sequence[Any]) -> InvalidInput:
     )
 
 
-#: The compatibility APIs answer every malformed or invalid request with 400, as TF
-#: Serving and the Open Inference Protocol do; the native API separates 400 and 422.
-COMPAT_PREFIXES = ("/v1/", "/v2/", "/v2")
-
-
-def status_for(exc: ServiceError, path: str) -> int:
-    """The HTTP status of ``exc`` on ``path``."""
-    if exc.status_code == 422 and path.startswith(COMPAT_PREFIXES):
-        return 400
+def status_for(exc: ServiceError, request: Request) -> int:
+    """The HTTP status of ``exc``: invalid input as the serving route's protocol answers it."""
+    if isinstance(exc, InvalidInput):
+        route = request.scope.get("route")
+        return getattr(route, "invalid_input_status", exc.status_code)
     return exc.status_code
 
 
@@ -132,7 +125,7 @@ def error_response(exc: ServiceError, request: Request) -> JSONResponse:
     if exc.detail:
         body["detail"] = exc.detail
     body["request_id"] = request_id(request)
-    status = status_for(exc, request.url.path)
+    status = status_for(exc, request)
     return JSONResponse(body, status_code=status, headers=exc.headers())
 
 

@@ -15,7 +15,7 @@ Starlette route, and errors go through the application's exception handlers.
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, ClassVar
 
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
@@ -24,8 +24,20 @@ from starlette.responses import Response
 from starlette.routing import request_response
 
 
-class DirectRoute(APIRoute):
-    """An ``APIRoute`` whose endpoint is called as ``endpoint(request=..., **path_params)``.
+class ProtocolRoute(APIRoute):
+    """An ``APIRoute`` that says how its protocol answers input it cannot take.
+
+    The native API answers 422 (the body is JSON, but not what the route takes); TF
+    Serving and the Open Inference Protocol answer every invalid request 400. Each
+    protocol declares its own through ``route_classes``; the error answer reads it from
+    the route that served the request (``service.http.error_responses``).
+    """
+
+    invalid_input_status: ClassVar[int] = 422
+
+
+class DirectRoute(ProtocolRoute):
+    """A route whose endpoint is called as ``endpoint(request=..., **path_params)``.
 
     Add these routes to the application's router as they are (``add_direct_routes``):
     ``include_router`` would wrap them in FastAPI's per-request machinery again.
@@ -43,6 +55,14 @@ class DirectRoute(APIRoute):
             return await endpoint(request=request, **request.path_params)
 
         return serve
+
+
+def route_classes(invalid_input_status: int) -> tuple[type[ProtocolRoute], type[DirectRoute]]:
+    """A protocol's route classes, ordinary and hot, answering invalid input with this status."""
+    attributes = {"invalid_input_status": invalid_input_status}
+    route = type("ProtocolRoute", (ProtocolRoute,), attributes)
+    direct = type("DirectRoute", (DirectRoute,), attributes)
+    return route, direct
 
 
 def add_direct_routes(app: FastAPI, router: APIRouter) -> None:

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 
 from service.dataplane import DataPlane, Prediction
-from service.errors import NotReady
 from service.http import bodies
 from service.http.bodies import openapi_body
 from service.http.responses import JSONResponse
-from service.http.routing import DirectRoute
+from service.http.routing import route_classes
+from service.http.state import dataplane
 from service.protocols.schemas import (
     ColumnarPredictResponse,
-    ErrorResponse,
     Health,
     ModelInfo,
     ModelList,
@@ -24,27 +23,16 @@ from service.protocols.schemas import (
     ReloadResponse,
     SoftmaxRequest,
     SoftmaxResponse,
+    error_responses,
 )
 
+PREDICT_ERRORS = error_responses(400, 404, 413, 422, 503)
 
-def get_dataplane(request: Request) -> DataPlane:
-    """The data plane built by the lifespan."""
-    plane: DataPlane = request.state.dataplane
-    return plane
-
-
-Plane = Annotated[DataPlane, Depends(get_dataplane)]
-
-
-def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {code: {"model": ErrorResponse} for code in codes}
-
-
-PREDICT_ERRORS = _errors(400, 404, 413, 422, 503)
-
-router = APIRouter()
+#: The native API answers input it cannot take with 422 (400 is for bodies that are not JSON).
+Route, HotRoute = route_classes(invalid_input_status=422)
+router = APIRouter(route_class=Route)
 #: The hot endpoints: see service.http.routing.DirectRoute.
-direct = APIRouter(route_class=DirectRoute)
+direct = APIRouter(route_class=HotRoute)
 
 
 def _predict_body(result: Prediction, fmt: str) -> dict[str, Any]:
@@ -93,7 +81,7 @@ def _predict_body(result: Prediction, fmt: str) -> dict[str, Any]:
 
 
 async def _predict(request: Request, model: str | None, version: str | None) -> JSONResponse:
-    plane: DataPlane = request.state.dataplane
+    plane = dataplane(request)
     body = await bodies.read(request, PredictRequest, plane.max_json_depth)
     result = await plane.predict(
         body.instances, model=model, version=version, calibrated=body.calibrated
@@ -130,13 +118,13 @@ async def predict_version(name: str, version: str, request: Request) -> JSONResp
 @direct.post(
     "/softmax",
     response_model=SoftmaxResponse,
-    responses=_errors(400, 422),
+    responses=error_responses(400, 422),
     tags=["softmax"],
     openapi_extra=openapi_body(SoftmaxRequest),
 )
 async def softmax(request: Request) -> JSONResponse:
     """softmax(logits / temperature) in float64, numerically stable for any finite logits."""
-    plane: DataPlane = request.state.dataplane
+    plane = dataplane(request)
     body = await bodies.read(request, SoftmaxRequest, plane.max_json_depth)
     result = plane.softmax(body.logits, body.temperature)
     argmax = result.argmax.tolist()
@@ -149,60 +137,56 @@ async def live() -> JSONResponse:
     return JSONResponse({"status": "alive"})
 
 
-@router.get("/health/ready", response_model=Health, responses=_errors(503), tags=["health"])
-async def ready(plane: Plane) -> JSONResponse:
-    """200 once the default model is loaded and warmed up; 503 before."""
-    if not plane.registry.ready:
-        raise NotReady(plane.registry.not_ready_reason())
+@router.get("/health/ready", response_model=Health, responses=error_responses(503), tags=["health"])
+async def ready(request: Request) -> JSONResponse:
+    """200 once the default model is loaded and warmed up (``/predict`` works); 503 before."""
+    dataplane(request).check_ready()
     return JSONResponse({"status": "ready"})
 
 
-@router.get("/models", response_model=ModelList, responses=_errors(503), tags=["models"])
-async def list_models(plane: Plane) -> JSONResponse:
+@router.get("/models", response_model=ModelList, responses=error_responses(503), tags=["models"])
+async def list_models(request: Request) -> JSONResponse:
     """Every served model with its versions and the version served by default."""
-    registry = plane.registry
-    if not registry.loaded:
-        raise NotReady(registry.not_ready_reason())
     models = [
         {
-            "name": name,
-            "versions": [str(v) for v in registry.versions(name)],
-            "default_version": str(registry.get(name).version),
+            "name": model.name,
+            "versions": [str(v) for v in model.versions],
+            "default_version": str(model.default_version),
         }
-        for name in registry.names()
+        for model in dataplane(request).models()
     ]
     return JSONResponse({"models": models})
 
 
 def _info(plane: DataPlane, name: str, version: str | None) -> JSONResponse:
-    served = plane.registry.get(name, version)
+    served = plane.resolve(name, version)
     meta = served.metadata
     body = meta.model_dump(mode="json", exclude={"files", "format_version"})
     body.update(
         version=str(meta.version),
-        versions=[str(v) for v in plane.registry.versions(name)],
+        versions=[str(v) for v in plane.versions(name)],
         runtime=served.runtime_name,
     )
     return JSONResponse(body)
 
 
 @router.get(
-    "/models/{name}", response_model=ModelInfo, responses=_errors(404, 503), tags=["models"]
+    "/models/{name}", response_model=ModelInfo, responses=error_responses(404, 503), tags=["models"]
 )
-async def model_info(name: str, plane: Plane) -> JSONResponse:
+async def model_info(name: str, request: Request) -> JSONResponse:
     """The served (newest) version's metadata: features, classes, metrics, training."""
-    return _info(plane, name, None)
+    return _info(dataplane(request), name, None)
 
 
 @router.get(
     "/models/{name}/versions/{version}",
     response_model=ModelInfo,
-    responses=_errors(404, 503),
+    responses=error_responses(404, 503),
     tags=["models"],
 )
-async def version_info(name: str, version: str, plane: Plane) -> JSONResponse:
+async def version_info(name: str, version: str, request: Request) -> JSONResponse:
     """One version's metadata."""
-    return _info(plane, name, version)
+    return _info(dataplane(request), name, version)
 
 
 # --- model control: off unless SERVICE_MODEL_CONTROL=true (403) ---------------------------
@@ -211,7 +195,7 @@ async def version_info(name: str, version: str, plane: Plane) -> JSONResponse:
 @router.post(
     "/models/{name}/reload",
     response_model=ReloadResponse,
-    responses=_errors(403, 404, 409, 503),
+    responses=error_responses(403, 404, 409, 503),
     tags=["models"],
 )
 async def reload(name: str, request: Request) -> JSONResponse:
@@ -222,7 +206,7 @@ async def reload(name: str, request: Request) -> JSONResponse:
     swapped in; 409 when a version the policy wants is refused (the previous one keeps
     serving). Off unless ``SERVICE_MODEL_CONTROL=true`` (403).
     """
-    plane: DataPlane = request.state.dataplane
+    plane = dataplane(request)
     statuses = await plane.reload(name)
     versions = [
         {"version": str(s.version), "state": s.state.value, "error": s.error} for s in statuses

@@ -126,8 +126,15 @@ class ColumnarPredictResponse(BaseModel):
     ood_distance: list[float] | None
 
 
-def _logits_shape(value: Any) -> str:
-    return "batch" if isinstance(value, list) and value and isinstance(value[0], list) else "vector"
+#: Tags of the "one row or many rows" unions. A tag shows up in pydantic's error locations,
+#: so tags are written in angle brackets, which ``service.http.error_responses`` leaves out
+#: of the field path it reports (``instances[0]``, not ``instances.<many>[0]``).
+ONE, MANY = "<one>", "<many>"
+
+
+def one_or_many(value: Any) -> str:
+    """``MANY`` for a list of lists, else ``ONE``: the tag of a one-or-many union."""
+    return MANY if isinstance(value, list) and value and isinstance(value[0], list) else ONE
 
 
 class SoftmaxRequest(Request):
@@ -143,8 +150,8 @@ class SoftmaxRequest(Request):
     )
 
     logits: Annotated[
-        Annotated[list[FiniteFloat], Tag("vector")] | Annotated[list[Row], Tag("batch")],
-        Discriminator(_logits_shape),
+        Annotated[list[FiniteFloat], Tag(ONE)] | Annotated[list[Row], Tag(MANY)],
+        Discriminator(one_or_many),
         Field(min_length=1),
     ]
     temperature: FiniteFloat = Field(default=1.0, gt=0, description="Divides the logits; > 0.")
@@ -272,3 +279,8 @@ class ReloadResponse(BaseModel):
 
     name: str
     versions: list[VersionState]
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for these error statuses, each an ``ErrorResponse`` body."""
+    return {code: {"model": ErrorResponse} for code in codes}

@@ -23,13 +23,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
-from service.dataplane import DataPlane
 from service.errors import InvalidInput, NotImplementedHere, VersionNotFound
 from service.http import bodies
 from service.http.bodies import openapi_body
 from service.http.responses import JSONResponse
-from service.http.routing import DirectRoute
-from service.protocols.schemas import ErrorResponse, Row
+from service.http.routing import route_classes
+from service.http.state import dataplane
+from service.protocols.schemas import MANY, ONE, Row, error_responses
 from service.repository.registry import LoadedVersion, State, VersionStatus
 
 SIGNATURE = "serving_default"
@@ -40,18 +40,17 @@ OUTPUT = "probabilities"
 
 
 def _form(value: Any) -> str:
-    # The tags are the ones service.http.error_responses leaves out of error locations.
-    return "batch" if isinstance(value, dict) else "vector"
+    return MANY if isinstance(value, dict) else ONE
 
 
 #: One instance: a row of features, or ``{"<input name>": [features]}``.
 Instance = Annotated[
-    Annotated[Row, Tag("vector")] | Annotated[dict[str, Row], Tag("batch")],
+    Annotated[Row, Tag(ONE)] | Annotated[dict[str, Row], Tag(MANY)],
     Discriminator(_form),
 ]
 #: The columnar input: the rows, or ``{"<input name>": [[features], ...]}``.
 Columns = Annotated[
-    Annotated[list[Row], Tag("vector")] | Annotated[dict[str, list[Row]], Tag("batch")],
+    Annotated[list[Row], Tag(ONE)] | Annotated[dict[str, list[Row]], Tag(MANY)],
     Discriminator(_form),
 ]
 
@@ -253,7 +252,7 @@ def _rows(body: PredictRequest) -> tuple[list[list[float]], str]:
 
 
 async def _predict(request: Request, name: str, version: str | None) -> JSONResponse:
-    plane: DataPlane = request.state.dataplane
+    plane = dataplane(request)
     body = await bodies.read(request, PredictRequest, plane.max_json_depth)
     served = plane.resolve(name, version)
     rows, key = _rows(body)
@@ -261,18 +260,16 @@ async def _predict(request: Request, name: str, version: str | None) -> JSONResp
     return JSONResponse({key: result.probabilities})
 
 
-def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {code: {"model": ErrorResponse} for code in codes}
-
-
 TAGS: list[str | Any] = ["v1 (TF Serving REST)"]
-router = APIRouter(tags=TAGS)
+#: As TF Serving, every invalid request is a 400.
+Route, HotRoute = route_classes(invalid_input_status=400)
+router = APIRouter(route_class=Route, tags=TAGS)
 #: The hot endpoints: see service.http.routing.DirectRoute.
-direct = APIRouter(route_class=DirectRoute, tags=TAGS)
+direct = APIRouter(route_class=HotRoute, tags=TAGS)
 
 PREDICT = {
     "response_model": RowPredictResponse | ColumnarPredictResponse,
-    "responses": _errors(400, 404, 413, 503),
+    "responses": error_responses(400, 404, 413, 503),
     "openapi_extra": openapi_body(PredictRequest),
 }
 
@@ -291,7 +288,7 @@ async def predict_version(name: str, version: str, request: Request) -> JSONResp
 
 # --- what TF Serving has and this server does not -----------------------------------------
 
-UNSUPPORTED = {"responses": _errors(501)}
+UNSUPPORTED = {"responses": error_responses(501)}
 
 
 def _unsupported(what: str, instead: str) -> NotImplementedHere:
@@ -338,19 +335,21 @@ def _status(status: VersionStatus) -> dict[str, Any]:
 
 
 def _model_status(request: Request, name: str, version: str | None) -> JSONResponse:
-    plane: DataPlane = request.state.dataplane
-    statuses = plane.registry.status(name)
+    plane = dataplane(request)
+    statuses = plane.statuses(name)
     if version is not None:
         statuses = [s for s in statuses if str(s.version) == version]
         if not statuses:
             raise VersionNotFound(
                 f"expected a version of model {name!r} the server has loaded or tried "
-                f"({[s.version for s in plane.registry.status(name)]}), received {version[:40]!r}"
+                f"({[s.version for s in plane.statuses(name)]}), received {version[:40]!r}"
             )
     return JSONResponse({"model_version_status": [_status(s) for s in statuses]})
 
 
-@router.get("/v1/models/{name}", response_model=ModelStatusResponse, responses=_errors(404, 503))
+@router.get(
+    "/v1/models/{name}", response_model=ModelStatusResponse, responses=error_responses(404, 503)
+)
 async def model_status(name: str, request: Request) -> JSONResponse:
     """The state of every version of the model the server has loaded or tried."""
     return _model_status(request, name, None)
@@ -359,7 +358,7 @@ async def model_status(name: str, request: Request) -> JSONResponse:
 @router.get(
     "/v1/models/{name}/versions/{version}",
     response_model=ModelStatusResponse,
-    responses=_errors(404, 503),
+    responses=error_responses(404, 503),
 )
 async def version_status(name: str, version: str, request: Request) -> JSONResponse:
     """The state of one version."""
@@ -396,20 +395,20 @@ def _metadata(served: LoadedVersion) -> dict[str, Any]:
 @router.get(
     "/v1/models/{name}/metadata",
     response_model=ModelMetadataResponse,
-    responses=_errors(404, 503),
+    responses=error_responses(404, 503),
 )
 async def model_metadata(name: str, request: Request) -> JSONResponse:
     """The newest version's signature: its input and output tensors."""
-    plane: DataPlane = request.state.dataplane
+    plane = dataplane(request)
     return JSONResponse(_metadata(plane.resolve(name)))
 
 
 @router.get(
     "/v1/models/{name}/versions/{version}/metadata",
     response_model=ModelMetadataResponse,
-    responses=_errors(404, 503),
+    responses=error_responses(404, 503),
 )
 async def version_metadata(name: str, version: str, request: Request) -> JSONResponse:
     """One version's signature."""
-    plane: DataPlane = request.state.dataplane
+    plane = dataplane(request)
     return JSONResponse(_metadata(plane.resolve(name, version)))

@@ -30,14 +30,15 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 from starlette.responses import Response
 
 from service import __version__
-from service.dataplane import DataPlane, Prediction
-from service.errors import InvalidInput, NotReady
+from service.dataplane import Prediction
+from service.errors import InvalidInput
 from service.http import bodies
 from service.http.bodies import openapi_body
 from service.http.responses import JSONResponse
-from service.http.routing import DirectRoute
+from service.http.routing import route_classes
+from service.http.state import dataplane
 from service.protocols import v2_tensors as tensors
-from service.protocols.schemas import ErrorResponse, FiniteFloat, Row
+from service.protocols.schemas import MANY, ONE, FiniteFloat, Row, error_responses, one_or_many
 from service.repository.artifact import InputSpec
 from service.repository.registry import LoadedVersion, State
 
@@ -53,11 +54,6 @@ PLATFORMS = {"litert": "litert_tflite", "keras": "keras_keras"}
 Parameters = dict[str, bool | int | float | str]
 
 
-def _data_shape(value: Any) -> str:
-    # The tags are the ones service.http.error_responses leaves out of error locations.
-    return "batch" if isinstance(value, list) and value and isinstance(value[0], list) else "vector"
-
-
 class _Body(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
 
@@ -71,8 +67,8 @@ class InferInput(_Body):
     parameters: Parameters = Field(default_factory=dict)
     data: (
         Annotated[
-            Annotated[list[FiniteFloat], Tag("vector")] | Annotated[list[Row], Tag("batch")],
-            Discriminator(_data_shape),
+            Annotated[list[FiniteFloat], Tag(ONE)] | Annotated[list[Row], Tag(MANY)],
+            Discriminator(one_or_many),
         ]
         | None
     ) = Field(default=None, description="Row-major values, flat or one list per row.")
@@ -389,7 +385,7 @@ def _encode(
 
 
 async def _infer(request: Request, name: str, version: str | None) -> Response:
-    plane: DataPlane = request.state.dataplane
+    plane = dataplane(request)
     header, tail = tensors.split_body(await request.body(), request.headers.get(HEADER_LENGTH))
     body = bodies.parse(InferenceRequest, header, plane.max_json_depth)
     served = plane.resolve(name, version)
@@ -408,13 +404,11 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
     )
 
 
-def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {code: {"model": ErrorResponse} for code in codes}
-
-
-router = APIRouter(tags=["v2 (Open Inference Protocol)"])
+#: As the Open Inference Protocol says, every invalid request is a 400.
+Route, HotRoute = route_classes(invalid_input_status=400)
+router = APIRouter(route_class=Route, tags=["v2 (Open Inference Protocol)"])
 #: The hot endpoints: see service.http.routing.DirectRoute.
-direct = APIRouter(route_class=DirectRoute, tags=["v2 (Open Inference Protocol)"])
+direct = APIRouter(route_class=HotRoute, tags=["v2 (Open Inference Protocol)"])
 
 INFER = {
     "response_model": InferenceResponse,
@@ -423,7 +417,7 @@ INFER = {
             "description": "JSON, or with binary outputs the JSON header "
             "(Inference-Header-Content-Length bytes) followed by the tensors."
         },
-        **_errors(400, 404, 413, 503),
+        **error_responses(400, 404, 413, 503),
     },
     "openapi_extra": openapi_body(InferenceRequest),
 }
@@ -442,11 +436,6 @@ async def infer_version(name: str, version: str, request: Request) -> Response:
 
 
 # --- health and metadata ----------------------------------------------------------------
-
-
-def _plane(request: Request) -> DataPlane:
-    plane: DataPlane = request.state.dataplane
-    return plane
 
 
 @router.get("/v2", response_model=ServerMetadata)
@@ -470,13 +459,11 @@ async def server_live() -> Response:
 @router.get(
     "/v2/health/ready",
     response_class=Response,
-    responses={200: {"description": "Ready (empty body)."}, **_errors(503)},
+    responses={200: {"description": "Ready (empty body)."}, **error_responses(503)},
 )
 async def server_ready(request: Request) -> Response:
     """200 once the default model is loaded and warm (``/predict`` works); 503 before."""
-    registry = _plane(request).registry
-    if not registry.ready:
-        raise NotReady(registry.not_ready_reason())
+    dataplane(request).check_ready()
     return Response(status_code=200)
 
 
@@ -497,42 +484,42 @@ def _model_metadata(served: LoadedVersion, versions: list[int]) -> dict[str, Any
     }
 
 
-@router.get("/v2/models/{name}", response_model=ModelMetadata, responses=_errors(404, 503))
+@router.get("/v2/models/{name}", response_model=ModelMetadata, responses=error_responses(404, 503))
 async def model_metadata(name: str, request: Request) -> JSONResponse:
     """The model's versions, input and outputs (of its newest version)."""
-    plane = _plane(request)
-    return JSONResponse(_model_metadata(plane.resolve(name), plane.registry.versions(name)))
+    plane = dataplane(request)
+    return JSONResponse(_model_metadata(plane.resolve(name), plane.versions(name)))
 
 
 @router.get(
     "/v2/models/{name}/versions/{version}",
     response_model=ModelMetadata,
-    responses=_errors(404, 503),
+    responses=error_responses(404, 503),
 )
 async def version_metadata(name: str, version: str, request: Request) -> JSONResponse:
     """One version's input and outputs."""
-    plane = _plane(request)
+    plane = dataplane(request)
     served = plane.resolve(name, version)
-    return JSONResponse(_model_metadata(served, plane.registry.versions(name)))
+    return JSONResponse(_model_metadata(served, plane.versions(name)))
 
 
 READY = {
     "response_class": Response,
-    "responses": {200: {"description": "Ready (empty body)."}, **_errors(404, 503)},
+    "responses": {200: {"description": "Ready (empty body)."}, **error_responses(404, 503)},
 }
 
 
 @router.get("/v2/models/{name}/ready", **READY)  # type: ignore[arg-type]
 async def model_ready(name: str, request: Request) -> Response:
     """200 when the model has a version serving; 404 otherwise."""
-    _plane(request).resolve(name)
+    dataplane(request).resolve(name)
     return Response(status_code=200)
 
 
 @router.get("/v2/models/{name}/versions/{version}/ready", **READY)  # type: ignore[arg-type]
 async def version_ready(name: str, version: str, request: Request) -> Response:
     """200 when this version is serving; 404 otherwise (loading, refused, unloaded)."""
-    _plane(request).resolve(name, version)
+    dataplane(request).resolve(name, version)
     return Response(status_code=200)
 
 
@@ -549,25 +536,23 @@ INDEX_STATES = {
 
 async def _optional_body(request: Request, model: type[bodies.M]) -> bodies.M:
     raw = await request.body()
-    plane = _plane(request)
+    plane = dataplane(request)
     return bodies.parse(model, raw if raw.strip() else b"{}", plane.max_json_depth)
 
 
 @router.post(
     "/v2/repository/index",
     response_model=list[RepositoryEntry],
-    responses=_errors(400, 503),
+    responses=error_responses(400, 503),
     openapi_extra=openapi_body(RepositoryIndexRequest, required=False),
 )
 async def repository_index(request: Request) -> JSONResponse:
     """Every model version the server knows of, with its state and, if refused, why."""
     body = await _optional_body(request, RepositoryIndexRequest)
-    registry = _plane(request).registry
-    if not registry.loaded:
-        raise NotReady(registry.not_ready_reason())
+    plane = dataplane(request)
     entries = []
-    for name in registry.known():
-        statuses = registry.status(name, missing_ok=True)
+    for name in plane.known_models():
+        statuses = plane.statuses(name, missing_ok=True)
         if not statuses and not body.ready:
             entries.append(
                 {"name": name, "version": "", "state": "UNAVAILABLE", "reason": "unloaded"}
@@ -585,7 +570,10 @@ async def repository_index(request: Request) -> JSONResponse:
 @router.post(
     "/v2/repository/models/{name}/load",
     response_class=Response,
-    responses={200: {"description": "Loaded (empty body)."}, **_errors(400, 403, 404, 409, 503)},
+    responses={
+        200: {"description": "Loaded (empty body)."},
+        **error_responses(400, 403, 404, 409, 503),
+    },
     openapi_extra=openapi_body(LoadRequest, required=False),
 )
 async def load_model(name: str, request: Request) -> Response:
@@ -596,16 +584,16 @@ async def load_model(name: str, request: Request) -> Response:
             "expected a load request without parameters (configuration and file overrides "
             f"are not supported), received {sorted(body.parameters)}"
         )
-    await _plane(request).reload(name, "loading")
+    await dataplane(request).reload(name, "loading")
     return Response(status_code=200)
 
 
 @router.post(
     "/v2/repository/models/{name}/unload",
     response_class=Response,
-    responses={200: {"description": "Unloaded (empty body)."}, **_errors(400, 403, 503)},
+    responses={200: {"description": "Unloaded (empty body)."}, **error_responses(400, 403, 503)},
 )
 async def unload_model(name: str, request: Request) -> Response:
     """Stop serving every version of the model until it is loaded again (polling included)."""
-    await _plane(request).unload(name)
+    await dataplane(request).unload(name)
     return Response(status_code=200)

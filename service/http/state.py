@@ -1,0 +1,13 @@
+"""The one way a route reaches the core: the data plane the lifespan put in the request state."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+
+from service.dataplane import DataPlane
+
+
+def dataplane(request: Request) -> DataPlane:
+    """The data plane serving ``request`` (built once, by the application's lifespan)."""
+    plane: DataPlane = request.state.dataplane
+    return plane
