@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 MODELS ?= models
 
-.PHONY: serve test lint typecheck pytest train install browser clean
+.PHONY: serve test check lint typecheck pytest train install browser clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,12 @@ pytest: install browser
 	$(PY) -m pytest
 
 test: lint typecheck pytest
+
+# The inner loop: lint, types and the in-process tier (no server processes, no training
+# in the test process, no containers, browser or benchmarks).
+FAST := not (process or training or containers or browser or benchmark)
+check: lint typecheck install
+	$(PY) -m pytest -q -m "$(FAST)"
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -6,7 +6,9 @@ seconds); nothing trained is ever committed.
 
 from __future__ import annotations
 
+import inspect
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -16,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -162,10 +165,15 @@ def server(
     assert running.stop() == 0, running.output()
 
 
-@pytest.fixture
-def client(server: Server) -> Iterator[httpx.Client]:
-    """An HTTP client for the shared server."""
-    with httpx.Client(base_url=server.url, timeout=30) as http:
+@pytest.fixture(scope="module")
+def client(trained: TrainedRepository) -> Iterator[TestClient]:
+    """The service on the default model, in process: the fast tier's client.
+
+    An httpx-style client (``.get``, ``.post``) on ``create_app(Settings(...))`` with its
+    lifespan running; no socket, no subprocess. Tests that need the real process (its
+    logs, signals, workers, a client library with its own HTTP stack) use ``server``.
+    """
+    with in_process(Settings(model_repository=trained.repository)) as http:
         yield http
 
 
@@ -182,3 +190,56 @@ def in_process(settings: Settings, *, wait_ready: bool = True) -> Iterator[TestC
             assert time.monotonic() < deadline, client.get("/health/ready").text
             time.sleep(0.01)
         yield client
+
+
+# --- test tiers ---------------------------------------------------------------------------
+
+#: What starts a real process, in a test or in a fixture it uses (calls, not mentions).
+_PROCESS_CALLS = re.compile(r"\bstart_server\(|\bsubprocess\.\w+\(|\bPopen\(")
+#: What trains or exports a Keras model in the test process.
+_TRAINING_CALLS = re.compile(r"\b(train_main|to_tflite|train_version|export_version)\(|\.fit\(")
+
+
+def _calls(item: pytest.Item, calls: re.Pattern[str]) -> bool:
+    """True when the test, a fixture it uses, or a helper of its module they call (at any
+    depth) makes one of ``calls``."""
+    module = getattr(item, "module", None)
+    helpers = {
+        name: value
+        for name, value in (vars(module) if module is not None else {}).items()
+        if inspect.isfunction(value) and value.__module__ == module.__name__  # type: ignore[union-attr]
+    }
+    pending: list[Any] = [getattr(item, "function", None)]
+    info = getattr(item, "_fixtureinfo", None)
+    if info is not None:
+        # The one training run of the session is shared by every tier: not counted.
+        fixtures = info.name2fixturedefs
+        pending += [d.func for name, defs in fixtures.items() if name != "trained" for d in defs]
+    seen: set[int] = set()
+    while pending:
+        function = pending.pop()
+        if function is None or id(function) in seen:
+            continue
+        seen.add(id(function))
+        try:
+            source = inspect.getsource(function)
+        except (OSError, TypeError):
+            continue
+        if calls.search(source):
+            return True
+        pending += [f for name, f in helpers.items() if re.search(rf"\b{name}\(", source)]
+    return False
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark tests by what they do (themselves or through a fixture): ``process``, ``training``.
+
+    The fast tier (``make check``) is what is left once ``process``, ``training``,
+    ``containers``, ``browser`` and ``benchmark`` are deselected: in-process tests on
+    the one default model that the session trains once.
+    """
+    for item in items:
+        if _calls(item, _PROCESS_CALLS):
+            item.add_marker(pytest.mark.process)
+        if _calls(item, _TRAINING_CALLS):
+            item.add_marker(pytest.mark.training)

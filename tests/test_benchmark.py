@@ -109,7 +109,7 @@ def png_size(path: Path) -> tuple[int, int]:
     return width, height
 
 
-@pytest.mark.slow
+@pytest.mark.benchmark
 @pytest.mark.timeout(420)
 def test_quick_benchmark_prints_the_table_it_writes(run: tuple[Path, str]) -> None:
     out, stdout = run
@@ -119,7 +119,7 @@ def test_quick_benchmark_prints_the_table_it_writes(run: tuple[Path, str]) -> No
     assert "load generator: " in stdout
 
 
-@pytest.mark.slow
+@pytest.mark.benchmark
 @pytest.mark.timeout(420)
 def test_quick_benchmark_table_is_well_formed(run: tuple[Path, str]) -> None:
     out, stdout = run
@@ -168,7 +168,7 @@ def test_quick_benchmark_table_is_well_formed(run: tuple[Path, str]) -> None:
             assert math.isclose(shown, as_printed, rel_tol=0.02, abs_tol=0.011), (column, cells)
 
 
-@pytest.mark.slow
+@pytest.mark.benchmark
 @pytest.mark.timeout(420)
 def test_quick_benchmark_lists_every_target(run: tuple[Path, str]) -> None:
     out, stdout = run
@@ -182,7 +182,7 @@ def test_quick_benchmark_lists_every_target(run: tuple[Path, str]) -> None:
     ]
 
 
-@pytest.mark.slow
+@pytest.mark.benchmark
 @pytest.mark.timeout(420)
 def test_quick_benchmark_draws_the_chart(run: tuple[Path, str]) -> None:
     out, _ = run

@@ -325,7 +325,6 @@ def _check_pycon(block: Block, server: Server) -> list[str]:
     return ["".join(report)] if runner.failures else []
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("block", EXAMPLES, ids=[block.where for block in EXAMPLES])
 def test_example_answers_as_shown(
     block: Block,

@@ -29,7 +29,7 @@ from service.http.bodies import openapi_body
 from service.http.responses import JSONResponse
 from service.http.routing import route_classes
 from service.http.state import dataplane
-from service.protocols.schemas import MANY, ONE, Row, error_responses
+from service.protocols.schemas import MANY, ONE, ErrorResponse, Row, error_responses
 from service.repository.registry import LoadedVersion, State, VersionStatus
 
 SIGNATURE = "serving_default"
@@ -288,7 +288,24 @@ async def predict_version(name: str, version: str, request: Request) -> JSONResp
 
 # --- what TF Serving has and this server does not -----------------------------------------
 
-UNSUPPORTED = {"responses": error_responses(501)}
+#: Documented as what they answer: a 501 error body, with an example.
+UNSUPPORTED = {
+    "status_code": 501,
+    "response_model": ErrorResponse,
+    "responses": {
+        501: {
+            "description": "Not implemented here.",
+            "content": {
+                "application/json": {
+                    "example": {
+                        "error": "expected a :predict request, received a :classify request "
+                        "(tf.Example input): not implemented here"
+                    }
+                }
+            },
+        }
+    },
+}
 
 
 def _unsupported(what: str, instead: str) -> NotImplementedHere:

@@ -257,7 +257,7 @@ def test_export_refuses_a_lambda_layer_under_safe_mode(
 
 def test_the_artifact_module_is_one_definition_in_two_copies() -> None:
     # Neither package imports the other: each carries the same file, and this keeps them one.
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     served = (root / "service" / "repository" / "artifact.py").read_bytes()
     trained = (root / "model_training" / "artifact.py").read_bytes()
     assert served == trained, (

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests import docker_engine
-from tests.docker_engine import EngineUnavailable, start_engine
+from tests.deploy import docker_engine
+from tests.deploy.docker_engine import EngineUnavailable, start_engine
 
 
 def _fake_dockerd(tmp_path: Path, script: str) -> Path:

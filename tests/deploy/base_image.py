@@ -32,7 +32,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.docker_engine import DEBOOTSTRAP, Engine, Say, last_line, report, run
+from tests.deploy.docker_engine import DEBOOTSTRAP, Engine, Say, last_line, report, run
 
 BASE_IMAGE = "python:3.11.14-slim-bookworm"
 STAND_IN_LABEL = "org.softmax-serving.stand-in"

@@ -1,8 +1,8 @@
 """The container tier: the real images, built and run with Compose on a real Docker engine.
 
 The module fixture does the slow part once: installs Debian's docker.io and debootstrap if
-they are missing, starts a private ``dockerd`` (``tests/docker_engine.py``), makes the base
-image a stand-in when the real one cannot be pulled (``tests/base_image.py``; the output
+they are missing, starts a private ``dockerd`` (``tests/deploy/docker_engine.py``), makes the base
+image a stand-in when the real one cannot be pulled (``tests/deploy/base_image.py``; the output
 says which), builds both targets of the project's own Dockerfile with its own
 docker-compose.yml, and runs ``docker compose up --wait``. The only addition to the
 compose file is an override, written at run time, that publishes the api on a free
@@ -36,9 +36,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.base_image import BASE_IMAGE, STAND_IN_LABEL, BaseImage, ensure_base_image
 from tests.conftest import ROOT, free_port, start_server
-from tests.docker_engine import (
+from tests.deploy.base_image import BASE_IMAGE, STAND_IN_LABEL, BaseImage, ensure_base_image
+from tests.deploy.docker_engine import (
     COMPOSE_MISSING,
     Engine,
     EngineUnavailable,
@@ -52,7 +52,7 @@ from tests.docker_engine import (
     start_engine,
 )
 
-pytestmark = [pytest.mark.containers, pytest.mark.slow, pytest.mark.timeout(2400)]
+pytestmark = [pytest.mark.containers, pytest.mark.timeout(2400)]
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCS = ROOT / "docs" / "containers.md"
@@ -63,7 +63,7 @@ API_PORT = 8000
 API_IMAGE_LIMIT = 450_000_000
 NEW_VERSION_DEADLINE = 10.0  # the service scans the repository every 2 s
 OVERRIDE = """\
-# Written by tests/test_container_stack.py: the api on a free loopback port, not 0.0.0.0:8000.
+# Written by tests/deploy/test_container_stack.py: the api on a free loopback port.
 services:
   api:
     ports: !override

@@ -5,8 +5,9 @@ Which worker holds a connection is read from the kernel, not guessed: the server
 each TCP connection is found in ``/proc/net/tcp`` by the client's port, and its socket
 inode among the open files of each worker process (Linux only, as the containers are).
 Hot reload with two workers (each worker loads a new version on its own) is proven in
-``tests/test_reload.py::test_each_of_two_workers_picks_up_a_new_version`` and metrics
-aggregation in ``tests/test_observability.py::test_metrics_aggregate_across_two_workers``.
+``tests/repository/test_reload.py::test_each_of_two_workers_picks_up_a_new_version``, and
+metrics aggregation in
+``tests/operations/test_observability.py::test_metrics_aggregate_across_two_workers``.
 """
 
 from __future__ import annotations

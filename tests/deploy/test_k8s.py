@@ -36,7 +36,13 @@ from service.app import create_app
 from service.settings import Settings
 from tests.commands import SERVE_ARGV, TRAIN_ARGV
 from tests.conftest import ROOT, Server
-from tests.test_containers import DOCKERFILE, _env, _numeric_user, _parse_dockerfile, _workdir
+from tests.deploy.test_containers import (
+    DOCKERFILE,
+    _env,
+    _numeric_user,
+    _parse_dockerfile,
+    _workdir,
+)
 
 K8S = ROOT / "deploy" / "k8s"
 KSERVE = ROOT / "deploy" / "kserve"
@@ -573,7 +579,7 @@ def test_probes_ask_ready_for_readiness_and_live_for_liveness_and_startup(
 
 def test_probe_paths_are_get_routes_of_the_app(probe_paths: dict[str, str], tmp_path: Path) -> None:
     """Routed as the app ``python -m service`` builds routes them. (Live 200 and ready 503
-    on an empty repository: tests/test_service_process.py; the real answers: below.)"""
+    on an empty repository: tests/operations/test_service_process.py; the real answers: below.)"""
     app = create_app(Settings(model_repository=tmp_path))
 
     def routed(path: str) -> bool:

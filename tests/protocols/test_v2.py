@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from tritonclient.utils import InferenceServerException
 
 from tests.conftest import Server
-from tests.test_api import assert_error
+from tests.protocols.test_native import assert_error
 
 LABELS = ["0", "1", "2", "3"]
 

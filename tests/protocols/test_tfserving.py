@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.test_api import assert_error
+from tests.protocols.test_native import assert_error
 
 ROWS = [[15.0, 0.0], [29.5, 14.2], [0.3, 15.1]]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.base_image import mirror_from, pip_conf_from
+from tests.deploy.base_image import mirror_from, pip_conf_from
 
 DEB822 = """\
 Types: deb
