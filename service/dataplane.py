@@ -1,11 +1,12 @@
-"""Request semantics between the HTTP routes and the runtimes: checks, inference, scores.
+"""The data plane: the one door between every protocol and the models.
 
-Takes plain Python/numpy values and returns a ``Prediction`` (numpy arrays, or the
-Python lists a few rows were scored in: ``service.inference.scores``); raises ``ServiceError``
-subclasses. Knows nothing of HTTP. The checks are vectorized: a 10,000-row batch is
-converted and checked by numpy in one go, and the element-by-element search for
-*which* value is wrong only runs once we know something is; a few rows of plain numbers
-are checked in Python, which is cheaper than numpy's calls at that size.
+Every route of every protocol decodes its request into these calls and encodes what
+they return; nothing else reaches the registry or the runtimes. Here, once: resolving
+a model and version (404/503), readiness, checking instances
+(``service.inference.inputs``), inference (inline, on a thread, or batched), the
+float64 scores, recording what served the request (``served_record``, metrics), model
+control (off unless configured: 403), and turning a runtime failure into a clear 422.
+Takes plain Python/numpy values, returns dataclasses; knows nothing of HTTP.
 """
 
 from __future__ import annotations
@@ -29,27 +30,21 @@ from service.errors import (
     PayloadTooLarge,
     ServiceError,
 )
+from service.inference.inputs import Instances, features, whole_numbers
 from service.inference.runtime import Features, Logits
 from service.inference.scores import NotFinite, Scores
 from service.inference.softmax import softmax
 from service.operations.metrics import Metrics
-from service.repository.artifact import InputSpec
 from service.repository.registry import LoadedVersion, ModelRegistry, VersionStatus
 
 log = logging.getLogger("service.dataplane")
 
-FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 #: What the request being handled was served with, filled in by ``DataPlane.predict``:
 #: ``model``, ``version`` and ``rows``. Whoever handles requests (the gateway) sets a
 #: fresh dict per request and reads it back for its metrics and access log, so no
 #: protocol has to remember to say what it served: every prediction passes here.
 served_record: ContextVar[dict[str, Any] | None] = ContextVar("served_record", default=None)
-
-#: What callers may pass as instances: rows of numbers, or an array (binary protocols).
-Instances = Sequence[Sequence[float]] | npt.NDArray[Any]
-#: Checked instances, in float64: a few rows as given, or a matrix (``features``).
-Inputs = Sequence[Sequence[float]] | npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True)
@@ -107,102 +102,6 @@ class SoftmaxResult:
 
     probabilities: npt.NDArray[np.float64]
     argmax: npt.NDArray[np.intp]
-
-
-def _wrong_width(instances: Instances, input_dim: int) -> InvalidInput:
-    """Name the first instance whose width is wrong (only called once we know one is)."""
-    if isinstance(instances, np.ndarray):
-        return InvalidInput(
-            f"expected instances of shape [rows, {input_dim}], received shape "
-            f"{list(instances.shape)}"
-        )
-    for i, row in enumerate(instances):
-        if len(row) != input_dim:
-            return InvalidInput(
-                f"expected {input_dim} features per instance, received {len(row)} in instances[{i}]"
-            )
-    return InvalidInput(f"expected rows of {input_dim} numbers, received something else")
-
-
-#: Up to this many values, list input is checked in Python: cheaper than numpy's calls.
-_SMALL_INPUT = 64
-
-
-def _plain_rows(instances: Instances, input_dim: int) -> bool:
-    """True when every row is ``input_dim`` numbers within float32 range (checked in Python)."""
-    try:
-        for row in instances:
-            if not isinstance(row, Sequence) or len(row) != input_dim:
-                return False
-            for value in row:
-                if not -FLOAT32_MAX <= value <= FLOAT32_MAX:  # False for NaN too
-                    return False
-    except TypeError:  # not numbers: the general path says what
-        return False
-    return True
-
-
-def features(instances: Instances, input_dim: int) -> tuple[Inputs, Features]:
-    """``instances`` checked (``InvalidInput`` saying why not), and the model's float32 input.
-
-    The first value is what the scores compute about the input itself (the
-    out-of-distribution distance), in float64: the rows as given when they are a few
-    plain rows of numbers, else a float64 matrix.
-    """
-    if 0 < len(instances) * input_dim <= _SMALL_INPUT:
-        if isinstance(instances, np.ndarray):
-            rows: Sequence[Sequence[float]] = instances.tolist()
-            if _plain_rows(rows, input_dim):
-                return rows, instances.astype(np.float32)
-        elif _plain_rows(instances, input_dim):
-            return instances, np.array(instances, dtype=np.float32)
-    try:
-        x = np.array(instances, dtype=np.float64)
-    except (ValueError, TypeError):  # ragged rows, or not numbers at all
-        raise _wrong_width(instances, input_dim) from None
-    if x.ndim != 2 or x.shape[1] != input_dim or x.shape[0] == 0:
-        raise _wrong_width(instances, input_dim)
-    if not np.abs(x).max() <= FLOAT32_MAX:  # also catches NaN in binary tensors
-        i, j = (int(k) for k in np.argwhere(~(np.abs(x) <= FLOAT32_MAX))[0])
-        value = float(x[i, j])
-        raise InvalidInput(
-            f"expected finite features within the model's float32 range "
-            f"(|x| <= {FLOAT32_MAX:.4g}), received {value!r} in instances[{i}][{j}]"
-        )
-    return x, x.astype(np.float32)
-
-
-def whole_numbers(x: Inputs, spec: InputSpec) -> Features:
-    """Checked features (``features``) as the model's integer input.
-
-    Token ids and integer inputs must be whole numbers within what the model accepts
-    (its embedding's rows, or the dtype's range): an index outside an embedding makes
-    the runtime fail, and a fraction would be silently truncated. ``InvalidInput``
-    names the first value that is not.
-    """
-    values = np.asarray(x, dtype=np.float64)
-    what = "token ids" if spec.kind == "token_ids" else f"{spec.dtype} inputs"
-    fractional = values != np.floor(values)
-    if fractional.any():
-        i, j = (int(k) for k in np.argwhere(fractional)[0])
-        raise InvalidInput(
-            f"expected whole numbers as {what}, received {float(values[i, j])!r} "
-            f"in instances[{i}][{j}]"
-        )
-    if spec.id_range is not None:
-        low, high = spec.id_range
-        scope = f"(the model's embedding has {high + 1} rows)"
-    else:
-        info = np.iinfo(np.dtype(spec.dtype))
-        low, high, scope = int(info.min), int(info.max), f"(the range of {spec.dtype})"
-    outside = (values < low) | (values > high)
-    if outside.any():
-        i, j = (int(k) for k in np.argwhere(outside)[0])
-        raise InvalidInput(
-            f"expected {what} from {low} to {high} {scope}, received "
-            f"{float(values[i, j]):.15g} in instances[{i}][{j}]"
-        )
-    return np.ascontiguousarray(values.astype(spec.dtype))
 
 
 class DataPlane:
@@ -286,7 +185,8 @@ class DataPlane:
         x, x32 = features(instances, served.metadata.input_dim)
         spec = served.metadata.input_spec
         if spec.integral:
-            x32 = whole_numbers(x, spec)
+            what = "token ids" if spec.kind == "token_ids" else f"{spec.dtype} inputs"
+            x32 = whole_numbers(x, spec.dtype, spec.id_range, what)
         started = time.perf_counter()
         try:
             if served.batcher is None and not served.runtime.blocking:

@@ -1,0 +1,120 @@
+"""The checks an input passes before any runtime sees it, and its conversion to the model's dtype.
+
+Vectorized: a 10,000-row batch is converted and checked by numpy in one go, and the
+element-by-element search for *which* value is wrong only runs once we know one is; a
+few rows of plain numbers are checked in Python, which is cheaper than numpy's calls
+at that size. ``InvalidInput`` says what was expected and what was received, and where.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from service.errors import InvalidInput
+from service.inference.runtime import Features
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+#: What callers may pass as instances: rows of numbers, or an array (binary protocols).
+Instances = Sequence[Sequence[float]] | npt.NDArray[Any]
+#: Checked instances, in float64: a few rows as given, or a matrix (``features``).
+Inputs = Sequence[Sequence[float]] | npt.NDArray[np.float64]
+
+
+def _wrong_width(instances: Instances, input_dim: int) -> InvalidInput:
+    """Name the first instance whose width is wrong (only called once we know one is)."""
+    if isinstance(instances, np.ndarray):
+        return InvalidInput(
+            f"expected instances of shape [rows, {input_dim}], received shape "
+            f"{list(instances.shape)}"
+        )
+    for i, row in enumerate(instances):
+        if len(row) != input_dim:
+            return InvalidInput(
+                f"expected {input_dim} features per instance, received {len(row)} in instances[{i}]"
+            )
+    return InvalidInput(f"expected rows of {input_dim} numbers, received something else")
+
+
+#: Up to this many values, list input is checked in Python: cheaper than numpy's calls.
+_SMALL_INPUT = 64
+
+
+def _plain_rows(instances: Instances, input_dim: int) -> bool:
+    """True when every row is ``input_dim`` numbers within float32 range (checked in Python)."""
+    try:
+        for row in instances:
+            if not isinstance(row, Sequence) or len(row) != input_dim:
+                return False
+            for value in row:
+                if not -FLOAT32_MAX <= value <= FLOAT32_MAX:  # False for NaN too
+                    return False
+    except TypeError:  # not numbers: the general path says what
+        return False
+    return True
+
+
+def features(instances: Instances, input_dim: int) -> tuple[Inputs, Features]:
+    """``instances`` checked (``InvalidInput`` saying why not), and the model's float32 input.
+
+    The first value is what the scores compute about the input itself (the
+    out-of-distribution distance), in float64: the rows as given when they are a few
+    plain rows of numbers, else a float64 matrix.
+    """
+    if 0 < len(instances) * input_dim <= _SMALL_INPUT:
+        if isinstance(instances, np.ndarray):
+            rows: Sequence[Sequence[float]] = instances.tolist()
+            if _plain_rows(rows, input_dim):
+                return rows, instances.astype(np.float32)
+        elif _plain_rows(instances, input_dim):
+            return instances, np.array(instances, dtype=np.float32)
+    try:
+        x = np.array(instances, dtype=np.float64)
+    except (ValueError, TypeError):  # ragged rows, or not numbers at all
+        raise _wrong_width(instances, input_dim) from None
+    if x.ndim != 2 or x.shape[1] != input_dim or x.shape[0] == 0:
+        raise _wrong_width(instances, input_dim)
+    if not np.abs(x).max() <= FLOAT32_MAX:  # also catches NaN in binary tensors
+        i, j = (int(k) for k in np.argwhere(~(np.abs(x) <= FLOAT32_MAX))[0])
+        value = float(x[i, j])
+        raise InvalidInput(
+            f"expected finite features within the model's float32 range "
+            f"(|x| <= {FLOAT32_MAX:.4g}), received {value!r} in instances[{i}][{j}]"
+        )
+    return x, x.astype(np.float32)
+
+
+def whole_numbers(x: Inputs, dtype: str, id_range: tuple[int, int] | None, what: str) -> Features:
+    """Checked features (``features``) as the model's integer input.
+
+    Token ids and integer inputs must be whole numbers within what the model accepts
+    (its embedding's rows, or the dtype's range): an index outside an embedding makes
+    the runtime fail, and a fraction would be silently truncated. ``InvalidInput``
+    names the first value that is not.
+    """
+    values = np.asarray(x, dtype=np.float64)
+    fractional = values != np.floor(values)
+    if fractional.any():
+        i, j = (int(k) for k in np.argwhere(fractional)[0])
+        raise InvalidInput(
+            f"expected whole numbers as {what}, received {float(values[i, j])!r} "
+            f"in instances[{i}][{j}]"
+        )
+    if id_range is not None:
+        low, high = id_range
+        scope = f"(the model's embedding has {high + 1} rows)"
+    else:
+        info = np.iinfo(np.dtype(dtype))
+        low, high, scope = int(info.min), int(info.max), f"(the range of {dtype})"
+    outside = (values < low) | (values > high)
+    if outside.any():
+        i, j = (int(k) for k in np.argwhere(outside)[0])
+        raise InvalidInput(
+            f"expected {what} from {low} to {high} {scope}, received "
+            f"{float(values[i, j]):.15g} in instances[{i}][{j}]"
+        )
+    return np.ascontiguousarray(values.astype(dtype))
