@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,8 +16,15 @@ def planned(target: str) -> str:
     """What ``make TARGET`` would run from scratch (``-n -B``: printed, not run)."""
     if shutil.which("make") is None:
         pytest.fail("make is required: the README's two commands are make targets")
+    # Run as a user would, not as a sub-make of `make test` (which would print directories).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAKE") and k != "MFLAGS"}
     result = subprocess.run(
-        ["make", "-n", "-B", target], cwd=ROOT, capture_output=True, text=True, check=True
+        ["make", "--no-print-directory", "-n", "-B", target],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return result.stdout
 

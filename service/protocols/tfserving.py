@@ -312,18 +312,33 @@ def _unsupported(what: str, instead: str) -> NotImplementedHere:
     return NotImplementedHere(f"expected {instead}, received {what}: not implemented here")
 
 
+CLASSIFY = "a :classify request (tf.Example input)"
+REGRESS = "a :regress request (these models are classifiers)"
+PREDICT_INSTEAD = "a :predict request"
+
+
 @router.post("/v1/models/{name}:classify", **UNSUPPORTED)  # type: ignore[arg-type]
-@router.post("/v1/models/{name}/versions/{version}:classify", **UNSUPPORTED)  # type: ignore[arg-type]
 async def classify(name: str) -> None:
     """TF Serving's Classify API (tf.Example input): 501, use ``:predict``."""
-    raise _unsupported("a :classify request (tf.Example input)", "a :predict request")
+    raise _unsupported(CLASSIFY, PREDICT_INSTEAD)
+
+
+@router.post("/v1/models/{name}/versions/{version}:classify", **UNSUPPORTED)  # type: ignore[arg-type]
+async def classify_version(name: str, version: str) -> None:
+    """TF Serving's Classify API (tf.Example input): 501, use ``:predict``."""
+    raise _unsupported(CLASSIFY, PREDICT_INSTEAD)
 
 
 @router.post("/v1/models/{name}:regress", **UNSUPPORTED)  # type: ignore[arg-type]
-@router.post("/v1/models/{name}/versions/{version}:regress", **UNSUPPORTED)  # type: ignore[arg-type]
 async def regress(name: str) -> None:
     """TF Serving's Regress API: 501; these models are classifiers, use ``:predict``."""
-    raise _unsupported("a :regress request (these models are classifiers)", "a :predict request")
+    raise _unsupported(REGRESS, PREDICT_INSTEAD)
+
+
+@router.post("/v1/models/{name}/versions/{version}:regress", **UNSUPPORTED)  # type: ignore[arg-type]
+async def regress_version(name: str, version: str) -> None:
+    """TF Serving's Regress API: 501; these models are classifiers, use ``:predict``."""
+    raise _unsupported(REGRESS, PREDICT_INSTEAD)
 
 
 @router.post("/v1/models/{name}/labels/{label}:predict", **UNSUPPORTED)  # type: ignore[arg-type]
