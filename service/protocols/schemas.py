@@ -15,13 +15,13 @@ FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 Row = list[FiniteFloat]
 
 
-class Request(BaseModel):
-    """Shared configuration of request bodies."""
+class StrictBody(BaseModel):
+    """Shared configuration of request bodies: no unknown fields, no type coercion."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-class PredictRequest(Request):
+class PredictRequest(StrictBody):
     """Instances to classify: one row of ``input_dim`` features each."""
 
     model_config = ConfigDict(
@@ -46,7 +46,7 @@ class PredictRequest(Request):
     )
 
 
-class Prediction(BaseModel):
+class InstancePrediction(BaseModel):
     """The class distribution of one instance."""
 
     probabilities: list[float] = Field(description="One per class, in class_names order; sum 1.")
@@ -93,7 +93,7 @@ class PredictResponse(BaseModel):
 
     model: str
     version: str
-    predictions: list[Prediction]
+    predictions: list[InstancePrediction]
 
 
 class ColumnarPredictResponse(BaseModel):
@@ -137,7 +137,7 @@ def one_or_many(value: Any) -> str:
     return MANY if isinstance(value, list) and value and isinstance(value[0], list) else ONE
 
 
-class SoftmaxRequest(Request):
+class SoftmaxRequest(StrictBody):
     """Logits (one vector, or a batch of equal-length vectors) and a temperature."""
 
     model_config = ConfigDict(
