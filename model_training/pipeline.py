@@ -88,7 +88,8 @@ class Written:
     @property
     def report(self) -> Path | None:
         """The report's ``report.md``, when one was written."""
-        return self.path / REPORT_DIR / "report.md" if self.metadata.get("report") else None
+        report = self.path / REPORT_DIR / "report.md"
+        return report if report.is_file() else None
 
 
 def _libraries() -> dict[str, str]:
