@@ -50,7 +50,7 @@ test: lint typecheck pytest
 # in the test process, no containers, browser or benchmarks).
 FAST := not (process or training or containers or browser or benchmark)
 check: lint typecheck install
-	$(PY) -m pytest -q -m "$(FAST)"
+	SOFTMAX_TRAINED_CACHE=.pytest_cache/trained $(PY) -m pytest -q -m "$(FAST)"
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
