@@ -48,7 +48,7 @@ served_record: ContextVar[dict[str, Any] | None] = ContextVar("served_record", d
 
 
 @dataclass(frozen=True)
-class Prediction:
+class ScoredBatch:
     """Scores for a batch (``service.inference.scores``), with the version that produced them."""
 
     model: LoadedVersion
@@ -174,7 +174,7 @@ class DataPlane:
         version: str | None = None,
         calibrated: bool = True,
         served: LoadedVersion | None = None,
-    ) -> Prediction:
+    ) -> ScoredBatch:
         """Probabilities of each instance under the requested (or default, newest) version."""
         served = served or self.registry.get(model, version)
         if len(instances) > self.max_batch_rows:
@@ -219,7 +219,7 @@ class DataPlane:
                 served.metadata.class_names,
                 scores.predicted,
             )
-        return Prediction(served, logits, scores)
+        return ScoredBatch(served, logits, scores)
 
     @staticmethod
     def _runtime_failed(served: LoadedVersion, exc: Exception) -> InferenceFailed:

@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from service.dataplane import DataPlane, Prediction
+from service.dataplane import DataPlane, ScoredBatch
 from service.http import bodies
 from service.http.bodies import openapi_body
 from service.http.responses import JSONResponse
@@ -35,7 +35,7 @@ router = APIRouter(route_class=Route)
 direct = APIRouter(route_class=HotRoute)
 
 
-def _predict_body(result: Prediction, fmt: str) -> dict[str, Any]:
+def _predict_body(result: ScoredBatch, fmt: str) -> dict[str, Any]:
     head = {"model": result.model.name, "version": str(result.model.version)}
     if fmt == "columnar":
         return {

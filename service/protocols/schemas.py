@@ -46,7 +46,7 @@ class PredictRequest(StrictBody):
     )
 
 
-class InstancePrediction(BaseModel):
+class Prediction(BaseModel):
     """The class distribution of one instance."""
 
     probabilities: list[float] = Field(description="One per class, in class_names order; sum 1.")
@@ -93,7 +93,7 @@ class PredictResponse(BaseModel):
 
     model: str
     version: str
-    predictions: list[InstancePrediction]
+    predictions: list[Prediction]
 
 
 class ColumnarPredictResponse(BaseModel):

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 from starlette.responses import Response
 
 from service import __version__
-from service.dataplane import Prediction
+from service.dataplane import ScoredBatch
 from service.errors import InvalidInput
 from service.http import bodies
 from service.http.bodies import openapi_body
@@ -348,7 +348,7 @@ def _requested(body: InferenceRequest) -> list[tuple[str, bool, int | None]]:
 
 def _encode(
     body: InferenceRequest,
-    result: Prediction,
+    result: ScoredBatch,
     datatype: str,
     wanted: list[tuple[str, bool, int | None]],
 ) -> tuple[dict[str, Any], list[bytes]]:
