@@ -17,6 +17,7 @@ only the standard library, numpy and pydantic.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -105,22 +106,46 @@ class InputSpec(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
     shape: list[int] = Field(min_length=1)
-    """The instance's shape, without the batch dimension: ``[2]``, ``[12]``."""
+    """The instance's shape, without the batch dimension: ``[2]``, ``[12]``, ``[28, 28, 1]``."""
 
     dtype: Literal["float32", "int32", "int64"] = "float32"
     """The dtype of the model's input tensor."""
 
     kind: Literal["table", "image", "sequence", "token_ids"] = "table"
-    """What an instance is."""
+    """What an instance is: a row of features, an image (height, width, channels), a
+    sequence of steps (steps, features), or token ids."""
 
     id_range: tuple[int, int] | None = None
     """For token ids: the smallest and largest id the model accepts (its embedding's rows)."""
 
+    pixel_range: tuple[float, float] | None = None
+    """For images: the values the model takes for a black and a white pixel: ``[0, 255]``
+    when it rescales inside, ``[0, 1]`` when its trainer divided by 255. An image file's
+    8-bit value ``p`` is fed as ``low + (high - low) * p / 255``."""
+
     @model_validator(mode="after")
     def _consistent(self) -> InputSpec:
+        if any(d < 1 for d in self.shape):
+            raise ValueError(f"expected a shape of positive sizes, received {self.shape}")
         if self.id_range is not None and not 0 <= self.id_range[0] <= self.id_range[1]:
             raise ValueError(f"expected an id_range [low, high], received {list(self.id_range)}")
+        if self.kind == "image":
+            if len(self.shape) != 3 or self.shape[2] not in (1, 3, 4):
+                raise ValueError(
+                    "expected an image shape [height, width, channels] with 1, 3 or 4 "
+                    f"channels, received {self.shape}"
+                )
+            if self.dtype != "float32" or self.pixel_range is None:
+                raise ValueError(
+                    "expected a float32 image input with a pixel_range, received "
+                    f"dtype {self.dtype} and pixel_range {self.pixel_range}"
+                )
         return self
+
+    @property
+    def size(self) -> int:
+        """How many values one instance holds (the product of ``shape``)."""
+        return math.prod(self.shape)
 
     @property
     def integral(self) -> bool:
@@ -135,6 +160,9 @@ class InputSpec(BaseModel):
             return rng.integers(low, high, size=shape, endpoint=True).astype(self.dtype)
         if self.integral:
             return rng.integers(0, 10, size=shape).astype(self.dtype)
+        if self.pixel_range is not None:
+            low, high = self.pixel_range
+            return rng.uniform(low, high, size=shape).astype(np.float32)
         return rng.normal(scale=10.0, size=shape).astype(np.float32)
 
 
@@ -146,6 +174,17 @@ class OODReference(BaseModel):
     class_means: list[list[float]] = Field(min_length=1)
     precision: list[list[float]] = Field(min_length=1)
     threshold: float = Field(ge=0, allow_inf_nan=False)
+    space: Literal["input", "features"] = "input"
+    """Where distances are measured. ``input``: the instance's values (a table's
+    features). ``features``: the network's own features, the activations entering its
+    logits layer, for images and sequences, where distances between raw inputs mean
+    little; ``model.tflite`` then outputs them after the logits, ``(batch, classes + D)``.
+    """
+
+    @property
+    def dim(self) -> int:
+        """How many values a distance is measured over."""
+        return len(self.precision)
 
 
 class TrainingData(BaseModel):
@@ -177,8 +216,10 @@ class Metadata(BaseModel):
     name: str
     version: int = Field(ge=1)
     input_dim: int = Field(ge=1)
+    """How many values one instance holds: a table's features, or the product of ``input.shape``."""
     input: InputSpec | None = None
     feature_names: list[str]
+    """A table's column names, one per feature; empty for images, sequences and token ids."""
     class_names: list[str] = Field(min_length=2)
     created_at: str
     metrics: dict[str, Any] | None = None
@@ -195,24 +236,38 @@ class Metadata(BaseModel):
                 f"expected format_version in {sorted(SUPPORTED_FORMATS)}, "
                 f"received {self.format_version}"
             )
-        if len(self.feature_names) != self.input_dim:
+        table = self.input is None or self.input.kind == "table"
+        if len(self.feature_names) != self.input_dim and (table or self.feature_names):
             raise ValueError(
                 f"expected {self.input_dim} feature_names (input_dim), "
                 f"received {len(self.feature_names)}"
             )
-        if self.input is not None and self.input.shape != [self.input_dim]:
+        if self.input is not None and self.input.size != self.input_dim:
             raise ValueError(
-                f"expected input.shape [{self.input_dim}] (input_dim), received {self.input.shape}"
+                f"expected input.shape {self.input.shape} to hold input_dim={self.input_dim} "
+                f"values, received {self.input.size}"
             )
-        ood = self.training_data.ood if self.training_data else None
+        ood = self.ood
         if ood is not None:
+            dim = self.input_dim if ood.space == "input" else ood.dim
             shapes = {len(row) for row in ood.class_means} | {len(row) for row in ood.precision}
-            if shapes != {self.input_dim} or len(ood.precision) != self.input_dim:
+            if shapes != {dim} or ood.dim != dim:
                 raise ValueError(
-                    f"expected OOD class means and a precision matrix over {self.input_dim} "
-                    f"features, received rows of lengths {sorted(shapes)}"
+                    f"expected OOD class means and a precision matrix over {dim} "
+                    f"values, received rows of lengths {sorted(shapes)}"
                 )
         return self
+
+    @property
+    def ood(self) -> OODReference | None:
+        """The out-of-distribution reference, when the trainer recorded one."""
+        return self.training_data.ood if self.training_data else None
+
+    @property
+    def extra_outputs(self) -> int:
+        """Columns ``model.tflite`` outputs after the logits (the OOD features, if any)."""
+        ood = self.ood
+        return ood.dim if ood is not None and ood.space == "features" else 0
 
     @property
     def input_spec(self) -> InputSpec:
