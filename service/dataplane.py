@@ -30,7 +30,8 @@ from service.errors import (
     PayloadTooLarge,
     ServiceError,
 )
-from service.inference.inputs import Instances, features, whole_numbers
+from service.inference.images import EncodedImages, decode_all
+from service.inference.inputs import Inputs, Instances, features, whole_numbers
 from service.inference.runtime import Features, Logits
 from service.inference.scores import NotFinite, Scores
 from service.inference.softmax import softmax
@@ -38,6 +39,9 @@ from service.operations.metrics import Metrics
 from service.repository.registry import LoadedVersion, ModelRegistry, VersionStatus
 
 log = logging.getLogger("service.dataplane")
+
+#: Image files up to this size in all are decoded on the event loop (tens of microseconds).
+_INLINE_IMAGE_BYTES = 64 * 1024
 
 
 #: What the request being handled was served with, filled in by ``DataPlane.predict``:
@@ -113,6 +117,7 @@ class DataPlane:
         *,
         max_batch_rows: int = 100_000,
         max_values_per_row: int = 10_000,
+        max_image_pixels: int = 16_777_216,
         max_json_depth: int = 32,
         metrics: Metrics | None = None,
         model_control: bool = False,
@@ -122,6 +127,7 @@ class DataPlane:
         self.metrics = metrics
         self.max_batch_rows = max_batch_rows
         self.max_values_per_row = max_values_per_row
+        self.max_image_pixels = max_image_pixels
         self.max_json_depth = max_json_depth
 
     # --- what is served -------------------------------------------------------------
@@ -168,7 +174,7 @@ class DataPlane:
 
     async def predict(
         self,
-        instances: Instances,
+        instances: Instances | EncodedImages,
         *,
         model: str | None = None,
         version: str | None = None,
@@ -182,21 +188,21 @@ class DataPlane:
                 f"expected at most {self.max_batch_rows} instances per request, "
                 f"received {len(instances)}"
             )
-        x, x32 = features(instances, served.metadata.input_dim)
-        spec = served.metadata.input_spec
-        if spec.integral:
-            what = "token ids" if spec.kind == "token_ids" else f"{spec.dtype} inputs"
-            x32 = whole_numbers(x, spec.dtype, spec.id_range, what)
+        if isinstance(instances, EncodedImages):
+            x, x32 = await self._images(served, instances)
+        else:
+            x, x32 = self._checked(served, instances)
         started = time.perf_counter()
         try:
             if served.batcher is None and not served.runtime.blocking:
-                logits = served.runtime.logits(x32)  # microseconds: cheaper than any hand-off
+                outputs = served.runtime.logits(x32)  # microseconds: cheaper than any hand-off
             else:
-                logits = await self._logits(served, x32)
+                outputs = await self._logits(served, x32)
         except ServiceError:
             raise
         except Exception as exc:  # the runtime refused input that passed every check
             raise self._runtime_failed(served, exc) from None
+        logits, x = served.split(outputs, x)
         elapsed = time.perf_counter() - started
         temperature = served.metadata.temperature if calibrated else 1.0
         try:
@@ -220,6 +226,27 @@ class DataPlane:
                 scores.predicted,
             )
         return ScoredBatch(served, logits, scores)
+
+    async def _images(
+        self, served: LoadedVersion, images: EncodedImages
+    ) -> tuple[Inputs, Features]:
+        """Image files decoded into the model's pixels (``service.inference.images``)."""
+        spec = served.metadata.input_spec
+        if images.total_bytes > _INLINE_IMAGE_BYTES:  # milliseconds: off the event loop
+            pixels = await anyio.to_thread.run_sync(decode_all, images, spec, self.max_image_pixels)
+        else:
+            pixels = decode_all(images, spec, self.max_image_pixels)
+        return pixels.reshape(len(pixels), -1), pixels
+
+    @staticmethod
+    def _checked(served: LoadedVersion, instances: Instances) -> tuple[Inputs, Features]:
+        """The checked instances (``service.inference.inputs``) and the model's input batch."""
+        spec = served.metadata.input_spec
+        x, x32 = features(instances, spec.shape)
+        if spec.integral:
+            what = "token ids" if spec.kind == "token_ids" else f"{spec.dtype} inputs"
+            x32 = whole_numbers(x, spec.shape, spec.dtype, spec.id_range, what)
+        return x, x32
 
     @staticmethod
     def _runtime_failed(served: LoadedVersion, exc: Exception) -> InferenceFailed:

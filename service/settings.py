@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     """Most numbers in one row of ``logits`` (413 beyond); a row of ``instances`` has the
     model's own width, and any other is refused (422)."""
 
+    max_image_pixels: int = Field(default=16_777_216, ge=1, le=89_478_485)
+    """Most pixels (width x height) an image file sent to an image model may declare
+    (413 beyond). Checked from the file's header before anything is decoded, so a small
+    file declaring a huge image (a decompression bomb) costs nothing. The default is
+    4096 x 4096; the ceiling is Pillow's own limit."""
+
     max_json_depth: int = Field(default=32, ge=2)
     """Deepest nesting of arrays and objects in a request body (400 beyond)."""
 

@@ -22,22 +22,45 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 #: What callers may pass as instances: rows of numbers, or an array (binary protocols).
 Instances = Sequence[Sequence[float]] | npt.NDArray[Any]
 #: Checked instances, in float64: a few rows as given, or a matrix (``features``).
-Inputs = Sequence[Sequence[float]] | npt.NDArray[np.float64]
+Inputs = Sequence[Sequence[float]] | npt.NDArray[np.floating[Any]]
 
 
-def _wrong_width(instances: Instances, input_dim: int) -> InvalidInput:
-    """Name the first instance whose width is wrong (only called once we know one is)."""
+def _where(index: Sequence[int]) -> str:
+    """``instances[i][j]...`` for an index into a batch."""
+    return "instances" + "".join(f"[{int(k)}]" for k in index)
+
+
+def _wrong_shape(instances: Instances, shape: Sequence[int]) -> InvalidInput:
+    """Name the first instance whose shape is wrong (only called once we know one is)."""
+    expected = list(shape)
     if isinstance(instances, np.ndarray):
         return InvalidInput(
-            f"expected instances of shape [rows, {input_dim}], received shape "
-            f"{list(instances.shape)}"
+            f"expected instances of shape [rows, {', '.join(map(str, shape))}], received "
+            f"shape {list(instances.shape)}"
         )
-    for i, row in enumerate(instances):
-        if len(row) != input_dim:
+    if len(instances) == 0:
+        return InvalidInput("expected at least one instance, received none")
+    if len(shape) == 1:
+        for i, row in enumerate(instances):
+            if not isinstance(row, Sequence) or len(row) != shape[0]:
+                width = len(row) if isinstance(row, Sequence) else type(row).__name__
+                return InvalidInput(
+                    f"expected {shape[0]} features per instance, received {width} in instances[{i}]"
+                )
+    for i, instance in enumerate(instances):
+        try:
+            received = list(np.shape(np.asarray(instance, dtype=np.float64)))
+        except (ValueError, TypeError):
             return InvalidInput(
-                f"expected {input_dim} features per instance, received {len(row)} in instances[{i}]"
+                f"expected instances of shape {expected}, received a ragged array or "
+                f"something other than numbers in instances[{i}]"
             )
-    return InvalidInput(f"expected rows of {input_dim} numbers, received something else")
+        if received != expected:
+            return InvalidInput(
+                f"expected instances of shape {expected}, received shape {received} in "
+                f"instances[{i}]"
+            )
+    return InvalidInput(f"expected instances of shape {expected}, received something else")
 
 
 #: Up to this many values, list input is checked in Python: cheaper than numpy's calls.
@@ -58,13 +81,17 @@ def _plain_rows(instances: Instances, input_dim: int) -> bool:
     return True
 
 
-def features(instances: Instances, input_dim: int) -> tuple[Inputs, Features]:
+def features(instances: Instances, shape: Sequence[int]) -> tuple[Inputs, Features]:
     """``instances`` checked (``InvalidInput`` saying why not), and the model's float32 input.
 
-    The first value is what the scores compute about the input itself (the
-    out-of-distribution distance), in float64: the rows as given when they are a few
-    plain rows of numbers, else a float64 matrix.
+    ``shape`` is one instance's shape. The first value is what the scores compute
+    about the input itself (the out-of-distribution distance), in float64: the rows as
+    given when they are a few plain rows of numbers, else a float64 array of the
+    instances' values flattened, one row each.
     """
+    if len(shape) != 1:
+        return _tensors(instances, shape)
+    input_dim = shape[0]
     if 0 < len(instances) * input_dim <= _SMALL_INPUT:
         if isinstance(instances, np.ndarray):
             rows: Sequence[Sequence[float]] = instances.tolist()
@@ -75,20 +102,39 @@ def features(instances: Instances, input_dim: int) -> tuple[Inputs, Features]:
     try:
         x = np.array(instances, dtype=np.float64)
     except (ValueError, TypeError):  # ragged rows, or not numbers at all
-        raise _wrong_width(instances, input_dim) from None
+        raise _wrong_shape(instances, shape) from None
     if x.ndim != 2 or x.shape[1] != input_dim or x.shape[0] == 0:
-        raise _wrong_width(instances, input_dim)
-    if not np.abs(x).max() <= FLOAT32_MAX:  # also catches NaN in binary tensors
-        i, j = (int(k) for k in np.argwhere(~(np.abs(x) <= FLOAT32_MAX))[0])
-        value = float(x[i, j])
-        raise InvalidInput(
-            f"expected finite features within the model's float32 range "
-            f"(|x| <= {FLOAT32_MAX:.4g}), received {value!r} in instances[{i}][{j}]"
-        )
+        raise _wrong_shape(instances, shape)
+    _check_range(x)
     return x, x.astype(np.float32)
 
 
-def whole_numbers(x: Inputs, dtype: str, id_range: tuple[int, int] | None, what: str) -> Features:
+def _tensors(instances: Instances, shape: Sequence[int]) -> tuple[Inputs, Features]:
+    """``features`` for instances of more than one axis (images, sequences)."""
+    try:
+        x = np.asarray(instances, dtype=np.float64)
+    except (ValueError, TypeError):  # ragged, or not numbers at all
+        raise _wrong_shape(instances, shape) from None
+    if x.shape[1:] != tuple(shape) or x.shape[0] == 0:
+        raise _wrong_shape(instances, shape)
+    _check_range(x)
+    return x.reshape(len(x), -1), np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _check_range(x: npt.NDArray[np.float64]) -> None:
+    """Refuse values a float32 input cannot hold (and NaN, which binary tensors can carry)."""
+    if not np.abs(x).max() <= FLOAT32_MAX:
+        index = np.argwhere(~(np.abs(x) <= FLOAT32_MAX))[0]
+        value = float(x[tuple(index)])
+        raise InvalidInput(
+            f"expected finite values within the model's float32 range "
+            f"(|x| <= {FLOAT32_MAX:.4g}), received {value!r} in {_where(index)}"
+        )
+
+
+def whole_numbers(
+    x: Inputs, shape: Sequence[int], dtype: str, id_range: tuple[int, int] | None, what: str
+) -> Features:
     """Checked features (``features``) as the model's integer input.
 
     Token ids and integer inputs must be whole numbers within what the model accepts
@@ -96,13 +142,13 @@ def whole_numbers(x: Inputs, dtype: str, id_range: tuple[int, int] | None, what:
     the runtime fail, and a fraction would be silently truncated. ``InvalidInput``
     names the first value that is not.
     """
-    values = np.asarray(x, dtype=np.float64)
+    values = np.asarray(x, dtype=np.float64).reshape(-1, *shape)
     fractional = values != np.floor(values)
     if fractional.any():
-        i, j = (int(k) for k in np.argwhere(fractional)[0])
+        index = np.argwhere(fractional)[0]
         raise InvalidInput(
-            f"expected whole numbers as {what}, received {float(values[i, j])!r} "
-            f"in instances[{i}][{j}]"
+            f"expected whole numbers as {what}, received {float(values[tuple(index)])!r} "
+            f"in {_where(index)}"
         )
     if id_range is not None:
         low, high = id_range
@@ -112,9 +158,9 @@ def whole_numbers(x: Inputs, dtype: str, id_range: tuple[int, int] | None, what:
         low, high, scope = int(info.min), int(info.max), f"(the range of {dtype})"
     outside = (values < low) | (values > high)
     if outside.any():
-        i, j = (int(k) for k in np.argwhere(outside)[0])
+        index = np.argwhere(outside)[0]
         raise InvalidInput(
             f"expected {what} from {low} to {high} {scope}, received "
-            f"{float(values[i, j]):.15g} in instances[{i}][{j}]"
+            f"{float(values[tuple(index)]):.15g} in {_where(index)}"
         )
     return np.ascontiguousarray(values.astype(dtype))

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -197,7 +197,7 @@ class Scorer:
     def __call__(
         self,
         logits: npt.NDArray[np.float32],
-        x: Float64Array | Sequence[Sequence[float]],
+        x: npt.NDArray[np.floating[Any]] | Sequence[Sequence[float]],
         temperature: float,
     ) -> Scores:
         """Scores of ``logits`` (n, K) for inputs ``x`` (n, D) at ``temperature``.
@@ -210,7 +210,8 @@ class Scorer:
                 raise NotFinite(int(np.argwhere(bad)[0][0]))
         if len(logits) <= SCALAR_ROWS and self.small:
             return self._scalar(logits, x, temperature)
-        x = np.asarray(x, dtype=np.float64)
+        # Only the distance reads x: an image batch is not copied to float64 for nothing.
+        x = np.asarray(x, dtype=np.float64) if self.detector is not None else np.empty((0, 0))
         if not self.small:
             return self._general(logits, x, temperature)
         return self._vector(logits, x, temperature)
@@ -270,7 +271,7 @@ class Scorer:
     def _scalar(
         self,
         logits: npt.NDArray[np.float32],
-        x: Float64Array | Sequence[Sequence[float]],
+        x: npt.NDArray[np.floating[Any]] | Sequence[Sequence[float]],
         temperature: float,
     ) -> Scores:
         probabilities: list[list[float]] = []

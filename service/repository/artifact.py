@@ -57,14 +57,21 @@ def model_names(repository: Path) -> list[str]:
 
 
 def version_numbers(model_dir: Path) -> list[int]:
-    """Complete versions (integer directories with a metadata file), oldest first."""
+    """Complete versions, oldest first: integer directories with a metadata file, or with
+    only a ``model.keras`` (a Keras model dropped in by hand, see ``is_bare``)."""
     if not model_dir.is_dir():
         return []
     return sorted(
         int(child.name)
         for child in model_dir.iterdir()
-        if VERSION_DIR.fullmatch(child.name) and (child / METADATA).is_file()
+        if VERSION_DIR.fullmatch(child.name)
+        and ((child / METADATA).is_file() or (child / MODEL_KERAS).is_file())
     )
+
+
+def is_bare(version_dir: Path) -> bool:
+    """True for a version holding a ``model.keras`` but no metadata: nothing to check it by."""
+    return not (version_dir / METADATA).exists() and (version_dir / MODEL_KERAS).is_file()
 
 
 def sha256(path: Path) -> str:
@@ -161,8 +168,8 @@ class InputSpec(BaseModel):
         if self.integral:
             return rng.integers(0, 10, size=shape).astype(self.dtype)
         if self.pixel_range is not None:
-            low, high = self.pixel_range
-            return rng.uniform(low, high, size=shape).astype(np.float32)
+            black, white = self.pixel_range
+            return rng.uniform(black, white, size=shape).astype(np.float32)
         return rng.normal(scale=10.0, size=shape).astype(np.float32)
 
 

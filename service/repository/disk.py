@@ -7,8 +7,11 @@ in, every file's sha256 checked before anything is loaded, and the OOD detector.
 
 from __future__ import annotations
 
+import datetime as dt
+import math
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydantic import ValidationError
@@ -17,7 +20,10 @@ from service.errors import ModelLoadError
 from service.inference.ood import OODDetector
 from service.repository.artifact import (
     METADATA,
+    MODEL_KERAS,
+    InputSpec,
     Metadata,
+    is_bare,
     is_model_name,
     model_names,
     sha256,
@@ -26,6 +32,8 @@ from service.repository.artifact import (
 
 __all__ = [
     "ServedMetadata",
+    "bare_metadata",
+    "is_bare",
     "is_model_name",
     "model_names",
     "read_metadata",
@@ -74,6 +82,27 @@ def read_metadata(version_dir: Path, name: str, version: int) -> ServedMetadata:
             f"received {metadata.name!r} version {metadata.version}"
         )
     return metadata
+
+
+def bare_metadata(
+    version_dir: Path, name: str, version: int, spec: dict[str, Any], classes: int
+) -> ServedMetadata:
+    """What a bare ``model.keras`` (``is_bare``) is served as: its own input description,
+    classes named ``"0"``, ``"1"``, ..., and no files to check (``ValueError`` if its
+    input is not one the service takes)."""
+    size = math.prod(spec["shape"])
+    table = spec["kind"] == "table"
+    modified = dt.datetime.fromtimestamp((version_dir / MODEL_KERAS).stat().st_mtime, dt.UTC)
+    return ServedMetadata(
+        name=name,
+        version=version,
+        input_dim=size,
+        input=InputSpec(**spec),
+        feature_names=[f"x{i + 1}" for i in range(size)] if table else [],
+        class_names=[str(k) for k in range(classes)],
+        created_at=modified.isoformat(),
+        files={},  # nothing recorded, nothing to check
+    )
 
 
 def verify_files(version_dir: Path, metadata: ServedMetadata) -> None:

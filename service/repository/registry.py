@@ -45,10 +45,12 @@ from service.errors import (
     VersionRefused,
 )
 from service.inference.batching import Batcher, BatchingConfig
-from service.inference.runtime import KerasRuntime, LiteRTRuntime, Runtime
+from service.inference.inputs import Inputs
+from service.inference.runtime import KerasRuntime, LiteRTRuntime, Logits, Runtime
 from service.inference.scores import Scorer
 from service.inference.softmax import softmax
 from service.repository import disk
+from service.repository.artifact import METADATA, MODEL_KERAS, MODEL_TFLITE
 from service.repository.disk import ServedMetadata
 from service.repository.policy import VersionPolicy
 
@@ -68,8 +70,17 @@ class LoadedVersion:
 
     def __post_init__(self) -> None:
         meta = self.metadata
-        scorer = Scorer(len(meta.class_names), meta.input_dim, meta.ood_detector)
+        ood_dim = meta.ood.dim if meta.ood is not None else meta.input_dim
+        scorer = Scorer(len(meta.class_names), ood_dim, meta.ood_detector)
         object.__setattr__(self, "scorer", scorer)
+
+    def split(self, outputs: Logits, x: Inputs) -> tuple[Logits, Inputs | npt.NDArray[np.float64]]:
+        """The logits, and what the OOD distance is measured on: the instances ``x``, or the
+        features the runtime outputs after the logits (``OODReference.space``)."""
+        classes = len(self.labels)
+        if self.metadata.extra_outputs:
+            return outputs[:, :classes], outputs[:, classes:].astype(np.float64)
+        return outputs, x
 
     @property
     def name(self) -> str:
@@ -103,16 +114,52 @@ class VersionStatus:
 
 
 def _open_runtime(version_dir: Path, metadata: ServedMetadata) -> tuple[Runtime, str]:
-    dim, classes = metadata.input_dim, len(metadata.class_names)
-    dtype = metadata.input_spec.dtype
-    if "model.tflite" in metadata.files:
-        return LiteRTRuntime(version_dir / "model.tflite", dim, classes, dtype), "litert"
-    if "model.keras" in metadata.files:
-        return KerasRuntime(version_dir / "model.keras", dim, classes, dtype), "keras"
+    spec = metadata.input_spec
+    outputs = len(metadata.class_names) + metadata.extra_outputs
+    if MODEL_TFLITE in metadata.files:
+        return LiteRTRuntime(version_dir / MODEL_TFLITE, spec.shape, outputs, spec.dtype), "litert"
+    if MODEL_KERAS in metadata.files:
+        runtime = KerasRuntime(version_dir / MODEL_KERAS, features=metadata.extra_outputs > 0)
+        if (runtime.shape, runtime.dtype, runtime.outputs) != (spec.shape, spec.dtype, outputs):
+            raise ModelLoadError(
+                f"expected {MODEL_KERAS} to map {spec.dtype} {spec.shape} to {outputs} "
+                f"outputs (as its metadata says), received {runtime.dtype} {runtime.shape} "
+                f"-> {runtime.outputs}"
+            )
+        return runtime, "keras"
     raise ModelLoadError(
         f"model {metadata.name!r} version {metadata.version}: expected model.tflite or "
         f"model.keras among its files, received {sorted(metadata.files)}"
     )
+
+
+def _open_bare(version_dir: Path, name: str, version: int) -> tuple[Runtime, ServedMetadata]:
+    """A ``model.keras`` dropped in without metadata: served through Keras, described by itself."""
+    advice = (
+        f"'python -m model_training export {version_dir / MODEL_KERAS} --name {name}' "
+        "writes a checked version with a LiteRT export"
+    )
+    try:
+        runtime = KerasRuntime(version_dir / MODEL_KERAS)
+    except ModelLoadError as exc:
+        raise ModelLoadError(f"{exc}; {advice}") from exc
+    try:
+        metadata = disk.bare_metadata(
+            version_dir, name, version, runtime.describe(), runtime.outputs
+        )
+    except ValueError as exc:
+        raise ModelLoadError(f"{MODEL_KERAS} is not a model the service can take: {exc}") from exc
+    log.warning(
+        "model %r version %s has only %s and no %s: served through Keras, with no hash "
+        "check possible and classes named 0..%d; %s",
+        name,
+        version,
+        MODEL_KERAS,
+        METADATA,
+        runtime.outputs - 1,
+        advice,
+    )
+    return runtime, metadata
 
 
 def _warm_up(runtime: Runtime, metadata: ServedMetadata) -> None:
@@ -120,12 +167,14 @@ def _warm_up(runtime: Runtime, metadata: ServedMetadata) -> None:
     rng = np.random.default_rng(0)
     for rows in (8, 1):
         probe = metadata.input_spec.probe(rows, rng)
-        logits = np.asarray(runtime.logits(probe))
-        if logits.shape != (rows, len(metadata.class_names)):
+        classes = len(metadata.class_names)
+        outputs = np.asarray(runtime.logits(probe))
+        if outputs.shape != (rows, classes + metadata.extra_outputs):
             raise ModelLoadError(
-                f"model {metadata.name!r} version {metadata.version}: expected probe logits of "
-                f"shape {(rows, len(metadata.class_names))}, received {logits.shape}"
+                f"model {metadata.name!r} version {metadata.version}: expected probe outputs of "
+                f"shape {(rows, classes + metadata.extra_outputs)}, received {outputs.shape}"
             )
+        logits = outputs[:, :classes]
         probabilities = softmax(logits, metadata.temperature)
         if not (np.isfinite(probabilities).all() and np.allclose(probabilities.sum(axis=1), 1.0)):
             raise ModelLoadError(
@@ -147,12 +196,19 @@ def load_version(
     version_dir: Path, name: str, version: int, batching: BatchingPolicy = never_batch
 ) -> LoadedVersion:
     """Check, open and warm up one version; raises ``ModelLoadError`` saying why not."""
-    metadata = disk.read_metadata(version_dir, name, version)
-    disk.verify_files(version_dir, metadata)
     try:
-        runtime, runtime_name = _open_runtime(version_dir, metadata)
+        if disk.is_bare(version_dir):
+            runtime, metadata = _open_bare(version_dir, name, version)
+            runtime_name = "keras"
+        else:
+            metadata = disk.read_metadata(version_dir, name, version)
+            disk.verify_files(version_dir, metadata)
+            runtime, runtime_name = _open_runtime(version_dir, metadata)
     except ModelLoadError as exc:
-        raise ModelLoadError(f"model {name!r} version {version}: {exc}") from exc
+        where = f"model {name!r} version {version}"
+        if str(exc).startswith(where):
+            raise
+        raise ModelLoadError(f"{where}: {exc}") from exc
     _warm_up(runtime, metadata)
     config = batching(name, runtime)
     batcher = Batcher(runtime, config) if config.enabled else None
