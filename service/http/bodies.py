@@ -18,6 +18,7 @@ from starlette.requests import Request
 
 from service.errors import MalformedJSON, ServiceError
 from service.http.error_responses import invalid_input
+from service.inference.images import EncodedImages
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -65,6 +66,16 @@ def problem(exc: ValidationError, raw: bytes) -> ServiceError:
     return invalid_input(errors)
 
 
+def is_image(request: Request) -> bool:
+    """True when the body is one image file (``Content-Type: image/png``, ``image/jpeg``, ...)."""
+    return request.headers.get("content-type", "").lower().lstrip().startswith("image/")
+
+
+async def image(request: Request) -> EncodedImages:
+    """The body as one image file, for any predict path (decoded by the data plane)."""
+    return EncodedImages([await request.body()], ["the request body"])
+
+
 async def read(request: Request, model: type[M], max_depth: int = 32) -> M:
     """The request's body validated as ``model``."""
     return parse(model, await request.body(), max_depth)
@@ -74,10 +85,21 @@ async def read(request: Request, model: type[M], max_depth: int = 32) -> M:
 REF_TEMPLATE = "#/components/schemas/{model}"
 
 
-def openapi_body(model: type[BaseModel], *, required: bool = True) -> dict[str, Any]:
+#: How an image body is documented: any predict path takes one PNG or JPEG file as its body.
+def _image_body(kind: str) -> dict[str, Any]:
+    return {
+        "schema": {"type": "string", "format": "binary"},
+        "example": f"(the bytes of one {kind} file: curl --data-binary @digit.{kind.lower()})",
+    }
+
+
+def openapi_body(
+    model: type[BaseModel], *, required: bool = True, images: bool = False
+) -> dict[str, Any]:
     """``openapi_extra`` that documents ``model`` as the route's JSON request body.
 
-    ``required=False`` for a route that takes no body as an empty one.
+    ``required=False`` for a route that takes no body as an empty one; ``images=True``
+    for a predict route, which also takes one image file as its body (``is_image``).
 
     FastAPI never sees these bodies (the routes parse them themselves), so their schemas
     are not among its components. The body is a ``$ref`` into ``#/components/schemas``
@@ -90,7 +112,9 @@ def openapi_body(model: type[BaseModel], *, required: bool = True) -> dict[str, 
     definitions = schema.pop("$defs", {})
     name = schema["title"]
     body = {"$ref": REF_TEMPLATE.format(model=name), "$defs": {**definitions, name: schema}}
-    content = {"application/json": {"schema": body}}
+    content: dict[str, Any] = {"application/json": {"schema": body}}
+    if images:
+        content.update({"image/png": _image_body("PNG"), "image/jpeg": _image_body("JPEG")})
     return {"requestBody": {"required": required, "content": content}}
 
 

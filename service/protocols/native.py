@@ -23,6 +23,7 @@ from service.protocols.schemas import (
     ReloadResponse,
     SoftmaxRequest,
     SoftmaxResponse,
+    core_instances,
     error_responses,
 )
 
@@ -82,9 +83,12 @@ def _predict_body(result: ScoredBatch, fmt: str) -> dict[str, Any]:
 
 async def _predict(request: Request, model: str | None, version: str | None) -> JSONResponse:
     plane = dataplane(request)
+    if bodies.is_image(request):
+        result = await plane.predict(await bodies.image(request), model=model, version=version)
+        return JSONResponse(_predict_body(result, "rows"))
     body = await bodies.read(request, PredictRequest, plane.max_json_depth)
     result = await plane.predict(
-        body.instances, model=model, version=version, calibrated=body.calibrated
+        core_instances(body.instances), model=model, version=version, calibrated=body.calibrated
     )
     return JSONResponse(_predict_body(result, body.format))
 
@@ -93,7 +97,7 @@ PREDICT = {
     "response_model": PredictResponse | ColumnarPredictResponse,
     "responses": PREDICT_ERRORS,
     "tags": ["predict"],
-    "openapi_extra": openapi_body(PredictRequest),
+    "openapi_extra": openapi_body(PredictRequest, images=True),
 }
 
 

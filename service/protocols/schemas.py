@@ -7,9 +7,13 @@ typo is not silently ignored.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+
+from service.errors import InvalidInput
+from service.inference.images import EncodedImages, from_base64
 
 FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 Row = list[FiniteFloat]
@@ -21,8 +25,80 @@ class StrictBody(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+class ImageFile(StrictBody):
+    """An image file, as TF Serving sends one: ``{"b64": "<standard base64 of a PNG or JPEG>"}``."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"b64": "iVBORw0KGgoAAAANSUhEUg..."}]}
+    )
+
+    b64: str = Field(description="Standard base64 (RFC 4648) of a PNG or JPEG file.")
+
+
+#: Tags of an instance's forms: nested arrays by their number of axes, or an image file.
+RANKS = ("<1 axis>", "<2 axes>", "<3 axes>", "<4 axes>")
+FILE = "<file>"
+NAMED = "<named>"
+
+
+def instance_tag(value: Any) -> str:
+    """The tag of one instance: ``FILE`` for ``{"b64": ...}``, else its number of axes."""
+    if isinstance(value, dict):
+        return FILE
+    axes = 0
+    while isinstance(value, list):
+        axes += 1
+        value = value[0] if value else None
+    return RANKS[min(max(axes, 1), len(RANKS)) - 1]
+
+
+def batch_tag(value: Any) -> str:
+    """The tag of a batch: that of its first instance (validation checks the others)."""
+    return instance_tag(value[0]) if isinstance(value, list) and value else RANKS[0]
+
+
+Matrix = list[Row]
+Tensor3 = list[Matrix]
+Tensor4 = list[Tensor3]
+
+#: One instance: a nested array of the model's input shape, or an image file.
+Instance = Annotated[
+    Annotated[Row, Tag(RANKS[0])]
+    | Annotated[Matrix, Tag(RANKS[1])]
+    | Annotated[Tensor3, Tag(RANKS[2])]
+    | Annotated[Tensor4, Tag(RANKS[3])]
+    | Annotated[ImageFile, Tag(FILE)],
+    Discriminator(instance_tag),
+]
+
+#: Instances of one form (decided once per batch, by the first: the hot path stays in Rust).
+Batch = Annotated[
+    Annotated[list[Row], Field(min_length=1), Tag(RANKS[0])]
+    | Annotated[list[Matrix], Field(min_length=1), Tag(RANKS[1])]
+    | Annotated[list[Tensor3], Field(min_length=1), Tag(RANKS[2])]
+    | Annotated[list[Tensor4], Field(min_length=1), Tag(RANKS[3])]
+    | Annotated[list[ImageFile], Field(min_length=1), Tag(FILE)],
+    Discriminator(batch_tag),
+]
+
+
+def core_instances(instances: Sequence[Any], where: str = "instances") -> Any:
+    """Validated instances in the data plane's terms: ``EncodedImages`` for image files
+    (base64 decoded here, 422 saying where if it is not base64), else the numbers as given."""
+    if not any(isinstance(x, ImageFile) for x in instances[:1]):
+        return instances
+    if not all(isinstance(x, ImageFile) for x in instances):
+        raise InvalidInput(f"expected {where} to be all image files or all arrays, received a mix")
+    places = [f"{where}[{i}]" for i in range(len(instances))]
+    return EncodedImages(
+        [from_base64(x.b64, place) for x, place in zip(instances, places, strict=True)], places
+    )
+
+
 class PredictRequest(StrictBody):
-    """Instances to classify: one row of ``input_dim`` features each."""
+    """Instances to classify: each a nested array of the model's input shape (a row of
+    features, an image's height x width x channels values, ...), or for image models an
+    image file ``{"b64": ...}``."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -33,7 +109,10 @@ class PredictRequest(StrictBody):
         }
     )
 
-    instances: list[Row] = Field(min_length=1, description="One row of features per instance.")
+    instances: Batch = Field(
+        description="One per instance: a nested array of the model's input shape, or "
+        '{"b64": ...} image files for image models.'
+    )
     calibrated: bool = Field(
         default=True,
         description="Apply the version's calibration temperature, where it has one; "

@@ -29,7 +29,22 @@ from service.http.bodies import openapi_body
 from service.http.responses import JSONResponse
 from service.http.routing import route_classes
 from service.http.state import dataplane
-from service.protocols.schemas import MANY, ONE, ErrorResponse, Row, error_responses
+from service.protocols import schemas
+from service.protocols.schemas import (
+    FILE,
+    NAMED,
+    RANKS,
+    Batch,
+    ErrorResponse,
+    ImageFile,
+    Matrix,
+    Row,
+    Tensor3,
+    Tensor4,
+    core_instances,
+    error_responses,
+    instance_tag,
+)
 from service.repository.registry import LoadedVersion, State, VersionStatus
 
 SIGNATURE = "serving_default"
@@ -39,19 +54,35 @@ OUTPUT = "probabilities"
 # --- request bodies ---------------------------------------------------------------------
 
 
+BATCH = "<batch>"
+
+
 def _form(value: Any) -> str:
-    return MANY if isinstance(value, dict) else ONE
+    """An instance's tag: ``{"<input name>": ...}`` is named, else as ``schemas.instance_tag``."""
+    if isinstance(value, dict) and set(value) != {"b64"}:
+        return NAMED
+    return instance_tag(value)
 
 
-#: One instance: a row of features, or ``{"<input name>": [features]}``.
+def _columns_form(value: Any) -> str:
+    return NAMED if isinstance(value, dict) else BATCH
+
+
+#: One instance: a nested array of the input's shape, an image file ``{"b64": ...}``, or
+#: either under the input's name: ``{"<input name>": ...}``.
 Instance = Annotated[
-    Annotated[Row, Tag(ONE)] | Annotated[dict[str, Row], Tag(MANY)],
+    Annotated[Row, Tag(RANKS[0])]
+    | Annotated[Matrix, Tag(RANKS[1])]
+    | Annotated[Tensor3, Tag(RANKS[2])]
+    | Annotated[Tensor4, Tag(RANKS[3])]
+    | Annotated[ImageFile, Tag(FILE)]
+    | Annotated[dict[str, schemas.Instance], Tag(NAMED)],
     Discriminator(_form),
 ]
-#: The columnar input: the rows, or ``{"<input name>": [[features], ...]}``.
+#: The columnar input: the instances, or ``{"<input name>": [...]}``.
 Columns = Annotated[
-    Annotated[list[Row], Tag(ONE)] | Annotated[dict[str, list[Row]], Tag(MANY)],
-    Discriminator(_form),
+    Annotated[Batch, Tag(BATCH)] | Annotated[dict[str, Batch], Tag(NAMED)],
+    Discriminator(_columns_form),
 ]
 
 
@@ -65,6 +96,7 @@ class PredictRequest(BaseModel):
         json_schema_extra={
             "examples": [
                 {"instances": [[15.0, 0.0], [29.5, 14.2]]},
+                {"instances": [{"b64": "iVBORw0KGgoAAAANSUhEUg..."}]},
                 {"signature_name": "serving_default", "inputs": {"input": [[15.0, 0.0]]}},
             ]
         },
@@ -226,7 +258,7 @@ def _one_name(named: dict[str, Any], where: str) -> Any:
     return next(iter(named.values()))
 
 
-def _rows(body: PredictRequest) -> tuple[list[list[float]], str]:
+def _rows(body: PredictRequest) -> tuple[list[Any], str]:
     """The instances, and the key the answer goes under."""
     if body.signature_name not in (None, SIGNATURE):
         raise InvalidInput(
@@ -253,10 +285,14 @@ def _rows(body: PredictRequest) -> tuple[list[list[float]], str]:
 
 async def _predict(request: Request, name: str, version: str | None) -> JSONResponse:
     plane = dataplane(request)
+    if bodies.is_image(request):
+        result = await plane.predict(await bodies.image(request), model=name, version=version)
+        return JSONResponse({"predictions": result.probabilities})
     body = await bodies.read(request, PredictRequest, plane.max_json_depth)
     served = plane.resolve(name, version)
     rows, key = _rows(body)
-    result = await plane.predict(rows, served=served)
+    where = "instances" if key == "predictions" else "inputs"
+    result = await plane.predict(core_instances(rows, where), served=served)
     return JSONResponse({key: result.probabilities})
 
 
@@ -270,7 +306,7 @@ direct = APIRouter(route_class=HotRoute, tags=TAGS)
 PREDICT = {
     "response_model": RowPredictResponse | ColumnarPredictResponse,
     "responses": error_responses(400, 404, 413, 503),
-    "openapi_extra": openapi_body(PredictRequest),
+    "openapi_extra": openapi_body(PredictRequest, images=True),
 }
 
 
@@ -401,8 +437,8 @@ async def version_status(name: str, version: str, request: Request) -> JSONRespo
 TF_DTYPES = {"float32": "DT_FLOAT", "int32": "DT_INT32", "int64": "DT_INT64"}
 
 
-def _tensor(dtype: str, width: int, name: str) -> dict[str, Any]:
-    dims = [{"size": "-1", "name": ""}, {"size": str(width), "name": ""}]
+def _tensor(dtype: str, shape: list[int], name: str) -> dict[str, Any]:
+    dims = [{"size": str(size), "name": ""} for size in [-1, *shape]]
     return {"dtype": dtype, "tensor_shape": {"dim": dims, "unknown_rank": False}, "name": name}
 
 
@@ -412,10 +448,10 @@ def _metadata(served: LoadedVersion) -> dict[str, Any]:
         # The model's input dtype; the probabilities are computed and sent in float64.
         "inputs": {
             INPUT: _tensor(
-                TF_DTYPES[meta.input_spec.dtype], meta.input_dim, f"{SIGNATURE}_{INPUT}:0"
+                TF_DTYPES[meta.input_spec.dtype], meta.input_spec.shape, f"{SIGNATURE}_{INPUT}:0"
             )
         },
-        "outputs": {OUTPUT: _tensor("DT_DOUBLE", len(meta.class_names), f"{OUTPUT}:0")},
+        "outputs": {OUTPUT: _tensor("DT_DOUBLE", [len(meta.class_names)], f"{OUTPUT}:0")},
         "method_name": "tensorflow/serving/predict",
     }
     return {

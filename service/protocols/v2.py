@@ -37,13 +37,24 @@ from service.http.bodies import openapi_body
 from service.http.responses import JSONResponse
 from service.http.routing import route_classes
 from service.http.state import dataplane
+from service.inference.images import EncodedImages
 from service.protocols import v2_tensors as tensors
-from service.protocols.schemas import MANY, ONE, FiniteFloat, Row, error_responses, one_or_many
+from service.protocols.schemas import (
+    FILE,
+    FiniteFloat,
+    Matrix,
+    Row,
+    Tensor3,
+    Tensor4,
+    error_responses,
+)
 from service.repository.artifact import InputSpec
 from service.repository.registry import LoadedVersion, State
 
 HEADER_LENGTH = "inference-header-content-length"
 INPUT = "input"
+#: Image models also take their instances as encoded PNG/JPEG files, one per element.
+IMAGE_INPUT = {"name": "image", "datatype": "BYTES", "shape": [-1]}
 OUTPUTS = ("probabilities", "logits")
 EXTENSIONS = ["binary_tensor_data", "classification", "model_repository"]
 PLATFORMS = {"litert": "litert_tflite", "keras": "keras_keras"}
@@ -58,20 +69,46 @@ class _Body(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
 
 
+#: Tags of a tensor's data by its nesting depth (flat, or nested up to [N, a, b, c, d]).
+DEPTHS = tuple(f"<depth {d}>" for d in range(1, 6))
+
+
+def _data_form(value: Any) -> str:
+    """A tensor's data: numbers, flat or nested (by depth), or strings (BYTES)."""
+    if isinstance(value, list) and value and isinstance(value[0], str):
+        return FILE
+    depth = 0
+    while isinstance(value, list):
+        depth += 1
+        value = value[0] if value else None
+    return DEPTHS[min(max(depth, 1), len(DEPTHS)) - 1]
+
+
 class InferInput(_Body):
     """One input tensor: its data inline, or ``binary_data_size`` bytes after the header."""
 
     name: str = Field(max_length=256)
     shape: list[Annotated[int, Field(ge=0)]] = Field(min_length=1, max_length=8)
-    datatype: str = Field(max_length=32, description="FP32 or FP64.")
+    datatype: str = Field(
+        max_length=32,
+        description="FP32 or FP64 (INT32 or INT64 for integer inputs); BYTES for image files.",
+    )
     parameters: Parameters = Field(default_factory=dict)
     data: (
         Annotated[
-            Annotated[list[FiniteFloat], Tag(ONE)] | Annotated[list[Row], Tag(MANY)],
-            Discriminator(one_or_many),
+            Annotated[list[FiniteFloat], Tag(DEPTHS[0])]
+            | Annotated[list[Row], Tag(DEPTHS[1])]
+            | Annotated[list[Matrix], Tag(DEPTHS[2])]
+            | Annotated[list[Tensor3], Tag(DEPTHS[3])]
+            | Annotated[list[Tensor4], Tag(DEPTHS[4])]
+            | Annotated[list[str], Tag(FILE)],
+            Discriminator(_data_form),
         ]
         | None
-    ) = Field(default=None, description="Row-major values, flat or one list per row.")
+    ) = Field(
+        default=None,
+        description="Row-major values, flat or nested; for BYTES, base64 of each image file.",
+    )
 
 
 class RequestedOutput(_Body):
@@ -290,8 +327,8 @@ def _count(parameters: Parameters, where: str) -> int | None:
 
 def _input(
     body: InferenceRequest, tail: tensors.BinaryTail, spec: InputSpec
-) -> tuple[npt.NDArray[Any], str]:
-    """The one input as an ``[N, input_dim]`` array, and its datatype."""
+) -> tuple[npt.NDArray[Any] | EncodedImages, str]:
+    """The one input as an ``[N, *shape]`` array (or image files), and its datatype."""
     if len(body.inputs) != 1:
         raise InvalidInput(
             f"expected one input tensor ({INPUT!r}), received {len(body.inputs)}: "
@@ -309,13 +346,19 @@ def _input(
             f"expected binary_data_size of input {given.name!r} to be a byte count, "
             f"received {size!r}"
         )
-    input_dim = spec.shape[0]
-    if len(given.shape) != 2 or given.shape[1] != input_dim or given.shape[0] == 0:
+    if given.datatype == "BYTES" and spec.kind == "image":
+        files = tensors.decode_files(given.name, given.shape, given.data, size, tail)
+        tail.finish()
+        return files, given.datatype
+    expected = [*spec.shape]
+    if given.shape[1:] != expected or given.shape[0] == 0:
         raise InvalidInput(
-            f"expected input {given.name!r} of shape [N, {input_dim}] with N >= 1, "
-            f"received {given.shape}"
+            f"expected input {given.name!r} of shape [N, {', '.join(map(str, expected))}] "
+            f"with N >= 1, received {given.shape}"
         )
     accepted = tensors.accepted_datatypes(spec.dtype, spec.id_range is not None)
+    if spec.kind == "image":
+        accepted = (*accepted, "BYTES")
     x = tensors.decode_input(
         given.name, given.datatype, given.shape, given.data, size, tail, accepted
     )
@@ -323,8 +366,11 @@ def _input(
     return x, given.datatype
 
 
-def _requested(body: InferenceRequest) -> list[tuple[str, bool, int | None]]:
-    """(name, binary, classification count) of each output to return, in request order."""
+def _requested(body: InferenceRequest | None) -> list[tuple[str, bool, int | None]]:
+    """(name, binary, classification count) of each output to return, in request order
+    (every output, as JSON, for a request that is one image file)."""
+    if body is None:
+        return [(name, False, None) for name in OUTPUTS]
     binary_default = _flag(body.parameters, "binary_data_output", False, "the request")
     if body.outputs is None:
         return [(name, binary_default, None) for name in OUTPUTS]
@@ -347,7 +393,7 @@ def _requested(body: InferenceRequest) -> list[tuple[str, bool, int | None]]:
 
 
 def _encode(
-    body: InferenceRequest,
+    request_id: str | None,
     result: ScoredBatch,
     datatype: str,
     wanted: list[tuple[str, bool, int | None]],
@@ -359,8 +405,8 @@ def _encode(
         "model_name": result.model.name,
         "model_version": str(result.model.version),
     }
-    if body.id is not None:
-        head["id"] = body.id
+    if request_id is not None:
+        head["id"] = request_id
     outputs, binaries = [], []
     for name, binary, k in wanted:
         source = result.probabilities if name == "probabilities" else result.logits
@@ -386,14 +432,20 @@ def _encode(
 
 async def _infer(request: Request, name: str, version: str | None) -> Response:
     plane = dataplane(request)
-    header, tail = tensors.split_body(await request.body(), request.headers.get(HEADER_LENGTH))
-    body = bodies.parse(InferenceRequest, header, plane.max_json_depth)
-    served = plane.resolve(name, version)
-    x, datatype = _input(body, tensors.BinaryTail(tail), served.metadata.input_spec)
-    calibrated = _flag(body.parameters, "calibrated", True, "the request")
-    wanted = _requested(body)
+    if bodies.is_image(request):
+        served = plane.resolve(name, version)
+        x: npt.NDArray[Any] | EncodedImages = await bodies.image(request)
+        request_id, datatype, calibrated, wanted = None, "BYTES", True, _requested(None)
+    else:
+        raw = await request.body()
+        header, tail = tensors.split_body(raw, request.headers.get(HEADER_LENGTH))
+        body = bodies.parse(InferenceRequest, header, plane.max_json_depth)
+        served = plane.resolve(name, version)
+        x, datatype = _input(body, tensors.BinaryTail(tail), served.metadata.input_spec)
+        calibrated = _flag(body.parameters, "calibrated", True, "the request")
+        request_id, wanted = body.id, _requested(body)
     result = await plane.predict(x, calibrated=calibrated, served=served)
-    head, binaries = _encode(body, result, datatype, wanted)
+    head, binaries = _encode(request_id, result, datatype, wanted)
     if not binaries:
         return JSONResponse(head)
     encoded = orjson.dumps(head, option=orjson.OPT_SERIALIZE_NUMPY)
@@ -419,7 +471,7 @@ INFER = {
         },
         **error_responses(400, 404, 413, 503),
     },
-    "openapi_extra": openapi_body(InferenceRequest),
+    "openapi_extra": openapi_body(InferenceRequest, images=True),
 }
 
 
@@ -469,6 +521,7 @@ async def server_ready(request: Request) -> Response:
 
 def _model_metadata(served: LoadedVersion, versions: list[int]) -> dict[str, Any]:
     classes = len(served.metadata.class_names)
+    spec = served.metadata.input_spec
     return {
         "name": served.name,
         "versions": [str(v) for v in versions],
@@ -476,9 +529,10 @@ def _model_metadata(served: LoadedVersion, versions: list[int]) -> dict[str, Any
         "inputs": [
             {
                 "name": INPUT,
-                "datatype": tensors.MODEL_DATATYPES[served.metadata.input_spec.dtype],
-                "shape": [-1, served.metadata.input_dim],
-            }
+                "datatype": tensors.MODEL_DATATYPES[spec.dtype],
+                "shape": [-1, *spec.shape],
+            },
+            *([IMAGE_INPUT] if spec.kind == "image" else []),
         ],
         "outputs": [{"name": o, "datatype": "FP32", "shape": [-1, classes]} for o in OUTPUTS],
     }

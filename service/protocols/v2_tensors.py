@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from service.errors import BadRequest, InvalidInput
+from service.inference.images import EncodedImages, from_base64
 
 #: Datatypes an input may have (integers: token ids and other integer inputs).
 DTYPES: dict[str, np.dtype[Any]] = {
@@ -98,7 +99,7 @@ def decode_input(
     name: str,
     datatype: str,
     shape: Sequence[int],
-    data: Sequence[float] | Sequence[Sequence[float]] | None,
+    data: Sequence[Any] | None,
     binary_data_size: int | None,
     tail: BinaryTail,
     accepted: Sequence[str] = ("FP32", "FP64"),
@@ -143,6 +144,60 @@ def decode_input(
             f"received {values.size}"
         )
     return values.reshape(shape)
+
+
+def decode_files(
+    name: str,
+    shape: Sequence[int],
+    data: Sequence[Any] | None,
+    binary_data_size: int | None,
+    tail: BinaryTail,
+) -> EncodedImages:
+    """A ``BYTES`` input of encoded image files, ``[N]`` or ``[N, 1]``: each element a file,
+    length-prefixed in the binary tail, or a base64 string in JSON."""
+    if len(shape) not in (1, 2) or shape[0] == 0 or shape[1:] not in ([], [1]):
+        raise InvalidInput(
+            f"expected BYTES input {name!r} of shape [N] or [N, 1] (one image file per "
+            f"instance) with N >= 1, received {list(shape)}"
+        )
+    count = shape[0]
+    places = [f"input {name!r}[{i}]" for i in range(count)]
+    if binary_data_size is not None:
+        if data is not None:
+            raise InvalidInput(
+                f"expected input {name!r} as either 'data' or binary data "
+                "(binary_data_size), received both"
+            )
+        raw = tail.take(binary_data_size, f"input {name!r}")
+        files, offset = [], 0
+        for place in places:
+            if offset + 4 > len(raw):
+                break
+            (length,) = struct.unpack_from("<I", raw, offset)
+            files.append(bytes(raw[offset + 4 : offset + 4 + length]))
+            offset += 4 + length
+            if offset > len(raw):
+                raise InvalidInput(
+                    f"expected {length} bytes for {place} (its length prefix), received "
+                    f"{len(raw) - offset + length}"
+                )
+        if len(files) != count or offset != len(raw):
+            raise InvalidInput(
+                f"expected {count} length-prefixed files in the {binary_data_size} bytes of "
+                f"input {name!r}, received {len(files)} and {len(raw) - offset} bytes more"
+            )
+        return EncodedImages(files, places)
+    if data is None:
+        raise InvalidInput(
+            f"expected input {name!r} to carry 'data' or a binary_data_size parameter, "
+            "received neither"
+        )
+    flat = [item for row in data for item in (row if isinstance(row, list) else [row])]
+    if len(flat) != count or not all(isinstance(item, str) for item in flat):
+        raise InvalidInput(
+            f"expected {count} base64 strings in BYTES input {name!r}, received {len(flat)} values"
+        )
+    return EncodedImages([from_base64(t, w) for t, w in zip(flat, places, strict=True)], places)
 
 
 def classify(

@@ -136,7 +136,8 @@ def _open_runtime(version_dir: Path, metadata: ServedMetadata) -> tuple[Runtime,
 def _open_bare(version_dir: Path, name: str, version: int) -> tuple[Runtime, ServedMetadata]:
     """A ``model.keras`` dropped in without metadata: served through Keras, described by itself."""
     advice = (
-        f"'python -m model_training export {version_dir / MODEL_KERAS} --name {name}' "
+        f"'python -m model_training export {version_dir / MODEL_KERAS} --name {name} "
+        f"--model-repository {version_dir.parent.parent}' "
         "writes a checked version with a LiteRT export"
     )
     try:
