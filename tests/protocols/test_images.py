@@ -130,6 +130,7 @@ def test_a_bare_model_keras_is_served_through_keras_and_says_it_was_not_checked(
         "dtype": "float32",
         "kind": "image",
         "id_range": None,
+        "columns": None,
         "pixel_range": [0.0, 255.0],
     }
     assert status["platform"] == "keras_keras"
