@@ -12,11 +12,14 @@ nothing written), 2 bad arguments.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import get_args
 
 from model_training import tensorflow_logs
+from model_training.artifact import InputSpec
 from model_training.data import BLOB_TEST_SIZE, DataError
 from model_training.pipeline import (
     DEFAULT_NAME,
@@ -27,6 +30,9 @@ from model_training.pipeline import (
     train_version,
 )
 from model_training.repository import RepositoryError, check_name, versions
+
+#: The kinds of input a version can describe (``--kind``).
+INPUT_KINDS: tuple[str, ...] = get_args(InputSpec.model_fields["kind"].annotation)
 
 
 def _positive_int(text: str) -> int:
@@ -40,6 +46,13 @@ def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"expected a positive finite number, received {text}")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, received {text}")
     return value
 
 
@@ -132,6 +145,21 @@ def export_parser() -> argparse.ArgumentParser:
         "--feature-names", type=_names, help="comma-separated (default x1, x2, ...)"
     )
     parser.add_argument("--class-names", type=_names, help="comma-separated (default 0, 1, ...)")
+    parser.add_argument(
+        "--kind",
+        choices=INPUT_KINDS,
+        help="what the input is (default: read from the model: an Embedding first takes "
+        "token_ids; (height, width, 1|3|4) floats an image; one dimension a table; more a "
+        "sequence)",
+    )
+    parser.add_argument(
+        "--pixel-range",
+        nargs=2,
+        type=_finite_float,
+        metavar=("LOW", "HIGH"),
+        help="an image model's input values for a black and a white pixel (default: 0 255 when "
+        "the model's first layer rescales 0..255 itself, e.g. Rescaling(1/255), else 0 1)",
+    )
     _common(parser)
     return parser
 
@@ -202,6 +230,8 @@ def _export(args: argparse.Namespace) -> int:
         repository=args.model_repository,
         feature_names=args.feature_names,
         class_names=args.class_names,
+        kind=args.kind,
+        pixel_range=tuple(args.pixel_range) if args.pixel_range else None,
     )
     written = export_version(job)
     print(f"wrote {written.name} version {written.version} to {written.path}")

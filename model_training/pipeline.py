@@ -10,6 +10,7 @@ elsewhere into the repository. ``model_training.cli`` only parses and prints.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import platform
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -74,6 +75,10 @@ class ExportJob:
     repository: Path = Path("models")
     feature_names: Sequence[str] | None = None
     class_names: Sequence[str] | None = None
+    kind: str | None = None
+    """What the input is (table, image, sequence, token_ids); ``None``: read from the model."""
+    pixel_range: tuple[float, float] | None = None
+    """An image model's values for a black and a white pixel; ``None``: read from the model."""
 
 
 @dataclass(frozen=True)
@@ -256,12 +261,18 @@ def export_version(job: ExportJob) -> Written:
     from model_training.inputs import describe_input, probe
 
     model = load_keras(job.model)
-    description = describe_input(model)
-    input_dim = int(model.inputs[0].shape[-1])
+    description = describe_input(model, job.kind, job.pixel_range)
+    input_dim = math.prod(description["shape"])
     num_classes = int(logits_model(model).output.shape[-1])
-    features = list(job.feature_names or [f"x{i + 1}" for i in range(input_dim)])
+    table = description["kind"] == "table"
+    if job.feature_names and not table:
+        raise ExportError(
+            f"expected no feature names for a {description['kind']} input (only a table has "
+            f"them), received {len(job.feature_names)}"
+        )
+    features = list(job.feature_names or [f"x{i + 1}" for i in range(input_dim)]) if table else []
     classes = list(job.class_names or [str(i) for i in range(num_classes)])
-    if len(features) != input_dim:
+    if table and len(features) != input_dim:
         raise ExportError(f"expected {input_dim} feature names, received {len(features)}")
     if len(classes) != num_classes:
         raise ExportError(f"expected {num_classes} class names, received {len(classes)}")
