@@ -19,10 +19,15 @@ from pathlib import Path
 from typing import get_args
 
 from model_training import tensorflow_logs
-from model_training.artifact import InputSpec
+from model_training.artifact import InputSpec, is_model_name
 from model_training.data import BLOB_TEST_SIZE, DataError
 from model_training.pipeline import (
     DEFAULT_NAME,
+    EXAMPLES,
+    IMAGE_BATCH_SIZE,
+    IMAGE_EPOCHS,
+    TABLE_BATCH_SIZE,
+    TABLE_EPOCHS,
     ExportJob,
     TrainingJob,
     Written,
@@ -91,11 +96,19 @@ def train_parser() -> argparse.ArgumentParser:
         "'python -m model_training export --help' imports a model trained elsewhere.",
     )
     _common(parser)
-    parser.add_argument("--name", default=DEFAULT_NAME, help="model name (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=42, help="random seed (default: %(default)s)")
-    parser.add_argument("--epochs", type=_positive_int, default=30, help="(default: %(default)s)")
     parser.add_argument(
-        "--batch-size", type=_positive_int, default=5, help="(default: %(default)s)"
+        "--name",
+        help=f"model name (default: {DEFAULT_NAME}), or digits with --example digits, the "
+        "folder's name with --data DIR",
+    )
+    parser.add_argument("--seed", type=int, default=42, help="random seed (default: %(default)s)")
+    parser.add_argument(
+        "--epochs", type=_positive_int, help=f"(default: {TABLE_EPOCHS}, images {IMAGE_EPOCHS})"
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        help=f"(default: {TABLE_BATCH_SIZE}, images {IMAGE_BATCH_SIZE})",
     )
     parser.add_argument(
         "--learning-rate", type=_positive_float, default=1e-3, help="Adam's (default: %(default)s)"
@@ -114,9 +127,29 @@ def train_parser() -> argparse.ArgumentParser:
         "--test-size",
         type=_positive_float,
         help="held-out samples: a count, or a fraction when below 1 (default: "
-        f"{BLOB_TEST_SIZE} of the blobs; 20%% of a CSV's rows, at least one per class)",
+        f"{BLOB_TEST_SIZE} of the blobs; 20%% of a CSV's rows or of the images, at least one "
+        "per class; images are held out class by class)",
     )
-    parser.add_argument("--data", type=Path, help="train on this CSV instead of the blobs")
+    parser.add_argument(
+        "--example",
+        choices=EXAMPLES,
+        help="the example to train on without --data: blobs (four 2-D Gaussian blobs, the "
+        "default) or digits (scikit-learn's 8x8 handwritten digits, as an image model)",
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        help="train on this CSV, or on this folder holding one sub-folder of PNG/JPEG images "
+        "per class (an image classifier)",
+    )
+    parser.add_argument(
+        "--image-size",
+        nargs=2,
+        type=_positive_int,
+        metavar=("HEIGHT", "WIDTH"),
+        help="resize a folder's images to this size (default: their own size when they all "
+        "share one, else 32 32)",
+    )
     parser.add_argument("--label-column", help="the CSV's label column (default: the last column)")
     parser.add_argument(
         "--no-report",
@@ -185,14 +218,31 @@ def _print_summary(written: Written) -> None:
         f"(flags {detector['train_flagged']:.2%} of training, "
         f"{detector['test_flagged']:.2%} of test samples)"
     )
+    if "noise_flagged" in detector:
+        print(
+            f"out-of-distribution on the network's features: flags "
+            f"{detector['noise_flagged']:.2%} of {detector['noise']['images']} uniform-noise images"
+        )
+
+
+def _default_name(args: argparse.Namespace) -> str:
+    """digits for the digits, an image folder's own name (when it is a valid model name)."""
+    if args.data is None:
+        return "digits" if args.example == "digits" else DEFAULT_NAME
+    if args.data.is_dir():
+        folder = args.data.resolve().name
+        return folder if is_model_name(folder) else "images"
+    return DEFAULT_NAME
 
 
 def training_job(args: argparse.Namespace) -> TrainingJob:
     """The command line's training options as a job."""
     return TrainingJob(
         repository=args.model_repository,
-        name=args.name,
+        name=args.name or _default_name(args),
         data=args.data,
+        example=args.example or "blobs",
+        image_size=tuple(args.image_size) if args.image_size else None,
         label_column=args.label_column,
         samples=args.samples,
         test_size=args.test_size,
@@ -204,6 +254,14 @@ def training_job(args: argparse.Namespace) -> TrainingJob:
         report=not args.no_report,
         keras_progress=not args.quiet,
     )
+
+
+def _check_combination(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Options that only mean something with others: a usage error (exit 2) otherwise."""
+    if args.example is not None and args.data is not None:
+        parser.error("--example and --data exclude each other: train on one or the other")
+    if args.image_size is not None and (args.data is None or not args.data.is_dir()):
+        parser.error("--image-size applies to --data DIR (a folder of images) only")
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -244,6 +302,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     exporting = bool(argv) and argv[0] == "export"
     parser = export_parser() if exporting else train_parser()
     args = parser.parse_args(argv[1:] if exporting else argv)  # exits 2 on bad arguments
+    if not exporting:
+        _check_combination(parser, args)
     tensorflow_logs.configure(verbose=args.verbose)
     try:
         return _export(args) if exporting else _train(args)
