@@ -90,13 +90,18 @@ def predict_requests(playground: Playground) -> list[str]:
     return [url for url in playground.requests if url.endswith("/predict")]
 
 
-def draw(page: Page, *points: tuple[float, float]) -> None:
-    """One stroke with the mouse through ``points`` (fractions of the canvas's width, height)."""
+def on_canvas(page: Page, points: tuple[tuple[float, float], ...]) -> list[tuple[float, float]]:
+    """Viewport coordinates of ``points`` given as fractions of the canvas's width, height."""
     canvas = page.locator("#sketch")
     canvas.scroll_into_view_if_needed()
     box = canvas.bounding_box()
     assert box is not None
-    at = [(box["x"] + fx * box["width"], box["y"] + fy * box["height"]) for fx, fy in points]
+    return [(box["x"] + fx * box["width"], box["y"] + fy * box["height"]) for fx, fy in points]
+
+
+def draw(page: Page, *points: tuple[float, float]) -> None:
+    """One stroke with the mouse through ``points`` (fractions of the canvas's width, height)."""
+    at = on_canvas(page, points)
     page.mouse.move(*at[0])
     page.mouse.down()
     for x, y in at[1:]:
@@ -115,7 +120,8 @@ def shown(page: Page) -> list[float]:
 def sent_image(request: Request) -> bytes:
     """The image file inside the page's ``{"instances": [{"b64": ...}]}`` body."""
     assert request.headers["content-type"] == "application/json"
-    body: dict[str, Any] = request.post_data_json
+    body = request.post_data_json
+    assert isinstance(body, dict)
     assert list(body) == ["instances"]
     [instance] = body["instances"]
     assert list(instance) == ["b64"]
@@ -201,6 +207,28 @@ def test_a_drawn_stroke_gets_the_probabilities_predict_gives_for_the_png_sent(
     screenshot = tmp_path / "drawing.png"
     page.screenshot(path=screenshot, full_page=True)
     print(f"drawing screenshot: {screenshot}")
+    playground.assert_clean()
+
+
+def test_a_finger_draws_too(playground: Playground, api: httpx.Client) -> None:
+    """A touch stroke, through Chromium's own input pipeline (CDP), not synthetic events:
+    it draws, and an upward swipe does not scroll the page (it would, elsewhere)."""
+    page = playground.page
+    at = on_canvas(page, ((0.5, 0.8), (0.5, 0.5), (0.5, 0.2)))
+    scrolled = page.evaluate("() => window.scrollY")
+    cdp = page.context.new_cdp_session(page)
+    touch = "Input.dispatchTouchEvent"
+    with page.expect_request(is_predict) as caught:
+        cdp.send(touch, {"type": "touchStart", "touchPoints": [{"x": at[0][0], "y": at[0][1]}]})
+        for x, y in at[1:]:
+            cdp.send(touch, {"type": "touchMove", "touchPoints": [{"x": x, "y": y}]})
+        cdp.send(touch, {"type": "touchEnd", "touchPoints": []})
+    page.wait_for_selector("#image-probabilities[data-state=ready]")
+    pixels = gray(sent_image(caught.value))
+    assert pixels[int(0.25 * SKETCH) : int(0.75 * SKETCH), SKETCH // 2].min() == 255
+    assert pixels[:, : SKETCH // 3].max() == 0
+    assert page.evaluate("() => window.scrollY") == scrolled
+    assert_page_shows_the_answer_to(page, api, caught.value)
     playground.assert_clean()
 
 
