@@ -706,6 +706,8 @@
 
   sketchCanvas.addEventListener("pointerup", endStroke);
   sketchCanvas.addEventListener("pointercancel", endStroke);
+  // Capture lost without a pointerup (the window lost focus, ...): the stroke ends there.
+  sketchCanvas.addEventListener("lostpointercapture", endStroke);
 
   function predictDrawing() {
     if (!sketch.model || sketch.strokes === 0) return;
