@@ -86,20 +86,10 @@ REF_TEMPLATE = "#/components/schemas/{model}"
 
 
 #: How an image body is documented: any predict path takes one PNG or JPEG file as its body.
-def _image_body(kind: str) -> dict[str, Any]:
-    return {
-        "schema": {"type": "string", "format": "binary"},
-        "example": f"(the bytes of one {kind} file: curl --data-binary @digit.{kind.lower()})",
-    }
-
-
-def openapi_body(
-    model: type[BaseModel], *, required: bool = True, images: bool = False
-) -> dict[str, Any]:
+def openapi_body(model: type[BaseModel], *, required: bool = True) -> dict[str, Any]:
     """``openapi_extra`` that documents ``model`` as the route's JSON request body.
 
-    ``required=False`` for a route that takes no body as an empty one; ``images=True``
-    for a predict route, which also takes one image file as its body (``is_image``).
+    ``required=False`` for a route that takes no body as an empty one.
 
     FastAPI never sees these bodies (the routes parse them themselves), so their schemas
     are not among its components. The body is a ``$ref`` into ``#/components/schemas``
@@ -113,8 +103,6 @@ def openapi_body(
     name = schema["title"]
     body = {"$ref": REF_TEMPLATE.format(model=name), "$defs": {**definitions, name: schema}}
     content: dict[str, Any] = {"application/json": {"schema": body}}
-    if images:
-        content.update({"image/png": _image_body("PNG"), "image/jpeg": _image_body("JPEG")})
     return {"requestBody": {"required": required, "content": content}}
 
 

@@ -99,25 +99,37 @@ PREDICT = {
     "response_model": PredictResponse | ColumnarPredictResponse,
     "responses": PREDICT_ERRORS,
     "tags": ["predict"],
-    "openapi_extra": openapi_body(PredictRequest, images=True),
+    "openapi_extra": openapi_body(PredictRequest),
 }
 
 
 @direct.post("/predict", **PREDICT)  # type: ignore[arg-type]
 async def predict(request: Request) -> JSONResponse:
-    """Class probabilities for each instance, from the default model's newest version."""
+    """Class probabilities for each instance, from the default model's newest version.
+
+    For an image model, the body may also be one PNG or JPEG file (``Content-Type:
+    image/png`` or ``image/jpeg``): the answer is for that one image.
+    """
     return await _predict(request, None, None)
 
 
 @direct.post("/models/{name}/predict", **PREDICT)  # type: ignore[arg-type]
 async def predict_model(name: str, request: Request) -> JSONResponse:
-    """Class probabilities from the newest version of the named model."""
+    """Class probabilities from the newest version of the named model.
+
+    For an image model, the body may also be one PNG or JPEG file (``Content-Type:
+    image/png`` or ``image/jpeg``): the answer is for that one image.
+    """
     return await _predict(request, name, None)
 
 
 @direct.post("/models/{name}/versions/{version}/predict", **PREDICT)  # type: ignore[arg-type]
 async def predict_version(name: str, version: str, request: Request) -> JSONResponse:
-    """Class probabilities from one version of the named model."""
+    """Class probabilities from one version of the named model.
+
+    For an image model, the body may also be one PNG or JPEG file (``Content-Type:
+    image/png`` or ``image/jpeg``): the answer is for that one image.
+    """
     return await _predict(request, name, version)
 
 

@@ -326,19 +326,27 @@ direct = APIRouter(route_class=HotRoute, tags=TAGS)
 PREDICT = {
     "response_model": RowPredictResponse | ColumnarPredictResponse,
     "responses": error_responses(400, 404, 413, 503),
-    "openapi_extra": openapi_body(PredictRequest, images=True),
+    "openapi_extra": openapi_body(PredictRequest),
 }
 
 
 @direct.post("/v1/models/{name}:predict", **PREDICT)  # type: ignore[arg-type]
 async def predict(name: str, request: Request) -> JSONResponse:
-    """Class probabilities from the newest version (row or columnar format)."""
+    """Class probabilities from the newest version (row or columnar format).
+
+    For an image model, the body may also be one PNG or JPEG file (``Content-Type:
+    image/png`` or ``image/jpeg``): the answer is for that one image.
+    """
     return await _predict(request, name, None)
 
 
 @direct.post("/v1/models/{name}/versions/{version}:predict", **PREDICT)  # type: ignore[arg-type]
 async def predict_version(name: str, version: str, request: Request) -> JSONResponse:
-    """Class probabilities from one version (row or columnar format)."""
+    """Class probabilities from one version (row or columnar format).
+
+    For an image model, the body may also be one PNG or JPEG file (``Content-Type:
+    image/png`` or ``image/jpeg``): the answer is for that one image.
+    """
     return await _predict(request, name, version)
 
 

@@ -471,19 +471,27 @@ INFER = {
         },
         **error_responses(400, 404, 413, 503),
     },
-    "openapi_extra": openapi_body(InferenceRequest, images=True),
+    "openapi_extra": openapi_body(InferenceRequest),
 }
 
 
 @direct.post("/v2/models/{name}/infer", **INFER)  # type: ignore[arg-type]
 async def infer(name: str, request: Request) -> Response:
-    """Inference with the newest version of the model (JSON or binary tensor data)."""
+    """Inference with the newest version of the model (JSON or binary tensor data).
+
+    For an image model, the body may also be one PNG or JPEG file (``Content-Type:
+    image/png`` or ``image/jpeg``): the answer is for that one image.
+    """
     return await _infer(request, name, None)
 
 
 @direct.post("/v2/models/{name}/versions/{version}/infer", **INFER)  # type: ignore[arg-type]
 async def infer_version(name: str, version: str, request: Request) -> Response:
-    """Inference with one version of the model (JSON or binary tensor data)."""
+    """Inference with one version of the model (JSON or binary tensor data).
+
+    For an image model, the body may also be one PNG or JPEG file (``Content-Type:
+    image/png`` or ``image/jpeg``): the answer is for that one image.
+    """
     return await _infer(request, name, version)
 
 
