@@ -111,16 +111,25 @@ def say(message: str) -> None:
 def check_answer(
     url: str, body: Path, headers: dict[str, str] | None = None, timeout: float = 60.0
 ) -> str | None:
-    """One request: None if it is answered 200, else what went wrong."""
-    try:
-        answer = httpx.post(
-            url,
-            content=body.read_bytes(),
-            headers=headers or loadgen.JSON,
-            timeout=timeout,
-        )
-    except httpx.HTTPError as exc:
-        return f"POST {url} failed: {exc!r}"
+    """One request: None if it is answered 200, else what went wrong.
+
+    A 503 (overloaded) is retried until ``timeout``: a server that queues work may still
+    be computing the previous run's backlog, with every slot taken.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            answer = httpx.post(
+                url,
+                content=body.read_bytes(),
+                headers=headers or loadgen.JSON,
+                timeout=timeout,
+            )
+        except httpx.HTTPError as exc:
+            return f"POST {url} failed: {exc!r}"
+        if answer.status_code != 503 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     if answer.status_code != 200:
         return f"POST {url} answered {answer.status_code}: {answer.text[:200]}"
     return None
