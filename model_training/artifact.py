@@ -21,7 +21,7 @@ import math
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -103,6 +103,49 @@ class FileEntry(BaseModel):
     bytes: int = Field(ge=0)
 
 
+class Column(BaseModel):
+    """One column of a user's table, and how an instance's value becomes model inputs.
+
+    A table instance may be an object of named values (``{"island": "Biscoe", ...}``);
+    the service encodes it column by column, in ``InputSpec.columns`` order: a numeric
+    column is one input (its value, or ``fill`` when missing); a categorical column is
+    ``len(vocabulary) + 1`` inputs, one-hot: the value's position in ``vocabulary``, or
+    the last one for a value not seen in training (out of vocabulary). Anything the
+    model computes from there (standardization) is inside the model.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: str = Field(min_length=1)
+    kind: Literal["numeric", "categorical"] = "numeric"
+    fill: Annotated[float, Field(allow_inf_nan=False)] | str | None = None
+    """What a missing value (``null``; in a CSV ``""``, ``NA``, ``NaN``) is replaced with:
+    the training split's mean (numeric) or its most frequent value (categorical).
+    ``None``: nothing recorded, and a missing value is refused."""
+    vocabulary: list[str] | None = None
+    """For a categorical column: the values seen in the training split, in one-hot order."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Column:
+        if self.kind == "categorical":
+            if not self.vocabulary or not isinstance(self.fill, str):
+                raise ValueError(
+                    f"expected categorical column {self.name!r} to have a vocabulary and a "
+                    f"string fill, received {self.vocabulary!r} and {self.fill!r}"
+                )
+        elif self.vocabulary is not None or isinstance(self.fill, str):
+            raise ValueError(
+                f"expected numeric column {self.name!r} to have a numeric fill and no "
+                f"vocabulary, received {self.fill!r} and {self.vocabulary!r}"
+            )
+        return self
+
+    @property
+    def width(self) -> int:
+        """How many model inputs the column becomes."""
+        return 1 if self.vocabulary is None else len(self.vocabulary) + 1
+
+
 class InputSpec(BaseModel):
     """What the model takes, per instance (``metadata.json``'s ``input``).
 
@@ -125,6 +168,10 @@ class InputSpec(BaseModel):
     id_range: tuple[int, int] | None = None
     """For token ids: the smallest and largest id the model accepts (its embedding's rows)."""
 
+    columns: list[Column] | None = None
+    """For a table trained here from a CSV: its columns, which clients may name in an
+    instance object (``Column``). ``None``: instances are rows of numbers only."""
+
     pixel_range: tuple[float, float] | None = None
     """For images: the values the model takes for a black and a white pixel: ``[0, 255]``
     when it rescales inside, ``[0, 1]`` when its trainer divided by 255. An image file's
@@ -136,6 +183,14 @@ class InputSpec(BaseModel):
             raise ValueError(f"expected a shape of positive sizes, received {self.shape}")
         if self.id_range is not None and not 0 <= self.id_range[0] <= self.id_range[1]:
             raise ValueError(f"expected an id_range [low, high], received {list(self.id_range)}")
+        if self.columns is not None:
+            width = sum(column.width for column in self.columns)
+            names = [column.name for column in self.columns]
+            if self.kind != "table" or self.shape != [width] or len(set(names)) != len(names):
+                raise ValueError(
+                    f"expected columns of distinct names encoding a table of shape {self.shape}, "
+                    f"received {len(names)} columns of {width} inputs for a {self.kind}"
+                )
         if self.kind == "image":
             if len(self.shape) != 3 or self.shape[2] not in (1, 3, 4):
                 raise ValueError(
@@ -269,6 +324,12 @@ class Metadata(BaseModel):
     def ood(self) -> OODReference | None:
         """The out-of-distribution reference, when the trainer recorded one."""
         return self.training_data.ood if self.training_data else None
+
+    @property
+    def categorical(self) -> bool:
+        """True when the model has categorical columns (whose unseen values are reported)."""
+        columns = self.input.columns if self.input is not None else None
+        return any(column.kind == "categorical" for column in columns or [])
 
     @property
     def extra_outputs(self) -> int:

@@ -12,14 +12,22 @@ nothing written), 2 bad arguments.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import get_args
 
 from model_training import tensorflow_logs
+from model_training.artifact import InputSpec, is_model_name
 from model_training.data import BLOB_TEST_SIZE, DataError
 from model_training.pipeline import (
     DEFAULT_NAME,
+    EXAMPLES,
+    IMAGE_BATCH_SIZE,
+    IMAGE_EPOCHS,
+    TABLE_BATCH_SIZE,
+    TABLE_EPOCHS,
     ExportJob,
     TrainingJob,
     Written,
@@ -27,6 +35,9 @@ from model_training.pipeline import (
     train_version,
 )
 from model_training.repository import RepositoryError, check_name, versions
+
+#: The kinds of input a version can describe (``--kind``).
+INPUT_KINDS: tuple[str, ...] = get_args(InputSpec.model_fields["kind"].annotation)
 
 
 def _positive_int(text: str) -> int:
@@ -40,6 +51,13 @@ def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"expected a positive finite number, received {text}")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, received {text}")
     return value
 
 
@@ -78,11 +96,19 @@ def train_parser() -> argparse.ArgumentParser:
         "'python -m model_training export --help' imports a model trained elsewhere.",
     )
     _common(parser)
-    parser.add_argument("--name", default=DEFAULT_NAME, help="model name (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=42, help="random seed (default: %(default)s)")
-    parser.add_argument("--epochs", type=_positive_int, default=30, help="(default: %(default)s)")
     parser.add_argument(
-        "--batch-size", type=_positive_int, default=5, help="(default: %(default)s)"
+        "--name",
+        help=f"model name (default: {DEFAULT_NAME}), or digits with --example digits, the "
+        "folder's name with --data DIR",
+    )
+    parser.add_argument("--seed", type=int, default=42, help="random seed (default: %(default)s)")
+    parser.add_argument(
+        "--epochs", type=_positive_int, help=f"(default: {TABLE_EPOCHS}, images {IMAGE_EPOCHS})"
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        help=f"(default: {TABLE_BATCH_SIZE}, images {IMAGE_BATCH_SIZE})",
     )
     parser.add_argument(
         "--learning-rate", type=_positive_float, default=1e-3, help="Adam's (default: %(default)s)"
@@ -101,9 +127,29 @@ def train_parser() -> argparse.ArgumentParser:
         "--test-size",
         type=_positive_float,
         help="held-out samples: a count, or a fraction when below 1 (default: "
-        f"{BLOB_TEST_SIZE} of the blobs; 20%% of a CSV's rows, at least one per class)",
+        f"{BLOB_TEST_SIZE} of the blobs; 20%% of a CSV's rows or of the images, at least one "
+        "per class; images are held out class by class)",
     )
-    parser.add_argument("--data", type=Path, help="train on this CSV instead of the blobs")
+    parser.add_argument(
+        "--example",
+        choices=EXAMPLES,
+        help="the example to train on without --data: blobs (four 2-D Gaussian blobs, the "
+        "default) or digits (scikit-learn's 8x8 handwritten digits, as an image model)",
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        help="train on this CSV, or on this folder holding one sub-folder of PNG/JPEG images "
+        "per class (an image classifier)",
+    )
+    parser.add_argument(
+        "--image-size",
+        nargs=2,
+        type=_positive_int,
+        metavar=("HEIGHT", "WIDTH"),
+        help="resize a folder's images to this size (default: their own size when they all "
+        "share one, else 32 32)",
+    )
     parser.add_argument("--label-column", help="the CSV's label column (default: the last column)")
     parser.add_argument(
         "--no-report",
@@ -132,6 +178,21 @@ def export_parser() -> argparse.ArgumentParser:
         "--feature-names", type=_names, help="comma-separated (default x1, x2, ...)"
     )
     parser.add_argument("--class-names", type=_names, help="comma-separated (default 0, 1, ...)")
+    parser.add_argument(
+        "--kind",
+        choices=INPUT_KINDS,
+        help="what the input is (default: read from the model: an Embedding first takes "
+        "token_ids; (height, width, 1|3|4) floats an image; one dimension a table; more a "
+        "sequence)",
+    )
+    parser.add_argument(
+        "--pixel-range",
+        nargs=2,
+        type=_finite_float,
+        metavar=("LOW", "HIGH"),
+        help="an image model's input values for a black and a white pixel (default: 0 255 when "
+        "the model's first layer rescales 0..255 itself, e.g. Rescaling(1/255), else 0 1)",
+    )
     _common(parser)
     return parser
 
@@ -157,14 +218,31 @@ def _print_summary(written: Written) -> None:
         f"(flags {detector['train_flagged']:.2%} of training, "
         f"{detector['test_flagged']:.2%} of test samples)"
     )
+    if "noise_flagged" in detector:
+        print(
+            f"out-of-distribution on the network's features: flags "
+            f"{detector['noise_flagged']:.2%} of {detector['noise']['images']} uniform-noise images"
+        )
+
+
+def _default_name(args: argparse.Namespace) -> str:
+    """digits for the digits, an image folder's own name (when it is a valid model name)."""
+    if args.data is None:
+        return "digits" if args.example == "digits" else DEFAULT_NAME
+    if args.data.is_dir():
+        folder = args.data.resolve().name
+        return folder if is_model_name(folder) else "images"
+    return DEFAULT_NAME
 
 
 def training_job(args: argparse.Namespace) -> TrainingJob:
     """The command line's training options as a job."""
     return TrainingJob(
         repository=args.model_repository,
-        name=args.name,
+        name=args.name or _default_name(args),
         data=args.data,
+        example=args.example or "blobs",
+        image_size=tuple(args.image_size) if args.image_size else None,
         label_column=args.label_column,
         samples=args.samples,
         test_size=args.test_size,
@@ -176,6 +254,14 @@ def training_job(args: argparse.Namespace) -> TrainingJob:
         report=not args.no_report,
         keras_progress=not args.quiet,
     )
+
+
+def _check_combination(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Options that only mean something with others: a usage error (exit 2) otherwise."""
+    if args.example is not None and args.data is not None:
+        parser.error("--example and --data exclude each other: train on one or the other")
+    if args.image_size is not None and (args.data is None or not args.data.is_dir()):
+        parser.error("--image-size applies to --data DIR (a folder of images) only")
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -202,6 +288,8 @@ def _export(args: argparse.Namespace) -> int:
         repository=args.model_repository,
         feature_names=args.feature_names,
         class_names=args.class_names,
+        kind=args.kind,
+        pixel_range=tuple(args.pixel_range) if args.pixel_range else None,
     )
     written = export_version(job)
     print(f"wrote {written.name} version {written.version} to {written.path}")
@@ -214,6 +302,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     exporting = bool(argv) and argv[0] == "export"
     parser = export_parser() if exporting else train_parser()
     args = parser.parse_args(argv[1:] if exporting else argv)  # exits 2 on bad arguments
+    if not exporting:
+        _check_combination(parser, args)
     tensorflow_logs.configure(verbose=args.verbose)
     try:
         return _export(args) if exporting else _train(args)

@@ -3,7 +3,12 @@
 The service applies the softmax itself in float64, so the export must end at the
 logits. A model built here has a layer named ``logits``; a model trained elsewhere
 is accepted when its last layer is a softmax (a ``Softmax``/``Activation`` layer, or
-a ``Dense`` layer with softmax activation), and refused otherwise.
+a ``Dense`` layer with softmax activation), and refused otherwise. Any single input
+(a table's row, an image, a sequence, token ids) is accepted.
+
+An image model trained here measures out-of-distribution distances on its own
+features (what enters the ``logits`` layer), so its export outputs them too, after
+the logits, in one tensor ``(batch, classes + D)`` (``serving_model``).
 """
 
 from __future__ import annotations
@@ -41,29 +46,37 @@ def _is_softmax(activation: object) -> bool:
     return getattr(activation, "__name__", "") == "softmax"
 
 
-def _graph(model: keras.Model) -> tuple[Any, dict[str, Any], Any]:
-    """The input tensor, each layer's output tensor by name, and the tensor entering the last layer.
+def _graph(model: keras.Model) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """The input tensor, and each layer's output and input tensor by name.
 
-    A loaded Sequential model's layers have no symbolic inputs, so its graph is rebuilt.
+    A loaded Sequential model's layers have no symbolic inputs, so its graph is rebuilt
+    (on an input of the model's own dtype: token ids stay integers).
     """
     if isinstance(model, keras.Sequential):
-        inputs = keras.Input(shape=model.input_shape[1:], name="features")
+        inputs = keras.Input(
+            shape=model.input_shape[1:], dtype=model.inputs[0].dtype, name="features"
+        )
         outputs: dict[str, Any] = {}
-        x = before_last = inputs
+        entering: dict[str, Any] = {}
+        x = inputs
         for layer in model.layers:
-            before_last, x = x, layer(x)
+            entering[layer.name] = x
+            x = layer(x)
             outputs[layer.name] = x
-        return inputs, outputs, before_last
-    outputs = {layer.name: layer.output for layer in model.layers[1:]}
-    return model.inputs[0], outputs, model.layers[-1].input
+        return inputs, outputs, entering
+    layers = model.layers[1:]
+    outputs = {layer.name: layer.output for layer in layers}
+    entering = {layer.name: layer.input for layer in layers}
+    return model.inputs[0], outputs, entering
 
 
 def logits_model(model: keras.Model) -> keras.Model:
     """A model sharing ``model``'s weights whose output is the logits before its final softmax."""
-    inputs, outputs, before_last = _graph(model)
+    inputs, outputs, entering = _graph(model)
     if LOGITS_LAYER in outputs:
         return keras.Model(inputs, outputs[LOGITS_LAYER])
     last = model.layers[-1]
+    before_last = entering[last.name]
     if isinstance(last, keras.layers.Softmax) or (
         isinstance(last, keras.layers.Activation) and _is_softmax(last.activation)
     ):
@@ -78,6 +91,47 @@ def logits_model(model: keras.Model) -> keras.Model:
         "Activation('softmax') layer, or Dense(..., activation='softmax')) or that has a "
         f"layer named {LOGITS_LAYER!r}. Received: layers {[layer.name for layer in model.layers]}"
     )
+
+
+def features_model(model: keras.Model) -> keras.Model:
+    """A model sharing ``model``'s weights whose output is what enters its ``logits`` layer.
+
+    The network's own features, on which the out-of-distribution reference of an
+    image model is measured.
+    """
+    inputs, _, entering = _graph(model)
+    if LOGITS_LAYER not in entering:
+        raise ExportError(
+            f"expected a layer named {LOGITS_LAYER!r} to read the features from. "
+            f"Received: layers {[layer.name for layer in model.layers]}"
+        )
+    features = entering[LOGITS_LAYER]
+    if len(features.shape) != 2:
+        raise ExportError(
+            f"expected the features entering {LOGITS_LAYER!r} to be flat (batch, D), "
+            f"received shape {tuple(features.shape)}"
+        )
+    return keras.Model(inputs, features)
+
+
+def serving_model(model: keras.Model, with_features: bool = False) -> keras.Model:
+    """What ``model.tflite`` computes: the logits, or the logits then the features.
+
+    ``with_features``: one output ``(batch, classes + D)``, the logits first, then the D
+    features entering the ``logits`` layer (concatenated inside the graph, so the
+    export keeps one input and one output); the service splits it at ``classes``.
+    """
+    head = logits_model(model)
+    if not with_features:
+        return head
+    features = features_model(model)
+    inputs = keras.Input(
+        shape=model.inputs[0].shape[1:], dtype=model.inputs[0].dtype, name="features"
+    )
+    both = keras.layers.Concatenate(axis=-1, name="logits_and_features")(
+        [head(inputs), features(inputs)]
+    )
+    return keras.Model(inputs, both)
 
 
 def _softmax64(logits: np.ndarray) -> np.ndarray:
@@ -117,10 +171,58 @@ def logit_tolerance(logits: np.ndarray, summation: int) -> float:
     return 2.0 * summation * UNIT_ROUNDOFF * scale
 
 
+def _has_recurrent_layer(model: keras.Model) -> bool:
+    return any(
+        isinstance(layer, keras.layers.RNN | keras.layers.Bidirectional)
+        or (isinstance(layer, keras.Model) and _has_recurrent_layer(layer))
+        for layer in model.layers
+    )
+
+
+def _set_unroll(config: Any) -> Any:
+    """``config`` with every ``unroll`` setting (nested layers' too) turned on."""
+    if isinstance(config, dict):
+        return {k: True if k == "unroll" else _set_unroll(v) for k, v in config.items()}
+    if isinstance(config, list):
+        return [_set_unroll(v) for v in config]
+    return config
+
+
+def unrolled(model: keras.Model) -> keras.Model:
+    """``model`` with its recurrent layers unrolled, same weights.
+
+    LiteRT cannot convert a recurrent loop over a batch of unknown size (its tensor
+    lists need static shapes); unrolled over the fixed number of steps, it converts
+    to plain ops. The result computes the same function (``check_export`` proves it).
+    """
+
+    def clone(layer: Any) -> Any:
+        if isinstance(layer, keras.layers.RNN | keras.layers.Bidirectional):
+            return layer.__class__.from_config(_set_unroll(layer.get_config()))
+        return layer.__class__.from_config(layer.get_config())
+
+    copy = keras.models.clone_model(model, clone_function=clone, recursive=True)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def convert(head: keras.Model) -> bytes:
-    """The LiteRT flatbuffer of ``head`` (a model ending at the logits)."""
-    with contextlib.redirect_stdout(io.StringIO()):  # the converter prints its SavedModel trace
-        return bytes(tf.lite.TFLiteConverter.from_keras_model(head).convert())
+    """The LiteRT flatbuffer of ``head`` (a model ending at the logits).
+
+    Recurrent layers are unrolled first (``unrolled``); a model LiteRT still cannot
+    convert raises ``ExportError`` with the converter's first complaint.
+    """
+    source = unrolled(head) if _has_recurrent_layer(head) else head
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # the converter prints its SavedModel trace
+            return bytes(tf.lite.TFLiteConverter.from_keras_model(source).convert())
+    except Exception as exc:  # the converter raises its own ConverterError, and others
+        lines = [line.strip() for line in str(exc).splitlines() if "error" in line.lower()]
+        reason = (lines or [str(exc).strip() or type(exc).__name__])[0][:300]
+        raise ExportError(
+            "LiteRT cannot convert this model (built-in TFLite ops only): "
+            f"{reason}. Received: layers {[layer.name for layer in head.layers]}"
+        ) from exc
 
 
 def litert_logits(content: bytes, x: np.ndarray) -> np.ndarray:
@@ -139,9 +241,11 @@ def litert_logits(content: bytes, x: np.ndarray) -> np.ndarray:
 def check_export(model: keras.Model, head: keras.Model, content: bytes, probe: np.ndarray) -> None:
     """Prove that serving ``content`` gives ``model``'s probabilities; raise ``ExportError`` if not.
 
-    Two checks on ``probe``, each failing only for a real fault, not for float32 round-off:
+    ``head`` is what was converted: the logits, possibly followed by the features
+    (``serving_model``). Two checks on ``probe``, each failing only for a real fault,
+    not for float32 round-off:
 
-    1. the export's logits equal ``head``'s (the Keras model's own logits) within
+    1. the export's outputs (logits, and features if any) equal ``head``'s within
        ``logit_tolerance``: otherwise the conversion changed the network;
     2. softmax(export logits) equals the model's probabilities within ``TOLERANCE`` (the
        contract's 1e-5), or, where the logits are so large that their float32 round-off
@@ -152,9 +256,10 @@ def check_export(model: keras.Model, head: keras.Model, content: bytes, probe: n
     exported = litert_logits(content, probe)
     expected = np.asarray(head(probe, training=False), dtype=np.float64)
     probabilities = np.asarray(model(probe, training=False), dtype=np.float64)
-    if exported.shape != probabilities.shape or expected.shape != probabilities.shape:
+    classes = probabilities.shape[1]
+    if exported.shape != expected.shape or expected.shape[1] < classes:
         raise ExportError(
-            f"expected the export to give {probabilities.shape[1]} classes, "
+            f"expected the export to give {expected.shape[1]} outputs ({classes} classes), "
             f"received {exported.shape[1]}"
         )
     summation = summation_length(head)
@@ -169,7 +274,7 @@ def check_export(model: keras.Model, head: keras.Model, content: bytes, probe: n
         )
     softmax_roundoff = (probabilities.shape[1] + 4) * UNIT_ROUNDOFF
     probability_tol = max(TOLERANCE, logit_error / 2 + softmax_roundoff)
-    error = float(np.abs(_softmax64(exported) - probabilities).max())
+    error = float(np.abs(_softmax64(exported[:, :classes]) - probabilities).max())
     if not error <= probability_tol:
         raise ExportError(
             f"expected softmax(exported logits) within {probability_tol:.3g} of the Keras "
@@ -178,18 +283,19 @@ def check_export(model: keras.Model, head: keras.Model, content: bytes, probe: n
         )
 
 
-def to_tflite(model: keras.Model, probe: np.ndarray) -> bytes:
+def to_tflite(model: keras.Model, probe: np.ndarray, with_features: bool = False) -> bytes:
     """Convert the logits part of ``model`` to LiteRT and prove it gives the model's probabilities.
 
-    The proof (``check_export``) runs the export in the same interpreter the service
-    uses, on ``probe``.
+    ``with_features``: the export outputs the features entering the ``logits`` layer
+    after the logits (``serving_model``). The proof (``check_export``) runs the export
+    in the same interpreter the service uses, on ``probe``.
     """
-    if len(model.inputs) != 1 or len(model.inputs[0].shape) != 2:
+    if len(model.inputs) != 1:
         raise ExportError(
-            "expected a model with one input of shape (batch, features). "
+            "expected a model with one input. "
             f"Received: inputs {[tuple(t.shape) for t in model.inputs]}"
         )
-    head = logits_model(model)
+    head = serving_model(model, with_features)
     content = convert(head)
     check_export(model, head, content, probe)
     return content

@@ -10,6 +10,7 @@ elsewhere into the repository. ``model_training.cli`` only parses and prints.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import platform
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from model_training import __version__, tensorflow_logs
 from model_training.calibration import calibrate
 from model_training.data import (
     BLOB_TEST_SIZE,
+    DataError,
     Dataset,
     Split,
     default_test_size,
@@ -30,13 +32,26 @@ from model_training.data import (
     make_blobs,
     split,
 )
-from model_training.ood import fit_reference, flagged
+from model_training.images import (
+    load_digits_dataset,
+    load_image_folder,
+    noise_images,
+    stratified_split,
+)
+from model_training.ood import FEATURE_QUANTILE, fit_reference, flagged
 from model_training.repository import REPORT_DIR, check_name, file_hashes, write_version
 
 if TYPE_CHECKING:
     from model_training.report import ReportData
 
 DEFAULT_NAME = "blobs"
+EXAMPLES = ("blobs", "digits")
+#: Training defaults by kind of data: the dense table network learns best from small
+#: batches; the image CNN from the usual 32.
+TABLE_EPOCHS, TABLE_BATCH_SIZE = 30, 5
+IMAGE_EPOCHS, IMAGE_BATCH_SIZE = 30, 32
+#: Uniform-noise images scored to measure the OOD signal of an image model.
+NOISE_IMAGES = 1000
 
 
 @dataclass(frozen=True)
@@ -46,7 +61,12 @@ class TrainingJob:
     repository: Path = Path("models")
     name: str = DEFAULT_NAME
     data: Path | None = None
-    """A CSV to train on; ``None``: the four 2-D Gaussian blobs."""
+    """A CSV, or a folder of one image sub-folder per class, to train on; ``None``: the example."""
+    example: str = "blobs"
+    """Without ``data``: ``blobs`` (four 2-D Gaussian blobs) or ``digits`` (8x8 digits)."""
+    image_size: tuple[int, int] | None = None
+    """A folder's images are resized to ``(height, width)``; ``None``: their own size if
+    they all share one, else 32x32."""
     label_column: str | None = None
     """The CSV's label column (default: its last column)."""
     samples: int = 1000
@@ -56,8 +76,10 @@ class TrainingJob:
     validation_split: float | None = None
     """Share of the training rows held out for calibration (default 0.2, at least one per class)."""
     seed: int = 42
-    epochs: int = 30
-    batch_size: int = 5
+    epochs: int | None = None
+    """``None``: 30."""
+    batch_size: int | None = None
+    """``None``: 5 for a table, 32 for images."""
     learning_rate: float = 1e-3
     report: bool = True
     """Write the report (plots and report.md) into the version."""
@@ -74,6 +96,10 @@ class ExportJob:
     repository: Path = Path("models")
     feature_names: Sequence[str] | None = None
     class_names: Sequence[str] | None = None
+    kind: str | None = None
+    """What the input is (table, image, sequence, token_ids); ``None``: read from the model."""
+    pixel_range: tuple[float, float] | None = None
+    """An image model's values for a black and a white pixel; ``None``: read from the model."""
 
 
 @dataclass(frozen=True)
@@ -116,11 +142,16 @@ def _write(
     probe: np.ndarray,
     metadata: dict[str, Any],
     report: ReportData | None = None,
+    with_features: bool = False,
 ) -> Written:
-    """Export ``model`` (self-checked), then write the version atomically."""
+    """Export ``model`` (self-checked), then write the version atomically.
+
+    ``with_features``: ``model.tflite`` outputs the features after the logits (the
+    version's OOD reference is measured on them).
+    """
     from model_training.export import to_tflite
 
-    tflite = to_tflite(model, probe)
+    tflite = to_tflite(model, probe, with_features)
 
     def write_files(directory: Path) -> dict[str, Any]:
         model.save(directory / "model.keras")
@@ -142,10 +173,21 @@ def _write(
     return Written(name, version, path, metadata)
 
 
+def is_image_job(job: TrainingJob) -> bool:
+    """True when the job trains an image classifier (a folder of images, or the digits)."""
+    return job.data.is_dir() if job.data is not None else job.example == "digits"
+
+
 def load_dataset(job: TrainingJob) -> Dataset:
-    """The job's table, or the blobs."""
+    """The job's table or image folder, or the example (the blobs or the digits)."""
     if job.data is not None:
+        if job.data.is_dir():
+            return load_image_folder(job.data, job.image_size)
         return load_csv(job.data, job.label_column)
+    if job.example == "digits":
+        return load_digits_dataset()
+    if job.example != "blobs":
+        raise DataError(f"expected an example in {list(EXAMPLES)}, received {job.example!r}")
     return make_blobs(job.samples, seed=job.seed)
 
 
@@ -154,11 +196,14 @@ def split_dataset(job: TrainingJob, dataset: Dataset) -> tuple[Split, float, flo
     test_size = job.test_size
     if test_size is None:
         test_size = (
-            default_test_size(len(dataset.y), dataset.num_classes)
-            if job.data is not None
-            else BLOB_TEST_SIZE
+            BLOB_TEST_SIZE
+            if dataset.source.get("kind") == "blobs"
+            else default_test_size(len(dataset.y), dataset.num_classes)
         )
-    parts = split(dataset, test_size, job.seed)
+    if dataset.x.ndim > 2:
+        parts = stratified_split(dataset, test_size, job.seed)
+    else:
+        parts = split(dataset, test_size, job.seed)
     validation_split = job.validation_split
     if validation_split is None:
         validation_split = default_validation_split(len(parts.y_train), dataset.num_classes)
@@ -178,14 +223,22 @@ def train_version(job: TrainingJob) -> Written:
     check_name(job.name)
     dataset = load_dataset(job)
     parts, test_size, validation_split = split_dataset(job, dataset)
-
     tensorflow_logs.import_tensorflow()
+    if dataset.x.ndim > 2:
+        return _train_images(job, dataset, parts, test_size, validation_split)
+    return _train_table(job, dataset, parts, test_size, validation_split)
+
+
+def _train_table(
+    job: TrainingJob, dataset: Dataset, parts: Split, test_size: float, validation_split: float
+) -> Written:
+    """The dense classifier on a table's rows, OOD measured on the input features."""
     from model_training.model import TrainConfig, logits, probe_inputs, train
 
     config = TrainConfig(
         seed=job.seed,
-        epochs=job.epochs,
-        batch_size=job.batch_size,
+        epochs=job.epochs or TABLE_EPOCHS,
+        batch_size=job.batch_size or TABLE_BATCH_SIZE,
         learning_rate=job.learning_rate,
         validation_split=validation_split,
         verbose="auto" if job.keras_progress else 0,
@@ -248,6 +301,153 @@ def train_version(job: TrainingJob) -> Written:
     return _write(job.repository, job.name, result.model, probe, metadata, report)
 
 
+def image_training_data(
+    train_features: np.ndarray,
+    y_train: np.ndarray,
+    class_names: Sequence[str],
+    test_features: np.ndarray,
+    noise_features: np.ndarray,
+    x_train: np.ndarray,
+) -> dict[str, Any]:
+    """The OOD reference on the network's features, and how it flags held-out and noise images.
+
+    The class-conditional Mahalanobis reference of ``model_training.ood``, fitted on the
+    features (what enters the ``logits`` layer) of the training part, threshold at its
+    ``FEATURE_QUANTILE``; ``space: "features"`` tells the service to measure distances
+    on the features ``model.tflite`` outputs after the logits.
+    """
+    statistics = fit_reference(train_features, y_train, list(class_names), FEATURE_QUANTILE)
+    detector = statistics["ood"]
+    detector.update(
+        space="features",
+        features={"entering": "logits", "dim": int(train_features.shape[1])},
+        test_flagged=float(flagged(test_features, detector).mean()),
+        noise_flagged=float(flagged(noise_features, detector).mean()),
+        noise={
+            "images": len(noise_features),
+            "distribution": "uniform over the pixel range, independent pixels",
+        },
+    )
+    pixels = np.asarray(x_train, dtype=np.float64)
+    return {
+        "n": statistics["n"],
+        "class_counts": statistics["class_counts"],
+        "pixel_mean": float(pixels.mean()),
+        "pixel_std": float(pixels.std()),
+        "pixel_min": float(pixels.min()),
+        "pixel_max": float(pixels.max()),
+        "ood": detector,
+    }
+
+
+def _train_images(
+    job: TrainingJob, dataset: Dataset, parts: Split, test_size: float, validation_split: float
+) -> Written:
+    """The image CNN (``build_image_classifier``), OOD measured on its features."""
+    from model_training.model import (
+        TrainConfig,
+        build_image_classifier,
+        image_architecture,
+        image_logits_and_features,
+        train,
+    )
+
+    shape = tuple(int(d) for d in dataset.x.shape[1:])
+    height, width, channels = shape
+    config = TrainConfig(
+        seed=job.seed,
+        epochs=job.epochs or IMAGE_EPOCHS,
+        batch_size=job.batch_size or IMAGE_BATCH_SIZE,
+        learning_rate=job.learning_rate,
+        validation_split=validation_split,
+        hidden_units=(),
+        verbose="auto" if job.keras_progress else 0,
+    )
+    result = train(
+        parts,
+        dataset.num_classes,
+        config,
+        build=lambda: build_image_classifier((height, width, channels), dataset.num_classes),
+    )
+    held = result.validation
+    model = result.model
+    test_logits, test_features = image_logits_and_features(model, parts.x_test)
+    train_logits, train_features = image_logits_and_features(model, parts.x_train)
+    noise = noise_images((height, width, channels), NOISE_IMAGES, job.seed)
+    _, noise_features = image_logits_and_features(model, noise)
+    # The validation split is the tail of the training part (carve_validation).
+    validation_logits = train_logits[len(held.y_fit) :]
+    calibration = (
+        calibrate(validation_logits, held.y_val, test_logits, parts.y_test)
+        if len(held.y_val)
+        else None
+    )
+    training = {
+        key: value
+        for key, value in config.as_metadata().items()
+        if key not in ("hidden_units", "hidden_activation", "kernel_initializer")
+    }
+    description = {
+        "shape": [height, width, channels],
+        "dtype": "float32",
+        "kind": "image",
+        "pixel_range": [0.0, 255.0],
+    }
+    metadata = {
+        "created_at": _now(),
+        "input_dim": height * width * channels,
+        "input": description,
+        "feature_names": [],
+        "class_names": list(dataset.class_names),
+        "metrics": {
+            "test_loss": result.test_loss,
+            "test_accuracy": result.test_accuracy,
+            "test_samples": result.test_samples,
+        },
+        "calibration": calibration,
+        "training": {
+            **training,
+            **image_architecture(model),
+            "test_size": test_size,
+            "train_samples": len(held.y_fit),
+            "validation_samples": len(held.y_val),
+            "data": dataset.source,
+            "history": result.history,
+        },
+        "training_data": image_training_data(
+            train_features,
+            parts.y_train,
+            dataset.class_names,
+            test_features,
+            noise_features,
+            parts.x_train,
+        ),
+        "libraries": _libraries(),
+    }
+    report = None
+    if job.report:
+        from model_training.report import ReportData
+
+        report = ReportData(
+            name=job.name,
+            metadata=metadata,
+            history=result.history,
+            x_train=parts.x_train,
+            y_train=parts.y_train,
+            validation_logits=validation_logits,
+            y_val=held.y_val,
+            x_test=parts.x_test,
+            y_test=parts.y_test,
+            test_logits=test_logits,
+            logits=lambda x: image_logits_and_features(model, x)[0],
+        )
+    from model_training.inputs import probe
+
+    return _write(
+        job.repository, job.name, model, probe(description), metadata, report, with_features=True
+    )
+
+
 def export_version(job: ExportJob) -> Written:
     """Bring a Keras softmax classifier trained elsewhere in as a new version."""
     check_name(job.name)
@@ -256,12 +456,18 @@ def export_version(job: ExportJob) -> Written:
     from model_training.inputs import describe_input, probe
 
     model = load_keras(job.model)
-    description = describe_input(model)
-    input_dim = int(model.inputs[0].shape[-1])
+    description = describe_input(model, job.kind, job.pixel_range)
+    input_dim = math.prod(description["shape"])
     num_classes = int(logits_model(model).output.shape[-1])
-    features = list(job.feature_names or [f"x{i + 1}" for i in range(input_dim)])
+    table = description["kind"] == "table"
+    if job.feature_names and not table:
+        raise ExportError(
+            f"expected no feature names for a {description['kind']} input (only a table has "
+            f"them), received {len(job.feature_names)}"
+        )
+    features = list(job.feature_names or [f"x{i + 1}" for i in range(input_dim)]) if table else []
     classes = list(job.class_names or [str(i) for i in range(num_classes)])
-    if len(features) != input_dim:
+    if table and len(features) != input_dim:
         raise ExportError(f"expected {input_dim} feature names, received {len(features)}")
     if len(classes) != num_classes:
         raise ExportError(f"expected {num_classes} class names, received {len(classes)}")

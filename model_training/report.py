@@ -9,7 +9,9 @@ Files (in the version's ``report/`` folder):
 - ``confusion_matrix.png``: the test split;
 - ``reliability.png``: reliability diagrams before and after temperature scaling,
   on the validation split (where the temperature was fitted) and the test split;
-- ``report.md``: the metrics and the four figures, readable on any Markdown viewer.
+- ``sample_images.png`` and ``misclassified.png`` (image models only): training
+  images of each class, and the misclassified test images with their probabilities;
+- ``report.md``: the metrics and the figures, readable on any Markdown viewer.
 
 matplotlib draws with the non-interactive Agg backend (no window ever opens) and
 every figure is closed once saved. Nothing here imports TensorFlow: the
@@ -76,6 +78,11 @@ class ReportData:
         """The calibration temperature, 1 when there is none."""
         block = self.metadata.get("calibration")
         return float(block["temperature"]) if block else 1.0
+
+    @property
+    def is_image(self) -> bool:
+        """True for an image model (its samples are ``(height, width, channels)`` pixels)."""
+        return bool((self.metadata.get("input") or {}).get("kind") == "image")
 
 
 def _colours(k: int) -> list[Any]:
@@ -283,6 +290,86 @@ def confusion_matrix(data: ReportData, path: Path) -> None:
     _save(fig, path)
 
 
+#: Training images shown per class, misclassified test images shown at most.
+SAMPLES_PER_CLASS = 8
+MISCLASSIFIED_SHOWN = 24
+#: Classes shown in the sample grid at most (one row each).
+CLASSES_SHOWN = 20
+
+
+def _show_image(ax: Any, image: np.ndarray) -> None:
+    """One image of 0..255 pixels, gray or colour, without axes."""
+    if image.shape[-1] == 1:
+        ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    else:
+        ax.imshow(np.clip(image[..., :3] / 255.0, 0, 1), interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def sample_images(data: ReportData, path: Path) -> None:
+    """A row of training images per class, as the model sees them (before its rescaling)."""
+    names = data.class_names[:CLASSES_SHOWN]
+    fig, axes = plt.subplots(
+        len(names),
+        SAMPLES_PER_CLASS,
+        figsize=(1.1 * SAMPLES_PER_CLASS + 1, 1.1 * len(names) + 0.6),
+        squeeze=False,
+    )
+    for k, name in enumerate(names):
+        members = data.x_train[data.y_train == k][:SAMPLES_PER_CLASS]
+        for j in range(SAMPLES_PER_CLASS):
+            ax = axes[k, j]
+            if j < len(members):
+                _show_image(ax, members[j])
+            else:
+                ax.axis("off")
+        axes[k, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=10)
+    shape = "x".join(str(d) for d in data.x_train.shape[1:])
+    more = (
+        f" (first {CLASSES_SHOWN} of {len(data.class_names)} classes)"
+        if len(data.class_names) > CLASSES_SHOWN
+        else ""
+    )
+    fig.suptitle(f"{data.name}: training images per class, {shape}{more}", fontsize=11)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def misclassified(data: ReportData, path: Path) -> None:
+    """The misclassified test images, each with its true class and calibrated probabilities."""
+    names = data.class_names
+    probabilities = calibration.softmax(data.test_logits, data.temperature)
+    predicted = probabilities.argmax(axis=1)
+    wrong = np.flatnonzero(predicted != data.y_test)
+    # The most confident mistakes first: they are the ones to look at.
+    wrong = wrong[np.argsort(-probabilities[wrong, predicted[wrong]], kind="stable")]
+    shown = wrong[:MISCLASSIFIED_SHOWN]
+    columns = 6
+    rows = max(1, math.ceil(len(shown) / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(2.3 * columns, 2.6 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, i in zip(axes.ravel(), shown, strict=False):
+        ax.axis("on")
+        _show_image(ax, data.x_test[i])
+        true, guess = int(data.y_test[i]), int(predicted[i])
+        ax.set_title(
+            f"true {names[true]}: {probabilities[i, true]:.2f}\n"
+            f"predicted {names[guess]}: {probabilities[i, guess]:.2f}",
+            fontsize=8,
+        )
+    if not len(shown):
+        axes[0, 0].text(0, 0.5, "no misclassified test images", fontsize=11)
+    fig.suptitle(
+        f"{data.name}: misclassified test images, {len(wrong)} of {len(data.y_test)} "
+        f"(calibrated probabilities{', most confident first' if len(wrong) > 1 else ''})",
+        fontsize=11,
+    )
+    fig.tight_layout()
+    _save(fig, path)
+
+
 def _reliability_panel(
     top: Any, bottom: Any, logits: np.ndarray, labels: np.ndarray, temperature: float | None
 ) -> None:
@@ -393,8 +480,40 @@ def _calibration_section(block: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def _feature_ood_section(training_data: dict[str, Any], test_flagged: float) -> list[str]:
+    detector = training_data["ood"]
+    dim = detector["features"]["dim"]
+    return [
+        "Each prediction comes with the distance of the image to the training images, "
+        "measured on the network's own features: the "
+        f"{dim} values entering its `logits` layer (distances between raw pixels mean little). "
+        f"Above **{detector['threshold']:.4g}** the image is flagged as out of distribution "
+        "(OOD). `model.tflite` outputs these features after the logits, so the service "
+        "computes the distance from the same inference.",
+        "",
+        "distance(f) = min over classes k of sqrt((f - m_k)^T P (f - m_k)): the Mahalanobis "
+        "distance of the features f to the nearest class mean m_k, with P the inverse of the "
+        "pooled within-class covariance of the training images' features (Lee et al., 2018). "
+        f"The threshold is the {detector['quantile'] * 100:g}th percentile of the training "
+        "images' own distances. The network was fitted on those very images, so a new image "
+        "of the same kind lies a little further out: the held-out test images show how many "
+        "real images are flagged.",
+        "",
+        "| | value |",
+        "|---|---:|",
+        f"| reference images (training + validation) | {training_data['n']} |",
+        f"| threshold | {detector['threshold']:.4g} |",
+        f"| training images flagged | {detector['train_flagged']:.2%} |",
+        f"| test images flagged (held out, real) | {test_flagged:.2%} |",
+        f"| uniform-noise images flagged ({detector['noise']['images']}) | "
+        f"{detector['noise_flagged']:.2%} |",
+    ]
+
+
 def _ood_section(training_data: dict[str, Any], test_flagged: float) -> list[str]:
     detector = training_data["ood"]
+    if detector.get("space") == "features":
+        return _feature_ood_section(training_data, test_flagged)
     return [
         "Each prediction comes with the distance of the input to the training data; above "
         f"**{detector['threshold']:.4g}** the input is flagged as out of distribution (OOD).",
@@ -426,6 +545,17 @@ def markdown(data: ReportData, files: Sequence[str]) -> str:
             f"{len(source['centers'])} Gaussian blobs, {source['n_samples']} samples, "
             f"seed {source['seed']}"
         )
+    elif source.get("kind") == "digits":
+        where = (
+            f"scikit-learn's {source['n_samples']} handwritten digits (8x8, pixel values 0..255, "
+            "white ink on black)"
+        )
+    elif source.get("kind") == "image_folder":
+        height, width = source["image_size"]
+        where = (
+            f"`{source.get('path')}` ({source['images']} images, {height}x{width}, "
+            f"{source['channels']} channel{'s' if source['channels'] > 1 else ''})"
+        )
     else:
         where = f"`{source.get('path')}`"
     correct = round(metrics["test_accuracy"] * metrics["test_samples"])
@@ -455,7 +585,11 @@ def markdown(data: ReportData, files: Sequence[str]) -> str:
             f"{_fmt(block['test']['ece_after'])} |",
         ]
     detector = meta["training_data"]["ood"]
-    test_flagged = float(ood.flagged(data.x_test, detector).mean())
+    test_flagged = (
+        float(detector["test_flagged"])
+        if "test_flagged" in detector
+        else float(ood.flagged(data.x_test, detector).mean())
+    )
     lines += [
         f"| OOD threshold (distance) | {detector['threshold']:.4g} |",
         "",
@@ -484,12 +618,22 @@ def markdown(data: ReportData, files: Sequence[str]) -> str:
             "means nothing.",
             "",
         ]
-    else:
+    elif not data.is_image:
         lines += [
             "### Decision regions",
             "",
             f"Not drawn: the data has {len(data.feature_names)} features and the plot needs "
             "exactly 2.",
+            "",
+        ]
+    if "sample_images.png" in files:
+        lines += [
+            "### Training images",
+            "",
+            "![Training images per class](sample_images.png)",
+            "",
+            "A row of training images per class, as the model takes them (pixel values "
+            "0..255; the network rescales them itself).",
             "",
         ]
     lines += [
@@ -508,6 +652,18 @@ def markdown(data: ReportData, files: Sequence[str]) -> str:
         "Rows: true class; columns: predicted class; test split. Everything off the "
         "diagonal is a mistake.",
         "",
+    ]
+    if "misclassified.png" in files:
+        lines += [
+            "### Misclassified test images",
+            "",
+            "![Misclassified test images](misclassified.png)",
+            "",
+            "Each misclassified test image with the calibrated probability of its true "
+            "class and of the class the model picked, most confident mistakes first.",
+            "",
+        ]
+    lines += [
         "### Reliability diagram",
         "",
         "![Reliability diagram](reliability.png)",
@@ -527,11 +683,15 @@ def write_report(directory: Path, data: ReportData) -> list[str]:
     figures: list[tuple[str, Callable[[ReportData, Path], None]]] = []
     if len(data.feature_names) == 2:
         figures.append(("decision_regions.png", decision_regions))
+    if data.is_image:
+        figures.append(("sample_images.png", sample_images))
     figures += [
         ("training_curves.png", training_curves),
         ("confusion_matrix.png", confusion_matrix),
         ("reliability.png", reliability_diagram),
     ]
+    if data.is_image:
+        figures.append(("misclassified.png", misclassified))
     written = []
     for filename, draw in figures:
         draw(data, directory / filename)

@@ -35,6 +35,7 @@ from service.inference.inputs import Inputs, Instances, features, whole_numbers
 from service.inference.runtime import Features, Logits
 from service.inference.scores import NotFinite, Scores
 from service.inference.softmax import softmax
+from service.inference.tables import EncodedRows, NamedRows, encode
 from service.operations.metrics import Metrics
 from service.repository.registry import LoadedVersion, ModelRegistry, VersionStatus
 
@@ -58,6 +59,9 @@ class ScoredBatch:
     model: LoadedVersion
     logits: Logits
     scores: Scores
+    unseen: list[dict[str, str]] | None = None
+    """For a table with categorical columns sent as named features: per instance, the
+    features whose value was never seen in training (encoded as out of vocabulary)."""
 
     @property
     def probabilities(self) -> npt.NDArray[np.float64]:
@@ -174,7 +178,7 @@ class DataPlane:
 
     async def predict(
         self,
-        instances: Instances | EncodedImages,
+        instances: Instances | EncodedImages | NamedRows,
         *,
         model: str | None = None,
         version: str | None = None,
@@ -188,8 +192,13 @@ class DataPlane:
                 f"expected at most {self.max_batch_rows} instances per request, "
                 f"received {len(instances)}"
             )
+        unseen = None
         if isinstance(instances, EncodedImages):
             x, x32 = await self._images(served, instances)
+        elif isinstance(instances, NamedRows):
+            encoded = self._named(served, instances)
+            x, x32 = self._checked(served, encoded.x)
+            unseen = encoded.unseen if served.metadata.categorical else None
         else:
             x, x32 = self._checked(served, instances)
         started = time.perf_counter()
@@ -225,7 +234,7 @@ class DataPlane:
                 served.metadata.class_names,
                 scores.predicted,
             )
-        return ScoredBatch(served, logits, scores)
+        return ScoredBatch(served, logits, scores, unseen)
 
     async def _images(
         self, served: LoadedVersion, images: EncodedImages
@@ -237,6 +246,18 @@ class DataPlane:
         else:
             pixels = decode_all(images, spec, self.max_image_pixels)
         return pixels.reshape(len(pixels), -1), pixels
+
+    @staticmethod
+    def _named(served: LoadedVersion, named: NamedRows) -> EncodedRows:
+        """Objects of named features encoded as the model's rows (``service.inference.tables``)."""
+        spec, columns = served.metadata.input_spec, served.metadata.columns
+        if columns is None:
+            raise InvalidInput(
+                f"expected instances as nested arrays of shape {spec.shape} (model "
+                f"{served.name!r} takes {spec.kind.replace('_', ' ')}, not named features), "
+                "received an object in instances[0]"
+            )
+        return encode(named, columns)
 
     @staticmethod
     def _checked(served: LoadedVersion, instances: Instances) -> tuple[Inputs, Features]:

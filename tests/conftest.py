@@ -77,31 +77,34 @@ class TrainedRepository:
     stdout: str
 
 
-def _training_key() -> str:
-    """What the default model depends on: the trainer's code, the dependencies, the command."""
-    digest = hashlib.sha256(" ".join(TRAIN_ARGV).encode())
+def _training_key(args: tuple[str, ...] = ()) -> str:
+    """What a trained model depends on: the trainer's code, the dependencies, the command."""
+    digest = hashlib.sha256(" ".join((*TRAIN_ARGV, *args)).encode())
     for path in [*sorted((ROOT / "model_training").glob("*.py")), ROOT / "pyproject.toml"]:
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
 
-@pytest.fixture(scope="session")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainedRepository:
-    """The default 4-blob model, trained with the container's exact command (plus --quiet).
+def _train(
+    tmp_path_factory: pytest.TempPathFactory, args: tuple[str, ...] = ()
+) -> TrainedRepository:
+    """Run the container's exact training command (plus ``args`` and --quiet) once.
 
     ``make check`` sets ``SOFTMAX_TRAINED_CACHE`` (a git-ignored folder): there the run is
-    kept, keyed by the trainer's code, and reused while that code is unchanged, so the
-    inner loop does not pay for training. ``make test`` and CI always train afresh.
+    kept, keyed by the trainer's code and the command, and reused while they are
+    unchanged, so the inner loop does not pay for training. ``make test`` and CI always
+    train afresh.
     """
     workdir = tmp_path_factory.mktemp("work")
+    argv = [*python_argv(TRAIN_ARGV), *args, "--quiet"]
     cache_root = os.environ.get("SOFTMAX_TRAINED_CACHE")
-    cached = Path(cache_root) / _training_key() if cache_root else None
+    cached = Path(cache_root) / _training_key(args) if cache_root else None
     if cached is not None and (cached / "stdout.txt").is_file():
         shutil.copytree(cached / "models", workdir / "models")
         stdout = (cached / "stdout.txt").read_text()
         return TrainedRepository(workdir, workdir / "models", stdout)
     result = subprocess.run(
-        [*python_argv(TRAIN_ARGV), "--quiet"],
+        argv,
         cwd=workdir,
         env=subprocess_env(),
         capture_output=True,
@@ -116,6 +119,18 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainedRepository:
         (scratch / "stdout.txt").write_text(result.stdout)
         scratch.rename(cached)  # whole or not at all
     return TrainedRepository(workdir, workdir / "models", result.stdout)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainedRepository:
+    """The default 4-blob model, trained with the container's exact command (plus --quiet)."""
+    return _train(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def trained_digits(tmp_path_factory: pytest.TempPathFactory) -> TrainedRepository:
+    """The digits example (an 8x8 gray image CNN), trained once per session."""
+    return _train(tmp_path_factory, ("--example", "digits"))
 
 
 @dataclass

@@ -20,7 +20,10 @@ Which fenced blocks are examples, and how each is checked:
   Info-string words after ``console`` change how a block runs: ``text`` compares the
   outputs as text, as doctest does with ELLIPSIS (``...`` matches anything; for
   non-JSON answers such as Prometheus metrics); ``SERVICE_<NAME>=value`` words run the
-  block against a server of its own, started on the same repository with those settings.
+  block against a server of its own, started on the same repository with those settings;
+  ``repository=NAME`` against one on another repository (``REPOSITORIES``: the digits
+  example, or exported sequence and token-id models). Commands run from the repository
+  root, so ``@docs/digit.png`` names the example image.
 - ```` ```pycon ````: run by doctest (ELLIPSIS, NORMALIZE_WHITESPACE), ``127.0.0.1:8000``
   and ``localhost:8000`` pointing at the test server. Each block stands alone.
 
@@ -47,7 +50,14 @@ import pytest
 
 from service.settings import Settings
 from tests import settings_table
-from tests.conftest import ROOT, Server, TrainedRepository, start_server
+from tests.conftest import (
+    ROOT,
+    Server,
+    TrainedRepository,
+    python_argv,
+    start_server,
+    subprocess_env,
+)
 
 EXCLUDED = {"docs/containers.md"}  # container commands, not requests to the test server
 DOCS = sorted(
@@ -229,11 +239,68 @@ def differences(shown: Any, actual: Any, where: str = "$") -> list[str]:
 
 
 def _settings(block: Block) -> dict[str, str]:
-    """The ``SERVICE_*=value`` words of a console block's info string."""
+    """The ``SERVICE_*=value`` words of a block's info string."""
     pairs = [word.split("=", 1) for word in block.info[1:] if "=" in word]
     for key, _ in pairs:
-        assert key.startswith("SERVICE_"), f"{block.where}: unknown block setting {key}"
+        assert key.startswith("SERVICE_") or key == "repository", (
+            f"{block.where}: unknown block setting {key}"
+        )
     return dict(pairs)
+
+
+#: The repositories a block may run against (``repository=NAME``): fixtures giving a
+#: working directory whose ``models`` holds them. The default: the 4-blob model.
+REPOSITORIES = {"default": "trained", "digits": "trained_digits", "kinds": "exported_kinds"}
+
+
+def _sequence_model() -> Any:
+    import keras
+
+    keras.utils.set_random_seed(11)
+    return keras.Sequential(
+        [
+            keras.Input(shape=(4, 3)),
+            keras.layers.Conv1D(5, 2, activation="relu"),
+            keras.layers.GlobalAveragePooling1D(),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
+
+
+def _token_model() -> Any:
+    import keras
+
+    keras.utils.set_random_seed(12)
+    return keras.Sequential(
+        [
+            keras.Input(shape=(6,), dtype="int32"),
+            keras.layers.Embedding(1000, 8),
+            keras.layers.GlobalAveragePooling1D(),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
+
+
+@pytest.fixture(scope="module")
+def exported_kinds(tmp_path_factory: pytest.TempPathFactory) -> TrainedRepository:
+    """docs/inputs.md's models trained elsewhere: a sequence and a token-id model, brought
+    in with the real ``python -m model_training export``."""
+    workdir = tmp_path_factory.mktemp("kinds")
+    for name, model in (("sequence", _sequence_model()), ("tokens", _token_model())):
+        source = workdir / f"{name}.keras"
+        model.save(source)
+        argv = ("python", "-m", "model_training", "export", str(source), "--name", name)
+        result = subprocess.run(
+            python_argv(argv),
+            cwd=workdir,
+            env=subprocess_env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+    return TrainedRepository(workdir, workdir / "models", "")
 
 
 @pytest.fixture(scope="module")
@@ -249,12 +316,15 @@ def servers(server: Server) -> Iterator[dict[tuple[tuple[str, str], ...], Server
 def _server_for(
     block: Block,
     running: dict[tuple[tuple[str, str], ...], Server],
-    trained: TrainedRepository,
+    request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Server:
     settings = _settings(block)
     key = tuple(sorted(settings.items()))
     if key not in running:
+        repository = settings.pop("repository", "default")
+        assert repository in REPOSITORIES, f"{block.where}: unknown repository {repository}"
+        trained: TrainedRepository = request.getfixturevalue(REPOSITORIES[repository])
         log = tmp_path_factory.mktemp("docs-server") / "server.log"
         running[key] = start_server(trained.workdir, log, **settings)
     return running[key]
@@ -273,6 +343,7 @@ def _run(command: Command, where: str, server: Server) -> str:
     assert DOCS_ADDRESS.search(command.command), f"{where}: expected a request to localhost:8000"
     result = subprocess.run(
         ["bash", "-o", "pipefail", "-c", DOCS_ADDRESS.sub(_address(server), command.command)],
+        cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=60,
@@ -329,12 +400,12 @@ def _check_pycon(block: Block, server: Server) -> list[str]:
 def test_example_answers_as_shown(
     block: Block,
     servers: dict[tuple[tuple[str, str], ...], Server],
-    trained: TrainedRepository,
+    request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     if shutil.which("curl") is None:
         pytest.fail("curl is required: the docs' examples are curl commands (apt-get install curl)")
-    server = _server_for(block, servers, trained, tmp_path_factory)
+    server = _server_for(block, servers, request, tmp_path_factory)
     check = _check_console if block.language == "console" else _check_pycon
     problems = check(block, server)
     assert not problems, "\n\n".join(problems)

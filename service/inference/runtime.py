@@ -133,12 +133,13 @@ class KerasRuntime:
             )
         self.model = model
         head, penultimate = self._cut_at_logits(keras, model)
+        # From the rebuilt graph: a loaded Sequential has no symbolic output of its own.
+        self.num_classes = int(head.output.shape[-1])
         if features:
             head = keras.Model(
                 head.inputs, keras.layers.Concatenate()([head.outputs[0], penultimate])
             )
         self._model = head
-        self.num_classes = int(model.output.shape[-1])
         self.outputs = int(head.output.shape[-1])
         self.shape = [int(d) for d in model.inputs[0].shape[1:]]
         self.dtype = str(model.inputs[0].dtype)

@@ -47,6 +47,7 @@ def _predict_body(result: ScoredBatch, fmt: str) -> dict[str, Any]:
             "entropy": result.entropy,
             "ood": result.ood,
             "ood_distance": result.ood_distance,
+            **({"unseen": result.unseen} if result.unseen is not None else {}),
         }
     rows = result.scores.lists()
     names = result.model.metadata.class_names
@@ -58,22 +59,23 @@ def _predict_body(result: ScoredBatch, fmt: str) -> dict[str, Any]:
     if distances is not None and detector is not None:
         flags = [d > detector.threshold for d in distances]  # detector.flags, on a list
         shown = distances
-    return {
-        **head,
-        "predictions": [
-            {
-                "probabilities": p,
-                "argmax": k,
-                "label": names[k],
-                "entropy": h,
-                "ood": flag,
-                "ood_distance": distance,
-            }
-            for p, k, h, flag, distance in zip(
-                rows.probabilities, rows.argmax, rows.entropy, flags, shown, strict=True
-            )
-        ],
-    }
+    predictions: list[dict[str, Any]] = [
+        {
+            "probabilities": p,
+            "argmax": k,
+            "label": names[k],
+            "entropy": h,
+            "ood": flag,
+            "ood_distance": distance,
+        }
+        for p, k, h, flag, distance in zip(
+            rows.probabilities, rows.argmax, rows.entropy, flags, shown, strict=True
+        )
+    ]
+    if result.unseen is not None:
+        for prediction, unseen in zip(predictions, result.unseen, strict=True):
+            prediction["unseen"] = unseen
+    return {**head, "predictions": predictions}
 
 
 # The predict and softmax endpoints are DirectRoutes: they take the Request and their

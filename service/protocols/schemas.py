@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from service.errors import InvalidInput
 from service.inference.images import EncodedImages, from_base64
+from service.inference.tables import NamedRows
 
 FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 Row = list[FiniteFloat]
@@ -42,9 +43,10 @@ NAMED = "<named>"
 
 
 def instance_tag(value: Any) -> str:
-    """The tag of one instance: ``FILE`` for ``{"b64": ...}``, else its number of axes."""
+    """The tag of one instance: ``FILE`` for ``{"b64": ...}``, ``NAMED`` for another object
+    (named features), else its number of axes."""
     if isinstance(value, dict):
-        return FILE
+        return FILE if value.keys() == {"b64"} else NAMED
     axes = 0
     while isinstance(value, list):
         axes += 1
@@ -60,6 +62,11 @@ def batch_tag(value: Any) -> str:
 Matrix = list[Row]
 Tensor3 = list[Matrix]
 Tensor4 = list[Tensor3]
+#: An object that is not an image file: in the documented schema, no ``b64`` member, so
+#: that exactly one form of an instance matches (as the discriminators decide).
+NOT_A_FILE = Field(json_schema_extra={"not": {"required": ["b64"]}})
+#: A table instance as an object of named features (``null``: missing).
+NamedFeatures = Annotated[dict[str, FiniteFloat | str | None], NOT_A_FILE]
 
 #: One instance: a nested array of the model's input shape, or an image file.
 Instance = Annotated[
@@ -67,7 +74,8 @@ Instance = Annotated[
     | Annotated[Matrix, Tag(RANKS[1])]
     | Annotated[Tensor3, Tag(RANKS[2])]
     | Annotated[Tensor4, Tag(RANKS[3])]
-    | Annotated[ImageFile, Tag(FILE)],
+    | Annotated[ImageFile, Tag(FILE)]
+    | Annotated[NamedFeatures, Tag(NAMED)],
     Discriminator(instance_tag),
 ]
 
@@ -77,15 +85,22 @@ Batch = Annotated[
     | Annotated[list[Matrix], Field(min_length=1), Tag(RANKS[1])]
     | Annotated[list[Tensor3], Field(min_length=1), Tag(RANKS[2])]
     | Annotated[list[Tensor4], Field(min_length=1), Tag(RANKS[3])]
-    | Annotated[list[ImageFile], Field(min_length=1), Tag(FILE)],
+    | Annotated[list[ImageFile], Field(min_length=1), Tag(FILE)]
+    | Annotated[list[NamedFeatures], Field(min_length=1), Tag(NAMED)],
     Discriminator(batch_tag),
 ]
 
 
 def core_instances(instances: Sequence[Any], where: str = "instances") -> Any:
     """Validated instances in the data plane's terms: ``EncodedImages`` for image files
-    (base64 decoded here, 422 saying where if it is not base64), else the numbers as given."""
-    if not any(isinstance(x, ImageFile) for x in instances[:1]):
+    (base64 decoded here, 422 saying where if it is not base64), ``NamedRows`` for objects
+    of named features, else the numbers as given."""
+    first = instances[0] if instances else None
+    if isinstance(first, dict):
+        if not all(isinstance(x, dict) for x in instances):
+            raise InvalidInput(f"expected {where} to be all objects or all arrays, received a mix")
+        return NamedRows(instances)
+    if not isinstance(first, ImageFile):
         return instances
     if not all(isinstance(x, ImageFile) for x in instances):
         raise InvalidInput(f"expected {where} to be all image files or all arrays, received a mix")
@@ -97,21 +112,23 @@ def core_instances(instances: Sequence[Any], where: str = "instances") -> Any:
 
 class PredictRequest(StrictBody):
     """Instances to classify: each a nested array of the model's input shape (a row of
-    features, an image's height x width x channels values, ...), or for image models an
-    image file ``{"b64": ...}``."""
+    features, an image's height x width x channels values, ...), for a table an object of
+    named features, or for image models an image file ``{"b64": ...}``."""
 
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
                 {"instances": [[15.0, 0.5], [29.0, 14.0]]},
                 {"instances": [[0.1, 15.2]], "calibrated": False, "format": "columnar"},
+                {"instances": [{"x1": 0.1, "x2": 15.2}]},
             ]
         }
     )
 
     instances: Batch = Field(
-        description="One per instance: a nested array of the model's input shape, or "
-        '{"b64": ...} image files for image models.'
+        description="One per instance: a nested array of the model's input shape; for a "
+        "table, an object of named features (null: missing); for image models, "
+        '{"b64": ...} image files.'
     )
     calibrated: bool = Field(
         default=True,
@@ -143,6 +160,11 @@ class Prediction(BaseModel):
     ood_distance: float | None = Field(
         description="Mahalanobis distance to the nearest class of the training data, in "
         "within-class standard deviations."
+    )
+    unseen: dict[str, str] | None = Field(
+        default=None,
+        description="Only for tables with categorical columns: the features whose value "
+        "was never seen in training, with that value (served as out of vocabulary).",
     )
 
 
@@ -203,6 +225,11 @@ class ColumnarPredictResponse(BaseModel):
     entropy: list[float]
     ood: list[bool] | None
     ood_distance: list[float] | None
+    unseen: list[dict[str, str]] | None = Field(
+        default=None,
+        description="Only for tables with categorical columns: per instance, the features "
+        "whose value was never seen in training.",
+    )
 
 
 #: Tags of the "one row or many rows" unions. A tag shows up in pydantic's error locations,

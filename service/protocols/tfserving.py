@@ -33,9 +33,11 @@ from service.protocols import schemas
 from service.protocols.schemas import (
     FILE,
     NAMED,
+    NOT_A_FILE,
     RANKS,
     Batch,
     ErrorResponse,
+    FiniteFloat,
     ImageFile,
     Matrix,
     Row,
@@ -58,25 +60,37 @@ BATCH = "<batch>"
 
 
 def _form(value: Any) -> str:
-    """An instance's tag: ``{"<input name>": ...}`` is named, else as ``schemas.instance_tag``."""
+    """An instance's tag: an object (but ``{"b64": ...}``) is named, else as ``instance_tag``."""
     if isinstance(value, dict) and set(value) != {"b64"}:
         return NAMED
     return instance_tag(value)
+
+
+def _value_form(value: Any) -> str:
+    return TENSOR if isinstance(value, list | dict) else SCALAR
+
+
+TENSOR, SCALAR = "<tensor>", "<scalar>"
+#: A named value: the model's one input (``{"input": [...]}``), or a table's feature.
+NamedValue = Annotated[
+    Annotated[schemas.Instance, Tag(TENSOR)] | Annotated[FiniteFloat | str | None, Tag(SCALAR)],
+    Discriminator(_value_form),
+]
 
 
 def _columns_form(value: Any) -> str:
     return NAMED if isinstance(value, dict) else BATCH
 
 
-#: One instance: a nested array of the input's shape, an image file ``{"b64": ...}``, or
-#: either under the input's name: ``{"<input name>": ...}``.
+#: One instance: a nested array of the input's shape, an image file ``{"b64": ...}``,
+#: either under the input's name (``{"<input name>": ...}``), or a table's named features.
 Instance = Annotated[
     Annotated[Row, Tag(RANKS[0])]
     | Annotated[Matrix, Tag(RANKS[1])]
     | Annotated[Tensor3, Tag(RANKS[2])]
     | Annotated[Tensor4, Tag(RANKS[3])]
     | Annotated[ImageFile, Tag(FILE)]
-    | Annotated[dict[str, schemas.Instance], Tag(NAMED)],
+    | Annotated[dict[str, NamedValue], NOT_A_FILE, Tag(NAMED)],
     Discriminator(_form),
 ]
 #: The columnar input: the instances, or ``{"<input name>": [...]}``.
@@ -258,6 +272,13 @@ def _one_name(named: dict[str, Any], where: str) -> Any:
     return next(iter(named.values()))
 
 
+def _named(row: dict[str, Any], i: int) -> Any:
+    """A named instance: the one input's value (a tensor or file), or named features."""
+    if any(isinstance(value, list | ImageFile) for value in row.values()):
+        return _one_name(row, f"instances[{i}]")
+    return row
+
+
 def _rows(body: PredictRequest) -> tuple[list[Any], str]:
     """The instances, and the key the answer goes under."""
     if body.signature_name not in (None, SIGNATURE):
@@ -271,8 +292,7 @@ def _rows(body: PredictRequest) -> tuple[list[Any], str]:
         )
     if body.instances is not None:
         rows = [
-            _one_name(row, f"instances[{i}]") if isinstance(row, dict) else row
-            for i, row in enumerate(body.instances)
+            _named(row, i) if isinstance(row, dict) else row for i, row in enumerate(body.instances)
         ]
         return rows, "predictions"
     if body.inputs is not None:

@@ -18,9 +18,11 @@ from pydantic import ValidationError
 
 from service.errors import ModelLoadError
 from service.inference.ood import OODDetector
+from service.inference.tables import columns_of
 from service.repository.artifact import (
     METADATA,
     MODEL_KERAS,
+    Column,
     InputSpec,
     Metadata,
     is_bare,
@@ -56,6 +58,11 @@ class ServedMetadata(Metadata):
             np.asarray(ood.precision, dtype=np.float64),
             ood.threshold,
         )
+
+    @cached_property
+    def columns(self) -> list[Column] | None:
+        """What an instance given as named features is encoded by (``None``: no names)."""
+        return columns_of(self.input_spec, self.feature_names)
 
 
 def read_metadata(version_dir: Path, name: str, version: int) -> ServedMetadata:

@@ -9,6 +9,8 @@ import io
 import json
 import logging
 import struct
+import subprocess
+import sys
 import time
 import zlib
 from collections.abc import Iterator
@@ -19,13 +21,15 @@ import keras
 import numpy as np
 import numpy.typing as npt
 import pytest
+import tritonclient.http as triton
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 from starlette.testclient import TestClient
+from tritonclient.utils import InferenceServerException
 
 from service.settings import Settings
-from tests.conftest import in_process
+from tests.conftest import Server, in_process, start_server, subprocess_env
 
 #: name -> (input shape, classes)
 KINDS = {"gray": ((8, 8, 1), 3), "colour": ((12, 10, 3), 4), "sequence": ((16, 3), 3)}
@@ -38,16 +42,22 @@ def build(name: str) -> keras.Model:
     keras.utils.set_random_seed(7)
     shape, classes = KINDS[name]
     inputs = keras.Input(shape=shape)
+    if name == "sequence":  # a Sequential, which Keras loads without a graph of its own
+        return keras.Sequential(
+            [
+                keras.Input(shape=shape),
+                keras.layers.Conv1D(6, 3, activation="relu"),
+                keras.layers.GlobalAveragePooling1D(),
+                keras.layers.Dense(classes, activation="softmax"),
+            ]
+        )
     if name == "gray":
         x = keras.layers.Rescaling(1 / 255)(inputs)
         x = keras.layers.Conv2D(4, 3, activation="relu")(x)
         x = keras.layers.Flatten()(x)
-    elif name == "colour":
+    else:
         x = keras.layers.Conv2D(5, 3, activation="relu")(inputs)
         x = keras.layers.GlobalAveragePooling2D()(x)
-    else:
-        x = keras.layers.Conv1D(6, 3, activation="relu")(inputs)
-        x = keras.layers.GlobalAveragePooling1D()(x)
     x = keras.layers.Dense(classes, kernel_initializer=keras.initializers.RandomNormal(0, 2))(x)
     return keras.Model(inputs, keras.layers.Softmax()(x))
 
@@ -126,6 +136,7 @@ def test_a_bare_model_keras_is_served_through_keras_and_says_it_was_not_checked(
         "dtype": "float32",
         "kind": "image",
         "id_range": None,
+        "columns": None,
         "pixel_range": [0.0, 255.0],
     }
     assert status["platform"] == "keras_keras"
@@ -388,3 +399,79 @@ def test_any_bytes_get_an_answer_or_a_clear_4xx_never_a_500(
         error = response.json()["error"]
         assert error.startswith("expected ")
         assert "Traceback" not in error
+
+
+# --- a real server: tritonclient, and no TensorFlow -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def real_server(
+    models: tuple[Path, dict[str, keras.Model]], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    log = tmp_path_factory.mktemp("images-server") / "server.log"
+    running = start_server(models[0].parent, log, SERVICE_DEFAULT_MODEL="gray")
+    yield running
+    assert running.stop() == 0, running.output()
+
+
+def test_tritonclient_sends_fp32_tensors_and_bytes_image_files(
+    real_server: Server, models: tuple[Path, dict[str, keras.Model]]
+) -> None:
+    shape, _ = KINDS["gray"]
+    files = [png(pixels(shape, seed)) for seed in (11, 12, 13)]
+    x = np.stack([decoded(f, shape, PIXEL_RANGES["gray"]) for f in files])
+    expected = keras_probabilities(models[1]["gray"], x)
+    client = triton.InferenceServerClient(real_server.url.removeprefix("http://"))
+    try:
+        metadata = client.get_model_metadata("gray")
+        assert [(i["name"], i["datatype"]) for i in metadata["inputs"]] == [
+            ("input", "FP32"),
+            ("image", "BYTES"),
+        ]
+        tensor = triton.InferInput("input", list(x.shape), "FP32")
+        tensor.set_data_from_numpy(x)  # binary, tritonclient's default
+        from_pixels = client.infer("gray", [tensor]).as_numpy("probabilities")
+        images = triton.InferInput("image", [len(files)], "BYTES")
+        images.set_data_from_numpy(np.array(files, dtype=np.object_))
+        from_files = client.infer("gray", [images]).as_numpy("probabilities")
+        assert from_files.dtype == np.float32
+        bad = triton.InferInput("image", [1], "BYTES")
+        bad.set_data_from_numpy(np.array([b"not an image"], dtype=np.object_))
+        with pytest.raises(InferenceServerException, match="expected a PNG or JPEG file in"):
+            client.infer("gray", [bad])
+    finally:
+        client.close()
+    np.testing.assert_allclose(from_pixels, expected, atol=TOLERANCE, rtol=0)
+    np.testing.assert_allclose(from_files, expected, atol=TOLERANCE, rtol=0)
+
+
+#: Runs a registry load with keras (hence TensorFlow) impossible to import.
+WITHOUT_TENSORFLOW = """
+import sys
+from pathlib import Path
+sys.modules["keras"] = None  # import keras -> ImportError, as where TensorFlow is absent
+from service.errors import ModelLoadError
+from service.repository.registry import load_version
+try:
+    load_version(Path(sys.argv[1]), "gray", 1)
+except ModelLoadError as exc:
+    print(exc)
+"""
+
+
+def test_a_bare_model_keras_is_refused_without_tensorflow_with_the_export_advice(
+    models: tuple[Path, dict[str, keras.Model]],
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT_TENSORFLOW, str(models[0] / "gray" / "1")],
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    message = result.stdout.strip()
+    assert message.startswith(
+        "model 'gray' version 1: this version has only model.keras and TensorFlow is not installed"
+    ), message
+    assert f"python -m model_training export {models[0] / 'gray' / '1' / 'model.keras'}" in message

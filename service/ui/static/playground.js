@@ -4,7 +4,9 @@
 //
 // Elements the tests rely on: #logits, #temperature, #temperature-value, #bars (each
 // .bar with data-probability), #softmax-error, #model-select, #regions,
-// #point-probabilities. Text from the server is only ever set with textContent.
+// #point-probabilities; for image models #drawing, #sketch, #sketch-clear, #image-file and
+// #image-probabilities (data-state, data-label, [data-probability] cells). Text from the
+// server is only ever set with textContent.
 "use strict";
 
 (() => {
@@ -393,10 +395,20 @@
     canvas.dataset.state = "ready";
   }
 
+  /** The model's input description when it takes images, null otherwise. */
+  function imageInput(model) {
+    const input = model.input;
+    return input && input.kind === "image" && Array.isArray(input.shape) ? input : null;
+  }
+
   function describe(model) {
+    const image = imageInput(model);
+    const range = image && Array.isArray(image.pixel_range) ? image.pixel_range : null;
     const parts = [
       `version ${model.version}`,
-      `${model.input_dim} features (${model.feature_names.join(", ")})`,
+      image
+        ? `${image.shape.join("x")} images` + (range ? ` (pixel values ${range.join(" to ")})` : "")
+        : `${model.input_dim} features (${model.feature_names.join(", ")})`,
       `${model.class_names.length} classes`,
       `runtime ${model.runtime}`,
     ];
@@ -415,10 +427,15 @@
     canvas.dataset.state = "idle";
     map.model = null;
     resetPoint();
+    hideDrawing();
     try {
       const model = await api(`models/${encodeURIComponent(name)}`);
       if (request !== modelRequest) return;
       modelSummary.textContent = describe(model);
+      if (imageInput(model)) {
+        showDrawing(model);
+        return;
+      }
       if (model.input_dim !== 2) {
         mapNote.textContent =
           `The decision-region map is for 2-D models only: ${model.name} has ` +
@@ -462,6 +479,37 @@
 
   // --- Point probabilities ---------------------------------------------------------------
 
+  /** One row per class: its colour and name, a bar, and the probability (exact in data-). */
+  function probabilityTable(model, probabilities, argmax) {
+    const table = document.createElement("table");
+    const head = table.createTHead().insertRow();
+    for (const title of ["class", "", "probability"]) {
+      const cell = document.createElement("th");
+      cell.textContent = title;
+      head.append(cell);
+    }
+    const body = table.createTBody();
+    probabilities.forEach((p, k) => {
+      const row = body.insertRow();
+      if (k === argmax) row.className = "top";
+      const name = row.insertCell();
+      const swatch = document.createElement("i");
+      swatch.style.background = css(classColour(k));
+      name.append(swatch, document.createTextNode(model.class_names[k]));
+      const bar = document.createElement("div");
+      bar.className = "mini-bar";
+      bar.style.width = `${p * 100}%`;
+      bar.style.background = css(classColour(k));
+      row.insertCell().append(bar);
+      const value = row.insertCell();
+      value.className = "probability";
+      value.dataset.probability = String(p);
+      value.textContent = formatProbability(p);
+      value.title = String(p);
+    });
+    return table;
+  }
+
   function resetPoint() {
     ++pointRequest;
     map.point = null;
@@ -488,33 +536,7 @@
       const answer = await api(predictPath(model), { instances: [[x, y]] });
       if (request !== pointRequest) return;
       const { probabilities, argmax, label } = answer.predictions[0];
-      const table = document.createElement("table");
-      const head = table.createTHead().insertRow();
-      for (const title of ["class", "", "probability"]) {
-        const cell = document.createElement("th");
-        cell.textContent = title;
-        head.append(cell);
-      }
-      const body = table.createTBody();
-      probabilities.forEach((p, k) => {
-        const row = body.insertRow();
-        if (k === argmax) row.className = "top";
-        const name = row.insertCell();
-        const swatch = document.createElement("i");
-        swatch.style.background = css(classColour(k));
-        name.append(swatch, document.createTextNode(model.class_names[k]));
-        const bar = document.createElement("div");
-        bar.className = "mini-bar";
-        bar.style.width = `${p * 100}%`;
-        bar.style.background = css(classColour(k));
-        row.insertCell().append(bar);
-        const value = row.insertCell();
-        value.className = "probability";
-        value.dataset.probability = String(p);
-        value.textContent = formatProbability(p);
-        value.title = String(p);
-      });
-      pointProbabilities.replaceChildren(table);
+      pointProbabilities.replaceChildren(probabilityTable(model, probabilities, argmax));
       Object.assign(pointProbabilities.dataset, {
         x: String(x),
         y: String(y),
@@ -548,6 +570,217 @@
   modelSelect.addEventListener("change", () => selectModel(modelSelect.value));
   $("models-reload").addEventListener("click", loadModels);
   window.addEventListener("resize", () => map.image && redraw());
+
+  // --- Drawing canvas (image models) ------------------------------------------------------
+
+  const drawing = $("drawing");
+  const sketchCanvas = $("sketch");
+  const sketchContext = sketchCanvas.getContext("2d");
+  const brush = $("brush");
+  const brushValue = $("brush-value");
+  const fileInput = $("image-file");
+  const imageSource = $("image-source");
+  const imageLabel = $("image-label");
+  const uploadPreview = $("upload-preview");
+  const imageProbabilities = $("image-probabilities");
+
+  // The canvas is 224 pixels on its longer side (shown at 280 CSS pixels; the aspect ratio
+  // is the model's). The server does the downscaling to the model's height x width, with a
+  // bilinear filter that averages over whole blocks of canvas pixels: 224 = 8 x 28, so for
+  // 8x8 models (scikit-learn's digits) and 28x28 ones (MNIST) every model pixel is the mean
+  // of an exact 28x28 or 8x8 block, and a stroke keeps the soft edges those datasets have.
+  // Large enough to draw on comfortably, small enough that the PNG sent after each stroke
+  // is a few kilobytes; the 28-pixel default brush is one pixel of an 8x8 model's input,
+  // three and a half of a 28x28 one, about the pen width of both datasets.
+  const SKETCH_SIZE = 224;
+  // After a stroke ends, wait this long for the next one before asking the server, so a
+  // character drawn in quick strokes (a 4, a crossed 7) costs one request, not several.
+  const STROKE_PAUSE_MS = 150;
+
+  /** The image model shown, and the state of the drawing and of its requests. */
+  const sketch = { model: null, pointer: null, last: null, timer: 0, request: 0, strokes: 0 };
+
+  function paintBlack() {
+    // Ink is white on black: high pixel values where the pen went, as in the digits data.
+    sketchContext.fillStyle = "#000";
+    sketchContext.fillRect(0, 0, sketchCanvas.width, sketchCanvas.height);
+  }
+
+  function resetImageResult(message) {
+    ++sketch.request; // an answer still on its way is dropped
+    clearTimeout(sketch.timer);
+    imageSource.textContent = message;
+    imageLabel.hidden = true;
+    imageLabel.replaceChildren();
+    uploadPreview.hidden = true;
+    uploadPreview.removeAttribute("src");
+    imageProbabilities.replaceChildren();
+    imageProbabilities.dataset.state = "idle";
+    delete imageProbabilities.dataset.label;
+    delete imageProbabilities.dataset.source;
+  }
+
+  function clearSketch() {
+    sketch.pointer = null;
+    sketch.strokes = 0;
+    sketchCanvas.dataset.strokes = "0";
+    paintBlack();
+    resetImageResult("Draw something.");
+  }
+
+  function hideDrawing() {
+    sketch.model = null;
+    drawing.hidden = true;
+    clearSketch();
+  }
+
+  function showDrawing(model) {
+    sketch.model = model;
+    const [height, width] = imageInput(model).shape;
+    const scale = SKETCH_SIZE / Math.max(height, width);
+    sketchCanvas.width = Math.max(1, Math.round(width * scale));
+    sketchCanvas.height = Math.max(1, Math.round(height * scale));
+    clearSketch();
+    drawing.hidden = false;
+  }
+
+  /** Where a pointer event is, in canvas pixels (the canvas is shown scaled). */
+  function sketchPoint(event) {
+    const rect = sketchCanvas.getBoundingClientRect();
+    return [
+      ((event.clientX - rect.left) * sketchCanvas.width) / rect.width,
+      ((event.clientY - rect.top) * sketchCanvas.height) / rect.height,
+    ];
+  }
+
+  function ink(from, to) {
+    sketchContext.strokeStyle = "#fff";
+    sketchContext.fillStyle = "#fff";
+    sketchContext.lineWidth = Number(brush.value);
+    sketchContext.lineCap = "round";
+    sketchContext.lineJoin = "round";
+    if (from[0] === to[0] && from[1] === to[1]) {
+      sketchContext.beginPath();
+      sketchContext.arc(to[0], to[1], Number(brush.value) / 2, 0, 2 * Math.PI);
+      sketchContext.fill();
+      return;
+    }
+    sketchContext.beginPath();
+    sketchContext.moveTo(...from);
+    sketchContext.lineTo(...to);
+    sketchContext.stroke();
+  }
+
+  sketchCanvas.addEventListener("pointerdown", (event) => {
+    if (!sketch.model || sketch.pointer !== null) return;
+    if (event.pointerType === "mouse" && event.button !== 0) return;
+    event.preventDefault();
+    clearTimeout(sketch.timer); // a new stroke: the request waits until it ends
+    sketchCanvas.setPointerCapture(event.pointerId);
+    sketch.pointer = event.pointerId;
+    sketch.last = sketchPoint(event);
+    ink(sketch.last, sketch.last);
+  });
+
+  sketchCanvas.addEventListener("pointermove", (event) => {
+    if (event.pointerId !== sketch.pointer) return;
+    // A fast hand moves further than one event per frame: draw through every sample.
+    const samples = event.getCoalescedEvents ? event.getCoalescedEvents() : [];
+    for (const sample of samples.length ? samples : [event]) {
+      const point = sketchPoint(sample);
+      ink(sketch.last, point);
+      sketch.last = point;
+    }
+  });
+
+  function endStroke(event) {
+    if (event.pointerId !== sketch.pointer) return;
+    sketch.pointer = null;
+    sketch.strokes += 1;
+    sketchCanvas.dataset.strokes = String(sketch.strokes);
+    // Pending from now: whatever is shown is older than the drawing.
+    imageProbabilities.dataset.state = "loading";
+    clearTimeout(sketch.timer);
+    sketch.timer = setTimeout(predictDrawing, STROKE_PAUSE_MS);
+  }
+
+  sketchCanvas.addEventListener("pointerup", endStroke);
+  sketchCanvas.addEventListener("pointercancel", endStroke);
+  // Capture lost without a pointerup (the window lost focus, ...): the stroke ends there.
+  sketchCanvas.addEventListener("lostpointercapture", endStroke);
+
+  function predictDrawing() {
+    if (!sketch.model || sketch.strokes === 0) return;
+    const png = sketchCanvas.toDataURL("image/png");
+    uploadPreview.hidden = true;
+    uploadPreview.removeAttribute("src");
+    predictImage(png.slice(png.indexOf(",") + 1), "drawing", "Your drawing:");
+  }
+
+  /** POST one image file (base64) as {"instances": [{"b64": ...}]}; show the answer. */
+  async function predictImage(b64, source, description) {
+    const request = ++sketch.request;
+    const model = sketch.model;
+    imageSource.textContent = description;
+    imageProbabilities.dataset.state = "loading";
+    try {
+      const answer = await api(predictPath(model), { instances: [{ b64 }] });
+      if (request !== sketch.request) return;
+      const { probabilities, argmax, label } = answer.predictions[0];
+      const top = document.createElement("strong");
+      top.textContent = label;
+      imageLabel.replaceChildren(
+        document.createTextNode("Most probable class: "),
+        top,
+        document.createTextNode(` (${formatProbability(probabilities[argmax])})`),
+      );
+      imageLabel.hidden = false;
+      imageProbabilities.replaceChildren(probabilityTable(model, probabilities, argmax));
+      Object.assign(imageProbabilities.dataset, { label, source, state: "ready" });
+    } catch (error) {
+      if (request !== sketch.request) return;
+      imageLabel.hidden = true;
+      imageProbabilities.dataset.state = "error";
+      delete imageProbabilities.dataset.label;
+      const message = document.createElement("p");
+      message.className = "error";
+      message.textContent = error.message;
+      imageProbabilities.replaceChildren(message);
+    }
+  }
+
+  fileInput.addEventListener("change", () => {
+    const file = fileInput.files && fileInput.files[0];
+    if (!file || !sketch.model) return;
+    const request = ++sketch.request;
+    clearTimeout(sketch.timer);
+    imageProbabilities.dataset.state = "loading";
+    const reader = new FileReader();
+    reader.addEventListener("load", () => {
+      if (request !== sketch.request) return;
+      // The file itself, as it is on disk: the server decodes, converts and resizes it.
+      const url = String(reader.result);
+      uploadPreview.src = url;
+      uploadPreview.alt = `The uploaded image ${file.name}`;
+      uploadPreview.hidden = false;
+      predictImage(url.slice(url.indexOf(",") + 1), "file", `${file.name}:`);
+    });
+    reader.addEventListener("error", () => {
+      if (request !== sketch.request) return;
+      imageProbabilities.dataset.state = "error";
+      const message = document.createElement("p");
+      message.className = "error";
+      message.textContent = `could not read ${file.name}`;
+      imageProbabilities.replaceChildren(message);
+    });
+    reader.readAsDataURL(file);
+    fileInput.value = ""; // choosing the same file again sends it again
+  });
+
+  $("sketch-clear").addEventListener("click", clearSketch);
+  brush.addEventListener("input", () => {
+    brushValue.textContent = `${brush.value} px`;
+  });
 
   // --- The API key: in memory only, sent as X-API-Key -------------------------------------
 
