@@ -260,8 +260,10 @@ def notes(bench: Bench, quick: bool, rows: Sequence[report.Row], model: str) -> 
             "(content_type base64); the service also as the raw body (image/jpeg), as a V2 "
             "BYTES input with the binary extension, and decoded as nested arrays "
             "(the float32 pixels' .tolist(), what a Python client sends).",
-            "service-batching / service-batching-off: SERVICE_BATCHING=on / off; the default "
-            "(auto) row is `service`.",
+            "the batching study: SERVICE_BATCHING=on (the batcher waits up to "
+            "SERVICE_BATCH_MAX_WAIT_MS, 2 ms, for a batch to fill once batches hold several "
+            "requests), on with SERVICE_BATCH_MAX_WAIT_MS=0, and off; the default (auto) row "
+            "is `service`.",
         ]
     else:
         found += [

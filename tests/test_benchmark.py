@@ -58,6 +58,7 @@ IMAGE_POINTS = {
     ("service", "nested"): (16,),
     ("service-batching", "jpeg-b64"): (1, 16, 64),
     ("service-batching-off", "jpeg-b64"): (1, 16, 64),
+    ("service-batching-nowait", "jpeg-b64"): (1, 16, 64),
 }
 BREAKDOWN_STEPS = (
     "parse + validate the JSON body",

@@ -35,6 +35,7 @@ from harness.plan import (
     ROOT,
     SERVICE,
     SERVICE_BATCHING,
+    SERVICE_BATCHING_NOWAIT,
     SERVICE_BATCHING_OFF,
     TF_FUNCTION,
     Load,
@@ -282,6 +283,15 @@ def build_plan(version_dir: Path, bodies: ImageBodies, *, quick: bool) -> list[S
             service(repository),
             [b64],
             env={"SERVICE_BATCHING": "on"},
+            ready_timeout_s=no_tf,
+        ),
+        ServerSpec(
+            SERVICE_BATCHING_NOWAIT,
+            "service",
+            "LiteRT, 1 worker, SERVICE_BATCHING=on, SERVICE_BATCH_MAX_WAIT_MS=0",
+            service(repository),
+            [b64],
+            env={"SERVICE_BATCHING": "on", "SERVICE_BATCH_MAX_WAIT_MS": "0"},
             ready_timeout_s=no_tf,
         ),
         ServerSpec(
