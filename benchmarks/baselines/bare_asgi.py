@@ -55,7 +55,7 @@ class Pipeline:
         self.rows = -1
         calibration = metadata.get("calibration") or {}
         self.temperature = float(calibration.get("temperature", 1.0))
-        ood = (metadata.get("training_data") or {}).get("ood")
+        ood = (metadata.get("training_data") or {}).get("ood") or {}
         self.ood: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], float] | None = None
         # Measured on the inputs, or on the features model.tflite outputs after the logits.
         self.ood_on_features = bool(ood) and ood.get("space", "input") == "features"
@@ -96,7 +96,7 @@ class Pipeline:
         files = [base64.b64decode(item["b64"]) for item in orjson.loads(body)["instances"]]
         x = np.empty((len(files), height, width, channels), dtype=np.float32)
         for i, data in enumerate(files):
-            picture = Image.open(io.BytesIO(data))
+            picture: Image.Image = Image.open(io.BytesIO(data))
             if picture.mode != mode:
                 picture = picture.convert(mode)
             if picture.size != (width, height):

@@ -24,8 +24,10 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 
 from harness.plan import (
@@ -124,7 +126,7 @@ def build_model(repository: Path, log: Path) -> Path:
     return versions[-1].parent
 
 
-def input_spec(version_dir: Path) -> dict[str, object]:
+def input_spec(version_dir: Path) -> dict[str, Any]:
     """The version's input description (shape, dtype, kind, pixel_range)."""
     metadata = json.loads((version_dir / "metadata.json").read_text())
     spec = metadata.get("input") or {}
@@ -160,12 +162,12 @@ def sample_jpeg(height: int, width: int, channels: int) -> bytes:
     return buffer.getvalue()
 
 
-def pixels_of(jpeg: bytes, spec: dict[str, object]) -> np.ndarray[object, np.dtype[np.float32]]:
+def pixels_of(jpeg: bytes, spec: dict[str, Any]) -> npt.NDArray[np.float32]:
     """The decoded image in the model's channels and pixel range, as a client would send it."""
     from PIL import Image
 
-    height, width, channels = (int(d) for d in spec["shape"])  # type: ignore[attr-defined]
-    low, high = (float(v) for v in spec.get("pixel_range") or (0.0, 255.0))  # type: ignore[attr-defined]
+    height, width, channels = (int(d) for d in spec["shape"])
+    low, high = (float(v) for v in spec.get("pixel_range") or (0.0, 255.0))
     picture = Image.open(io.BytesIO(jpeg)).convert({1: "L", 3: "RGB", 4: "RGBA"}[channels])
     x = np.asarray(picture, dtype=np.float32).reshape(height, width, channels)
     return (x / np.float32(255.0) * np.float32(high - low) + np.float32(low)).astype(np.float32)
@@ -174,7 +176,7 @@ def pixels_of(jpeg: bytes, spec: dict[str, object]) -> np.ndarray[object, np.dty
 def write_bodies(version_dir: Path, directory: Path) -> ImageBodies:
     """The image's JPEG and every request body built from it."""
     spec = input_spec(version_dir)
-    height, width, channels = (int(d) for d in spec["shape"])  # type: ignore[attr-defined]
+    height, width, channels = (int(d) for d in spec["shape"])
     jpeg = sample_jpeg(height, width, channels)
     b64 = base64.b64encode(jpeg).decode()
     files = {name: directory / f"image-{name}" for name in ("jpeg", "b64", "v2", "nested", "v2b64")}
