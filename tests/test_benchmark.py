@@ -1,7 +1,9 @@
 """The benchmark harness runs end to end in ``--quick`` mode and writes a well-formed report.
 
-It starts every server configuration for real (about a minute), so it is the slow
-test of the suite. It asserts the shape of the output, never a speed.
+It starts every server configuration for real (about a minute for the tabular model,
+two for the image model, whose MobileNetV2 is built and exported once and shared with
+the breakdown script), so these are the slow tests of the suite. They assert the shape
+of the output, never a speed.
 """
 
 from __future__ import annotations
@@ -44,9 +46,34 @@ RATIOS = {
     "vs bare ASGI": "bare-asgi",
     "vs naive": "naive-predict",
 }
+IMAGE_RATIOS = {"vs tf.function": "tf-function", "vs bare ASGI": "bare-asgi"}
+#: The image workload's quick points: (server, workload) -> connection counts.
+IMAGE_POINTS = {
+    ("bare-asgi", "jpeg-b64"): (1, 16, 64),
+    ("bare-asgi", "nested"): (16,),
+    ("tf-function", "jpeg-b64"): (16,),
+    ("service", "jpeg-b64"): (1, 16, 64),
+    ("service", "jpeg-raw"): (16,),
+    ("service", "v2-bytes"): (16,),
+    ("service", "nested"): (16,),
+    ("service-batching", "jpeg-b64"): (1, 16, 64),
+    ("service-batching-off", "jpeg-b64"): (1, 16, 64),
+    ("service-batching-nowait", "jpeg-b64"): (1, 16, 64),
+}
+BREAKDOWN_STEPS = (
+    "parse + validate the JSON body",
+    "base64 -> bytes",
+    "decode JPEG -> model pixels (all of it)",
+    "inference, 1 image",
+    "scores: float64 softmax, argmax, entropy",
+    "answer: row format -> JSON bytes",
+    "inference, per image in a batch of 16",
+    "DataPlane.predict, batching off",
+    "DataPlane.predict, batching on",
+)
 
 
-def script(*argv: str) -> str:
+def script(*argv: str, timeout: float = 300) -> str:
     """Run a benchmark script with no stray SERVICE_* settings; its stdout (it must exit 0)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SERVICE_")}
     result = subprocess.run(
@@ -55,7 +82,7 @@ def script(*argv: str) -> str:
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
         check=False,
     )
     assert result.returncode == 0, result.stderr[-5000:]
@@ -67,6 +94,27 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """``python benchmarks/run.py --quick --out DIR``: the output directory and stdout."""
     out = tmp_path_factory.mktemp("bench")
     return out, script("benchmarks/run.py", "--quick", "--out", str(out))
+
+
+@pytest.fixture(scope="module")
+def image_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The image workload's MobileNetV2, built and exported once as ``run.py`` does."""
+    code = (
+        "import sys; from pathlib import Path; sys.path.insert(0, 'benchmarks'); "
+        "from harness import image_plan; "
+        "print(image_plan.build_model(Path(sys.argv[1]), Path(sys.argv[2])))"
+    )
+    work = tmp_path_factory.mktemp("image-model")
+    out = script("-c", code, str(work / "models"), str(work / "build.log"), timeout=600)
+    return Path(out.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def image_run(tmp_path_factory: pytest.TempPathFactory, image_model: Path) -> tuple[Path, str]:
+    """``run.py --model mobilenet --quick --image-model DIR --out DIR``."""
+    out = tmp_path_factory.mktemp("bench-mobilenet")
+    argv = ["--model", "mobilenet", "--quick", "--image-model", str(image_model)]
+    return out, script("benchmarks/run.py", *argv, "--out", str(out), timeout=420)
 
 
 def markdown_table(text: str, first_column: str) -> list[dict[str, str]]:
@@ -119,20 +167,18 @@ def test_quick_benchmark_prints_the_table_it_writes(run: tuple[Path, str]) -> No
     assert "load generator: " in stdout
 
 
-@pytest.mark.benchmark
-@pytest.mark.timeout(420)
-def test_quick_benchmark_table_is_well_formed(run: tuple[Path, str]) -> None:
-    out, stdout = run
-    data: dict[str, Any] = json.loads((out / "results.json").read_text())
+def check_table(
+    stdout: str, data: dict[str, Any], expected: set[tuple[str, str, int]], ratios: dict[str, str]
+) -> None:
+    """The printed table is the JSON's rows, every expected point measured, ratios consistent."""
     table = markdown_table(stdout, "server")
     assert list(table[0]) == data["columns"]
+    assert data["columns"][-len(ratios) :] == list(ratios)
     assert len(table) == len(data["rows"])
     # Every configuration is really measured: a server that fails to start is a bug.
     assert [row["key"] for row in data["rows"] if row["unavailable"] is not None] == []
     points = {(row["key"], row["workload"], row["connections"]): row for row in data["rows"]}
     cells_of = dict(zip(points, table, strict=True))
-    expected = {(key, "1row", c) for key in QUICK_SERVERS for c in (1, 16, 64)}
-    expected |= {("service", "10k", 1), ("bare-asgi", "10k", 1)}
     assert expected <= set(points)
 
     for point, row in points.items():
@@ -155,7 +201,7 @@ def test_quick_benchmark_table_is_well_formed(run: tuple[Path, str]) -> None:
         assert 0 < row["server_cores"] <= (2.2 if row["key"] == "service-2w" else 1.1)
         if row["p50_ms"] is not None:
             assert row["p50_ms"] <= row["p99_ms"]
-        for column, baseline in RATIOS.items():
+        for column, baseline in ratios.items():
             shown = number(cells[column])
             base = points.get((baseline, row["workload"], row["connections"]))
             if base is None or not base["requests_per_s"]:
@@ -166,6 +212,16 @@ def test_quick_benchmark_table_is_well_formed(run: tuple[Path, str]) -> None:
             base_cells = cells_of[(baseline, row["workload"], row["connections"])]
             as_printed = number(cells["req/s"]) / number(base_cells["req/s"])
             assert math.isclose(shown, as_printed, rel_tol=0.02, abs_tol=0.011), (column, cells)
+
+
+@pytest.mark.benchmark
+@pytest.mark.timeout(420)
+def test_quick_benchmark_table_is_well_formed(run: tuple[Path, str]) -> None:
+    out, stdout = run
+    data: dict[str, Any] = json.loads((out / "results.json").read_text())
+    expected = {(key, "1row", c) for key in QUICK_SERVERS for c in (1, 16, 64)}
+    expected |= {("service", "10k", 1), ("bare-asgi", "10k", 1)}
+    check_table(stdout, data, expected, RATIOS)
 
 
 @pytest.mark.benchmark
@@ -201,3 +257,49 @@ def test_the_ab_script_compares_two_revisions() -> None:
     assert all(m > 0 for m in medians)
     ratio = float(lines[2].split("B / A = ")[1].split()[0])
     assert math.isclose(ratio, medians[1] / medians[0], rel_tol=0.002)
+
+
+@pytest.mark.benchmark
+@pytest.mark.timeout(900)
+def test_quick_image_benchmark_is_well_formed(image_run: tuple[Path, str]) -> None:
+    out, stdout = image_run
+    assert stdout == (out / "results.md").read_text()
+    assert "## Benchmark results: mobilenet (quick mode)" in stdout
+    data: dict[str, Any] = json.loads((out / "results.json").read_text())
+    assert data["model"] == "mobilenet"
+    expected = {(k, w, c) for (k, w), conns in IMAGE_POINTS.items() for c in conns}
+    check_table(stdout, data, expected, IMAGE_RATIOS)
+    width, height = png_size(out / "throughput.png")
+    assert width > 400
+    assert height > 200
+
+
+@pytest.mark.benchmark
+@pytest.mark.timeout(900)
+def test_quick_image_benchmark_lists_every_target(image_run: tuple[Path, str]) -> None:
+    out, stdout = image_run
+    data = json.loads((out / "results.json").read_text())
+    targets = markdown_table(stdout, "target")
+    assert [t["target"] for t in targets] == [t["name"] for t in data["targets"]]
+    assert all(t["result"] in {"PASS", "MISS", "INFO", "n/a"} for t in targets)
+    # Only the peer comparisons need --peers; everything else is measured in quick mode.
+    assert [t["name"] for t in data["targets"] if t["result"] == "n/a"] == [
+        "{b64} JPEG @16 conns: service / best peer, batching on (req/s)",
+        "start to ready: fastest peer / service",
+    ]
+
+
+@pytest.mark.benchmark
+@pytest.mark.timeout(900)
+def test_breakdown_prints_every_step(image_model: Path) -> None:
+    """``benchmarks/breakdown.py`` times each step of one image request: a positive number each."""
+    stdout = script("benchmarks/breakdown.py", "--image-model", str(image_model), "--repeat", "5")
+    rows = markdown_table(stdout, "path")
+    steps = {row["step"]: row for row in rows}
+    assert set(BREAKDOWN_STEPS) <= set(steps)
+    for row in rows:
+        assert 0 < number(row["min us"]) <= number(row["median us"]), row
+        assert number(row["min us"]) <= number(row["mean us"]), row
+    shares = [float(row["share"].removesuffix("%")) for row in rows if row["share"]]
+    assert len(shares) == 6
+    assert 97 <= sum(shares) <= 103  # rounded percentages of the request's steps

@@ -8,11 +8,17 @@
   entropy and out-of-distribution distance (the fields the service returns with every
   prediction) -> orjson dump of the service's columnar answer. It is the floor for
   large requests (``{"instances": [...], "format": "columnar"}``): the same answer, with
-  no validation, no framework and nothing else.
+  no validation, no framework and nothing else. For an image model the instances are
+  nested arrays of its full (height, width, channels) shape.
+- ``POST /predict/image`` (image models) is the same for image files sent as
+  ``{"instances": [{"b64": ...}]}``: base64 -> Pillow decode -> the model's channels,
+  size (bilinear) and pixel range -> LiteRT -> the same scores -> orjson.
 """
 
 from __future__ import annotations
 
+import base64
+import io
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -40,14 +46,19 @@ class Pipeline:
         self.head = {"model": metadata["name"], "version": str(metadata["version"])}
         self.labels = np.asarray(metadata["class_names"])
         self.input_dim = int(metadata["input_dim"])
+        spec = metadata.get("input") or {}
+        self.shape: list[int] = [int(d) for d in spec.get("shape", [self.input_dim])]
+        self.pixel_range = tuple(spec.get("pixel_range") or (0.0, 255.0))
         self.interpreter = Interpreter(model_path=str(version_dir / "model.tflite"), num_threads=1)
         self.input = int(self.interpreter.get_input_details()[0]["index"])
         self.output = int(self.interpreter.get_output_details()[0]["index"])
         self.rows = -1
         calibration = metadata.get("calibration") or {}
         self.temperature = float(calibration.get("temperature", 1.0))
-        ood = (metadata.get("training_data") or {}).get("ood")
+        ood = (metadata.get("training_data") or {}).get("ood") or {}
         self.ood: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], float] | None = None
+        # Measured on the inputs, or on the features model.tflite outputs after the logits.
+        self.ood_on_features = bool(ood) and ood.get("space", "input") == "features"
         if ood:
             means = np.asarray(ood["class_means"], dtype=np.float64)
             precision = np.asarray(ood["precision"], dtype=np.float64)
@@ -68,8 +79,41 @@ class Pipeline:
 
     def __call__(self, body: bytes) -> bytes:
         """The columnar answer for a ``{"instances": [...]}`` body."""
-        x = np.asarray(orjson.loads(body)["instances"], dtype=np.float64)
-        z = self.logits(x.astype(np.float32)).astype(np.float64)
+        instances = orjson.loads(body)["instances"]
+        if self.ood is not None and not self.ood_on_features:
+            x = np.asarray(instances, dtype=np.float64)  # the OOD distance needs float64 inputs
+            return self.answer(x, x.astype(np.float32))
+        x32 = np.asarray(instances, dtype=np.float32)
+        return self.answer(x32, x32)
+
+    def image(self, body: bytes) -> bytes:
+        """The columnar answer for a ``{"instances": [{"b64": ...}, ...]}`` body."""
+        from PIL import Image
+
+        height, width, channels = self.shape
+        mode = {1: "L", 3: "RGB", 4: "RGBA"}[channels]
+        low, high = self.pixel_range
+        files = [base64.b64decode(item["b64"]) for item in orjson.loads(body)["instances"]]
+        x = np.empty((len(files), height, width, channels), dtype=np.float32)
+        for i, data in enumerate(files):
+            picture: Image.Image = Image.open(io.BytesIO(data))
+            if picture.mode != mode:
+                picture = picture.convert(mode)
+            if picture.size != (width, height):
+                picture = picture.resize((width, height), Image.Resampling.BILINEAR)
+            x[i] = np.asarray(picture, dtype=np.float32).reshape(height, width, channels)
+        if (low, high) != (0.0, 255.0):
+            x = x * np.float32((high - low) / 255.0) + np.float32(low)
+        return self.answer(x, x)
+
+    def answer(self, x: npt.NDArray[Any], x32: npt.NDArray[np.float32]) -> bytes:
+        """Scores for the model's input batch ``x32`` (``x``: the inputs in float64 for the
+        OOD distance on the inputs) as the service's columnar answer."""
+        outputs = self.logits(x32)
+        classes = len(self.labels)
+        z = outputs[:, :classes].astype(np.float64)
+        if self.ood_on_features:
+            x = outputs[:, classes:].astype(np.float64)
         z -= z.max(axis=1, keepdims=True)
         z /= self.temperature
         np.exp(z, out=z)
@@ -113,7 +157,7 @@ async def respond(send: Send, status: int, body: bytes) -> None:
 def make_app(version_dir: Path) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
     """The ASGI callable."""
     pipeline = Pipeline(version_dir)
-    pipeline(orjson.dumps({"instances": [[0.0] * pipeline.input_dim]}))  # warm up
+    pipeline(orjson.dumps({"instances": [np.zeros(pipeline.shape).tolist()]}))  # warm up
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -128,6 +172,8 @@ def make_app(version_dir: Path) -> Callable[[Scope, Receive, Send], Awaitable[No
             await respond(send, 200, FIXED_BODY)
         elif path == "/predict/pipeline":
             await respond(send, 200, pipeline(await read_body(receive)))
+        elif path == "/predict/image":
+            await respond(send, 200, pipeline.image(await read_body(receive)))
         elif path == "/health/ready":
             await respond(send, 200, READY_BODY)
         else:

@@ -1,13 +1,16 @@
 """Load generators: ``wrk`` (installed from the distribution when missing), else a Python one.
 
 Both POST one body file to one URL over N keep-alive connections for a fixed time
-and give a ``LoadResult``. ``wrk`` gets the body from a small Lua script and its
-``--latency`` report is parsed; the Python fallback (``pyload.py``) prints JSON and
-is labelled as such in the report, because it saturates long before wrk does.
+and give a ``LoadResult``; the body is JSON unless the call gives other headers
+(``Content-Type: image/jpeg``, the V2 binary extension's header length). ``wrk``
+gets the body from a small Lua script and its ``--latency`` report is parsed; the
+Python fallback (``pyload.py``) prints JSON and is labelled as such in the report,
+because it saturates long before wrk does.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -15,6 +18,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -51,7 +55,13 @@ class LoadGenerator(Protocol):
     fallback: bool
 
     def run(
-        self, url: str, body: Path, connections: int, duration_s: int, cpus: frozenset[int] | None
+        self,
+        url: str,
+        body: Path,
+        connections: int,
+        duration_s: int,
+        cpus: frozenset[int] | None,
+        headers: Mapping[str, str] | None = None,
     ) -> LoadResult:
         """POST ``body`` to ``url`` over ``connections`` connections for ``duration_s``."""
         ...
@@ -95,13 +105,21 @@ def parse_wrk(text: str) -> LoadResult:
     )
 
 
+#: Every request's headers unless a load says otherwise.
+JSON = {"Content-Type": "application/json"}
+
 LUA_POST = """-- POST the body file {body} (written by benchmarks/run.py)
 wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
+{headers}
 local file = assert(io.open("{body}", "rb"))
 wrk.body = file:read("*a")
 file:close()
 """
+
+
+def lua(text: str) -> str:
+    """A Lua string literal."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _run_pinned(argv: list[str], cpus: frozenset[int] | None, timeout: float) -> str:
@@ -135,14 +153,22 @@ class Wrk:
         words = (version.stdout + version.stderr).split()
         self.name = f"wrk {words[1]}" if len(words) > 1 else "wrk"
 
-    def _script(self, body: Path) -> Path:
-        script = self.workdir / f"post-{body.stem}.lua"
+    def _script(self, body: Path, headers: Mapping[str, str]) -> Path:
+        lines = "\n".join(f"wrk.headers[{lua(k)}] = {lua(v)}" for k, v in headers.items())
+        tag = hashlib.sha256(lines.encode()).hexdigest()[:8]
+        script = self.workdir / f"post-{body.stem}-{tag}.lua"
         if not script.exists():
-            script.write_text(LUA_POST.format(body=body.resolve()))
+            script.write_text(LUA_POST.format(body=body.resolve(), headers=lines))
         return script
 
     def run(
-        self, url: str, body: Path, connections: int, duration_s: int, cpus: frozenset[int] | None
+        self,
+        url: str,
+        body: Path,
+        connections: int,
+        duration_s: int,
+        cpus: frozenset[int] | None,
+        headers: Mapping[str, str] | None = None,
     ) -> LoadResult:
         """One wrk run; parses its report."""
         argv = [
@@ -153,7 +179,7 @@ class Wrk:
             f"--timeout={REQUEST_TIMEOUT_S}s",
             "--latency",
             "-s",
-            str(self._script(body)),
+            str(self._script(body, headers or JSON)),
             url,
         ]
         return parse_wrk(_run_pinned(argv, cpus, duration_s + REQUEST_TIMEOUT_S + 30))
@@ -166,7 +192,13 @@ class PythonLoad:
     fallback = True
 
     def run(
-        self, url: str, body: Path, connections: int, duration_s: int, cpus: frozenset[int] | None
+        self,
+        url: str,
+        body: Path,
+        connections: int,
+        duration_s: int,
+        cpus: frozenset[int] | None,
+        headers: Mapping[str, str] | None = None,
     ) -> LoadResult:
         """One run of ``pyload.py`` in its own process."""
         argv = [
@@ -177,6 +209,7 @@ class PythonLoad:
             f"--connections={connections}",
             f"--duration={duration_s}",
             f"--timeout={REQUEST_TIMEOUT_S}",
+            *(f"--header={k}: {v}" for k, v in (headers or JSON).items()),
         ]
         out = json.loads(_run_pinned(argv, cpus, duration_s + REQUEST_TIMEOUT_S + 30))
         return LoadResult(

@@ -31,6 +31,8 @@ NAIVE = "naive-predict"
 TF_FUNCTION = "tf-function"
 SERVICE = "service"
 SERVICE_BATCHING = "service-batching"
+SERVICE_BATCHING_OFF = "service-batching-off"
+SERVICE_BATCHING_NOWAIT = "service-batching-nowait"
 SERVICE_2W = "service-2w"
 KERAS_ON = "service-keras-batching-on"
 KERAS_OFF = "service-keras-batching-off"
@@ -62,6 +64,7 @@ class Load:
     body: Path
     connections: tuple[int, ...]
     config: str | None = None  # replaces the server's config label for these rows
+    headers: dict[str, str] | None = None  # default: Content-Type: application/json
 
 
 @dataclass

@@ -28,13 +28,17 @@ class Tally:
     socket_errors: int = 0
 
 
-def request_bytes(url: str, body: bytes) -> tuple[str, int, bytes]:
-    """Host, port and the raw POST request for ``url``."""
+def request_bytes(
+    url: str, body: bytes, headers: list[str] | None = None
+) -> tuple[str, int, bytes]:
+    """Host, port and the raw POST request for ``url`` (``headers``: ``"Name: value"`` lines,
+    by default ``Content-Type: application/json``)."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    extra = "".join(f"{line}\r\n" for line in headers or ["Content-Type: application/json"])
     head = (
         f"POST {parts.path or '/'} HTTP/1.1\r\nHost: {host}:{port}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        f"{extra}Content-Length: {len(body)}\r\n\r\n"
     )
     return host, port, head.encode() + body
 
@@ -99,10 +103,15 @@ def percentile(sorted_values: list[int], q: float) -> float:
 
 
 async def run(
-    url: str, body: bytes, connections: int, duration: float, timeout: float
+    url: str,
+    body: bytes,
+    connections: int,
+    duration: float,
+    timeout: float,
+    headers: list[str] | None = None,
 ) -> dict[str, float]:
     """Drive the load and summarize it."""
-    host, port, request = request_bytes(url, body)
+    host, port, request = request_bytes(url, body, headers)
     tally = Tally()
     started = time.monotonic()
     deadline = started + duration
@@ -130,9 +139,19 @@ def main() -> None:
     parser.add_argument("--connections", type=int, required=True)
     parser.add_argument("--duration", type=float, required=True)
     parser.add_argument("--timeout", type=float, default=10.0)
+    parser.add_argument(
+        "--header", action="append", help="'Name: value' (repeatable; default JSON content type)"
+    )
     args = parser.parse_args()
     summary = asyncio.run(
-        run(args.url, args.body.read_bytes(), args.connections, args.duration, args.timeout)
+        run(
+            args.url,
+            args.body.read_bytes(),
+            args.connections,
+            args.duration,
+            args.timeout,
+            args.header,
+        )
     )
     print(json.dumps(summary))
 

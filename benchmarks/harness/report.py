@@ -2,6 +2,8 @@
 
 Ratios are always taken between rows of the same run, the same workload and the
 same connection count, so they hold across machines far better than raw numbers.
+Each model (``run.py --model``) is a ``Suite``: its ratio columns, its targets and
+what its chart shows; the table's format is the same for all.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness import image_plan
 from harness.plan import (
     BARE,
     BULK,
@@ -23,15 +26,24 @@ from harness.plan import (
     PEERS,
     SERVICE,
     SERVICE_2W,
+    SERVICE_BATCHING,
+    SERVICE_BATCHING_NOWAIT,
+    SERVICE_BATCHING_OFF,
+    TF_FUNCTION,
 )
 
 #: Ratio columns: (JSON field, column title, baseline spec key).
-RATIOS = (
+Ratios = tuple[tuple[str, str, str], ...]
+RATIOS: Ratios = (
     ("vs_fastapi_floor", "vs FastAPI floor", FASTAPI),
     ("vs_bare_asgi", "vs bare ASGI", BARE),
     ("vs_naive", "vs naive", NAIVE),
 )
-COLUMNS = (
+IMAGE_RATIOS: Ratios = (
+    ("vs_tf_function", "vs tf.function", TF_FUNCTION),
+    ("vs_bare_asgi", "vs bare ASGI", BARE),
+)
+BASE_COLUMNS = (
     "server",
     "config",
     "workload",
@@ -45,8 +57,8 @@ COLUMNS = (
     "RSS MB/worker",
     "ready s",
     "server CPU",
-    *(title for _, title, _ in RATIOS),
 )
+COLUMNS = (*BASE_COLUMNS, *(title for _, title, _ in RATIOS))
 NA = "n/a"
 
 
@@ -82,8 +94,9 @@ class Target:
     measured: float | None
     unit: str  # "x" for a ratio, else the unit of an absolute figure
     goal: str
-    passed: bool | None  # None: not measured in this run
+    passed: bool | None  # None: not measured in this run (or informational)
     note: str = ""
+    informational: bool = False  # a figure the issue asks to report, with no goal
 
     @property
     def shown(self) -> str:
@@ -94,7 +107,9 @@ class Target:
 
     @property
     def result(self) -> str:
-        """PASS, MISS, or n/a."""
+        """PASS, MISS, INFO (reported, no goal), or n/a (not measured)."""
+        if self.informational and self.measured is not None:
+            return "INFO"
         return NA if self.passed is None else ("PASS" if self.passed else "MISS")
 
 
@@ -109,6 +124,7 @@ class Report:
     notes: list[str]
     rows: list[Row]
     targets: list[Target] = field(default_factory=list)
+    model: str = "blobs"  # which Suite: "blobs" (tabular) or "mobilenet" (image)
 
 
 def find(rows: Sequence[Row], key: str, workload: str, connections: int) -> Row | None:
@@ -119,11 +135,11 @@ def find(rows: Sequence[Row], key: str, workload: str, connections: int) -> Row 
     return None
 
 
-def add_ratios(rows: Sequence[Row]) -> None:
+def add_ratios(rows: Sequence[Row], columns: Ratios = RATIOS) -> None:
     """Fill each row's ratio columns: its req/s over the baseline's, same workload and conns."""
     for row in rows:
         ratios: dict[str, float | None] = {}
-        for name, _, key in RATIOS:
+        for name, _, key in columns:
             base = None
             if row.workload is not None and row.connections is not None:
                 base = find(rows, key, row.workload, row.connections)
@@ -152,6 +168,11 @@ def _goal(
     return Target(name, value, unit, f"{sign} {shown}", passed, note)
 
 
+def _info(name: str, value: float | None, *, unit: str = "x", note: str = "") -> Target:
+    """A figure to report, with no goal."""
+    return Target(name, value, unit, "(reported)", None, note, informational=True)
+
+
 def targets(rows: Sequence[Row]) -> list[Target]:
     """The issue's targets, as ratios within this run."""
 
@@ -176,7 +197,7 @@ def targets(rows: Sequence[Row]) -> list[Target]:
         _goal(
             "/predict 1 row @16 conns: service / FastAPI floor (req/s)",
             _ratio(service16, rate(FASTAPI, one, 16)),
-            0.9,
+            1.2,
         ),
         _goal(
             "/predict 1 row @16 conns: service / bare ASGI (req/s, stretch)",
@@ -186,7 +207,7 @@ def targets(rows: Sequence[Row]) -> list[Target]:
         _goal(
             "/predict 1 row @16 conns: service / best peer (req/s)",
             _ratio(service16, measured_peers.get(best_peer) if best_peer else None),
-            5,
+            10,
             note=f"best peer: {best_peer}" if best_peer else "peers not measured (--peers)",
         ),
         _goal(
@@ -251,6 +272,155 @@ def _workers_note(single: Row | None, double: Row | None) -> str:
     )
 
 
+def image_targets(rows: Sequence[Row]) -> list[Target]:
+    """Issue 16's targets for the image workload, as ratios within this run."""
+
+    def rate(key: str, workload: str, conns: int) -> float | None:
+        row = find(rows, key, workload, conns)
+        return row.requests_per_s if row else None
+
+    def field_of(key: str, workload: str, conns: int, get: Callable[[Row], Any]) -> Any:
+        row = find(rows, key, workload, conns)
+        return get(row) if row else None
+
+    b64, raw, v2, nested = (w.key for w in image_plan.WORKLOADS_SHOWN)
+    service16 = rate(SERVICE, b64, 16)
+    peer_rates = {key: rate(key, b64, 16) for key in PEERS}
+    measured_peers = {k: v for k, v in peer_rates.items() if v}
+    best_peer = max(measured_peers, key=lambda k: measured_peers[k]) if measured_peers else None
+    ready = {r.key: r.ready_s for r in rows if r.ready_s is not None}
+    peer_ready = {k: ready[k] for k in PEERS if k in ready}
+    fastest_peer = min(peer_ready, key=lambda k: peer_ready[k]) if peer_ready else None
+    rss = [r.rss_per_worker_mb for r in rows if r.key == SERVICE and r.rss_per_worker_mb]
+    found = [
+        _goal(
+            "{b64} JPEG @16 conns: service / FastAPI + tf.function (req/s)",
+            _ratio(service16, rate(TF_FUNCTION, b64, 16)),
+            5,
+        ),
+        _goal(
+            "{b64} JPEG @16 conns: service / best peer, batching on (req/s)",
+            _ratio(service16, measured_peers.get(best_peer) if best_peer else None),
+            3,
+            note=f"best peer: {best_peer}" if best_peer else "peers not measured (--peers)",
+        ),
+        _goal(
+            "nested arrays @16 conns: service / bare ASGI orjson-numpy-LiteRT (req/s)",
+            _ratio(rate(SERVICE, nested, 16), rate(BARE, nested, 16)),
+            0.5,
+        ),
+        _goal(
+            "{b64} JPEG @64 conns: service p99 / p50",
+            _ratio(
+                field_of(SERVICE, b64, 64, lambda r: r.p99_ms),
+                field_of(SERVICE, b64, 64, lambda r: r.p50_ms),
+            ),
+            3,
+            at_most=True,
+        ),
+        _goal(
+            "{b64} JPEG @64 conns: service errors",
+            field_of(SERVICE, b64, 64, lambda r: r.errors),
+            0,
+            unit="errors",
+            at_most=True,
+        ),
+        _goal(
+            "raw image/jpeg body @16 conns: service / {b64} (req/s)",
+            _ratio(rate(SERVICE, raw, 16), service16),
+            1.0,
+        ),
+        _goal(
+            "V2 BYTES binary @16 conns: service / {b64} (req/s)",
+            _ratio(rate(SERVICE, v2, 16), service16),
+            1.0,
+        ),
+    ]
+    for conns in (16, 64):
+        on, off = rate(SERVICE_BATCHING, b64, conns), rate(SERVICE_BATCHING_OFF, b64, conns)
+        nowait = rate(SERVICE_BATCHING_NOWAIT, b64, conns)
+        found += [
+            _info(f"{{b64}} JPEG @{conns} conns: batching on / off (req/s)", _ratio(on, off)),
+            _info(
+                f"{{b64}} JPEG @{conns} conns: batching on, no fill wait / off (req/s)",
+                _ratio(nowait, off),
+            ),
+        ]
+    found.append(
+        _goal(
+            "{b64} JPEG @1 conn: batching on / off (p50 latency)",
+            _ratio(
+                field_of(SERVICE_BATCHING, b64, 1, lambda r: r.p50_ms),
+                field_of(SERVICE_BATCHING_OFF, b64, 1, lambda r: r.p50_ms),
+            ),
+            1.10,
+            at_most=True,
+        )
+    )
+    for conns in (16, 64):
+        studied = [
+            rate(key, b64, conns)
+            for key in (SERVICE_BATCHING, SERVICE_BATCHING_NOWAIT, SERVICE_BATCHING_OFF)
+        ]
+        best = None if None in studied else max(r for r in studied if r is not None)
+        found.append(
+            _goal(
+                f"{{b64}} JPEG @{conns} conns: defaults / best batching setting (req/s)",
+                _ratio(service16 if conns == 16 else rate(SERVICE, b64, conns), best),
+                0.95,
+                note="best of on, on without fill wait, off: the default is right when this "
+                "holds (noise: a few per cent)",
+            )
+        )
+    found += [
+        _goal(
+            "start to ready: fastest peer / service",
+            _ratio(peer_ready.get(fastest_peer) if fastest_peer else None, ready.get(SERVICE)),
+            5,
+            note=f"fastest peer: {fastest_peer}"
+            if fastest_peer
+            else "peers not measured (--peers)",
+        ),
+        _info("service: start to ready", ready.get(SERVICE), unit="s"),
+        _info(
+            "service (1 worker): RSS per worker after load (max)",
+            max(rss) if rss else None,
+            unit="MB",
+        ),
+    ]
+    return found
+
+
+@dataclass(frozen=True)
+class Suite:
+    """What differs between the models ``run.py`` benchmarks."""
+
+    key: str
+    ratios: Ratios
+    targets: Callable[[Sequence[Row]], list[Target]]
+    chart_workloads: tuple[str, ...]  # the rows drawn: these workloads at 16 connections
+    chart_title: str
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The table's columns."""
+        return (*BASE_COLUMNS, *(title for _, title, _ in self.ratios))
+
+
+SUITES = {
+    "blobs": Suite(
+        "blobs", RATIOS, targets, (ONE_ROW.key,), "POST /predict, 1 row, 16 connections"
+    ),
+    "mobilenet": Suite(
+        "mobilenet",
+        IMAGE_RATIOS,
+        image_targets,
+        tuple(w.key for w in image_plan.WORKLOADS_SHOWN),
+        "MobileNetV2 (96x96x3), 1 image per request, 16 connections",
+    ),
+}
+
+
 def fmt(value: float | None, kind: str = "float") -> str:
     """Table formatting: about three significant digits, no thousands separators."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -269,9 +439,9 @@ def fmt(value: float | None, kind: str = "float") -> str:
     return f"{value:.3f}"
 
 
-def _cells(row: Row) -> list[str]:
+def _cells(row: Row, ratios: Ratios = RATIOS) -> list[str]:
     if row.unavailable is not None:
-        return [row.server, row.config, *[NA] * (len(COLUMNS) - 2)]
+        return [row.server, row.config, *[NA] * (len(BASE_COLUMNS) + len(ratios) - 2)]
     return [
         row.server,
         row.config,
@@ -286,7 +456,7 @@ def _cells(row: Row) -> list[str]:
         fmt(row.rss_per_worker_mb),
         fmt(row.ready_s),
         fmt(row.server_cores),
-        *(fmt(row.ratios.get(name), "ratio") for name, _, _ in RATIOS),
+        *(fmt(row.ratios.get(name), "ratio") for name, _, _ in ratios),
     ]
 
 
@@ -299,15 +469,16 @@ def _table(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
 def markdown(report: Report) -> str:
     """The whole report as markdown: setup, the table, the targets, notes."""
     machine = report.machine
+    suite = SUITES[report.model]
     lines = [
-        f"## Benchmark results ({report.mode} mode)",
+        f"## Benchmark results: {report.model} ({report.mode} mode)",
         "",
         f"- command: `{report.command}`",
         f"- machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory']}, "
         f"{machine['os']}, {machine['python']}; commit {machine['commit']}",
         *(f"- {name}: {value}" for name, value in report.setup.items()),
         "",
-        *_table(COLUMNS, [_cells(row) for row in report.rows]),
+        *_table(suite.columns, [_cells(row, suite.ratios) for row in report.rows]),
         "",
         "### Targets (informational: ratios within this run; nothing fails on a MISS)",
         "",
@@ -316,7 +487,7 @@ def markdown(report: Report) -> str:
             [
                 [
                     t.name,
-                    fmt(t.measured, "ratio" if "/" in t.name else "float"),
+                    fmt(t.measured, "ratio" if t.unit == "x" else "float"),
                     t.goal,
                     t.result,
                     t.note,
@@ -351,24 +522,29 @@ def as_json(report: Report) -> dict[str, Any]:
     for target, raw in zip(data["targets"], report.targets, strict=True):
         target["result"] = raw.result
         target["shown"] = raw.shown
-    return {"columns": list(COLUMNS), **clean(data)}
+    return {"columns": list(SUITES[report.model].columns), **clean(data)}
 
 
 def chart(report: Report, path: Path) -> None:
-    """Bar chart of req/s at 16 connections (1 row) per server configuration, as a PNG."""
+    """Bar chart of req/s at 16 connections per server configuration (and workload), as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
+    suite = SUITES[report.model]
     bars = [
         row
         for row in report.rows
-        if row.workload == ONE_ROW.key and row.connections == 16 and row.requests_per_s
+        if row.workload in suite.chart_workloads and row.connections == 16 and row.requests_per_s
     ]
     bars.sort(key=lambda row: row.requests_per_s or 0.0)
-    labels = [f"{row.server}\n{row.config}" for row in bars]
+    several = len(suite.chart_workloads) > 1
+    labels = [
+        f"{row.server}\n{row.config}" + (f"\n{row.workload_label}" if several else "")
+        for row in bars
+    ]
     values = [row.requests_per_s or 0.0 for row in bars]
     palette = {"this service": "#4c72b0", "baseline": "#8c8c8c", "peer": "#dd8452"}
     kinds = [
@@ -379,7 +555,7 @@ def chart(report: Report, path: Path) -> None:
         else "baseline"
         for row in bars
     ]
-    figure, axes = plt.subplots(figsize=(10, 0.55 * len(bars) + 1.6))
+    figure, axes = plt.subplots(figsize=(10, (0.75 if several else 0.55) * len(bars) + 1.6))
     axes.barh(range(len(bars)), values, color=[palette[kind] for kind in kinds])
     handles = [Patch(color=color, label=kind) for kind, color in palette.items() if kind in kinds]
     axes.legend(handles=handles, loc="lower right", fontsize=7)
@@ -390,7 +566,7 @@ def chart(report: Report, path: Path) -> None:
         axes.text(value, i, f" {value:,.0f}", va="center", fontsize=7)
     axes.set_xlabel("requests per second (higher is better)")
     axes.set_title(
-        f"POST /predict, 1 row, 16 connections ({report.mode} mode)\n"
+        f"{suite.chart_title} ({report.mode} mode)\n"
         f"{report.machine['cpu']}, {report.machine['cores']} cores; "
         f"{report.setup.get('load generator', '')}",
         fontsize=9,

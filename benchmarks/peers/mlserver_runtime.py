@@ -40,3 +40,29 @@ class KerasTFFunction(MLModel):  # type: ignore[misc]
             model_name=self.name,
             outputs=[NumpyCodec.encode_output("probabilities", probabilities)],
         )
+
+
+class KerasImageTFFunction(MLModel):  # type: ignore[misc]
+    """Probabilities for a BYTES ``[n]`` input of base64 JPEG/PNG files (``content_type``
+    ``base64``), with MLServer's adaptive batching (``max_batch_size``/``max_batch_time``
+    in ``model-settings.json``); ``parameters.uri`` is the version directory."""
+
+    async def load(self) -> bool:
+        """Load the model and trace it once."""
+        from pathlib import Path
+
+        from _images import ImageModel
+
+        self._model = ImageModel(Path(self.settings.parameters.uri))
+        return True
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        """One ``probabilities`` output tensor, a row per file."""
+        from mlserver.codecs import Base64Codec
+
+        files = Base64Codec.decode_input(payload.inputs[0])
+        batch = np.stack([self._model.pixels(data) for data in files])
+        return InferenceResponse(
+            model_name=self.name,
+            outputs=[NumpyCodec.encode_output("probabilities", self._model.probabilities(batch))],
+        )
