@@ -8,6 +8,7 @@ warm), never in module globals.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -48,6 +49,7 @@ Every error is `{"error": "..."}` saying what was expected and what was received
 def _lifespan(settings: Settings, metrics: Metrics) -> Any:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        _tune_garbage_collector()
         registry = ModelRegistry(
             settings.model_repository,
             settings.default_model,
@@ -103,6 +105,21 @@ def batching_policy(settings: Settings, metrics: Metrics | None = None) -> Batch
         )
 
     return decide
+
+
+def _tune_garbage_collector() -> None:
+    """Fewer, cheaper garbage collections while requests are parsed.
+
+    Parsing a request allocates many container objects (an image as nested arrays: ~10,000
+    lists), which with CPython's defaults triggers collections that scan every tracked
+    object, the whole import heap included: measured, half the time of such a request.
+    What exists at start (modules, the app) lives as long as the process, so it is frozen
+    out of collections; versions loaded later are not, so an unloaded version's cycles
+    are still collected. The first generation collects after 10,000 allocations, not 700.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
 
 
 def _report_load_failure(task: asyncio.Task[None]) -> None:
