@@ -88,11 +88,65 @@ def test_log_softmax_is_stable_and_exact_for_extreme_logits() -> None:
     assert nll([[0.0, 100.0, 0.0]], [0]) == pytest.approx(100.0)
 
 
-def test_a_validation_split_without_errors_drives_the_fit_to_the_bound_and_says_so() -> None:
-    logits = np.array([[3.0, 0.0], [0.0, 2.0], [5.0, 1.0]])
-    block = calibrate(logits, [0, 1, 0], logits, [0, 1, 0])
-    assert block["temperature"] == pytest.approx(TEMPERATURE_BOUNDS[0], rel=1e-5)
+def test_a_validation_split_without_errors_drives_the_fit_to_the_bound_and_t_1_is_served() -> None:
+    logits = np.random.default_rng(3).normal(size=(40, 3)) + np.eye(3)[np.arange(40) % 3] * 6
+    labels = np.arange(40) % 3
+    assert (logits.argmax(axis=1) == labels).all()
+    block = calibrate(logits, labels, logits, labels)
+    assert block["fitted_temperature"] == pytest.approx(TEMPERATURE_BOUNDS[0], rel=1e-5)
     assert block["at_bound"] is True
+    assert (block["temperature"], block["kept"]) == (1.0, False)
+    assert "ran to the bound" in block["reason"]
+    assert block["test"]["nll_after"] == block["test"]["nll_before"]
+
+
+def test_a_tiny_validation_split_serves_t_1_and_says_why() -> None:
+    logits = np.array([[3.0, 0.0], [0.0, 2.0], [5.0, 1.0], [1.0, 2.0]])
+    block = calibrate(logits, [0, 1, 0, 0], logits, [0, 1, 0, 0])
+    assert (block["temperature"], block["kept"]) == (1.0, False)
+    assert block["reason"].startswith("the validation split holds 4 samples, fewer than the 30")
+    assert block["cross_validation"] is None
+
+
+def test_a_temperature_set_by_one_error_is_not_kept() -> None:
+    # As the 4-blob validation split: 150 samples, one of them wrong. Every fold without
+    # it sharpens to the bound, and the fold holding it pays for that: the cross-validated
+    # NLL rises, so the fitted temperature (sharper than 1) is not served.
+    rng = np.random.default_rng(5)
+    labels = np.arange(150) % 4
+    logits = rng.normal(size=(150, 4)) + 5.0 * np.eye(4)[labels]
+    logits[7] = [0.0, 4.0, 0.0, 0.0]  # class 3, predicted 1
+    labels[7] = 3
+    block = calibrate(logits, labels, logits, labels)
+    assert block["fitted_temperature"] < 1.0
+    assert block["kept"] is False
+    cv = block["cross_validation"]
+    assert cv["nll_after"] > cv["nll_before"]
+    assert "does not lower the held-out NLL" in block["reason"]
+    assert block["temperature"] == 1.0
+
+
+@pytest.mark.parametrize("true_temperature", [0.3, 0.6, 1.0, 1.5, 3.0])
+@pytest.mark.parametrize("seed", range(8))
+def test_the_temperature_served_never_makes_held_out_nll_more_than_2_percent_worse(
+    true_temperature: float, seed: int
+) -> None:
+    # A model whose probabilities are off by a known temperature: calibration should find
+    # it when it matters, and refuse rather than harm when it does not.
+    rng = np.random.default_rng(seed)
+    val = rng.normal(scale=4.0, size=(60, 3))
+    test = rng.normal(scale=4.0, size=(2000, 3))
+    block = calibrate(
+        val,
+        sampled_labels(val, true_temperature, seed + 100),
+        test,
+        sampled_labels(test, true_temperature, seed + 200),
+    )
+    assert block["test"]["nll_after"] <= 1.02 * block["test"]["nll_before"]
+    if true_temperature >= 3.0:
+        # Far over-confident: worth fixing, and fixed. (Far under-confident on these
+        # logits, every validation sample is right: the fit runs to its bound, refused.)
+        assert block["kept"], block["reason"]
 
 
 def test_calibration_block_has_the_layout_the_service_and_the_report_read() -> None:
@@ -103,7 +157,11 @@ def test_calibration_block_has_the_layout_the_service_and_the_report_read() -> N
     assert block["method"] == "temperature_scaling"
     assert block["fitted_on"] == "validation"
     assert block["at_bound"] is False
+    assert block["kept"] is True
+    assert block["temperature"] == block["fitted_temperature"]
     assert 0.05 < block["temperature"] < 20
+    assert block["cross_validation"]["folds"] == 5
+    assert block["cross_validation"]["nll_after"] < block["cross_validation"]["nll_before"]
     for split, n in (("validation", 200), ("test", 100)):
         assert block[split]["samples"] == n
         assert set(block[split]) == {
