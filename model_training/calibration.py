@@ -30,8 +30,10 @@ ECE_BINS = 15
 CV_FOLDS = 5
 #: which must then hold at least this many samples (a few per fold),
 MIN_SAMPLES = 30
-#: and is kept only when it lowers the cross-validated NLL by at least this share.
+#: and is kept only when it lowers the cross-validated NLL by at least this share
 MIN_GAIN = 0.01
+#: and by more than this many standard errors of that gain.
+STANDARD_ERRORS = 2.0
 
 Float64Array = npt.NDArray[np.float64]
 
@@ -150,26 +152,47 @@ def at_bound(temperature: float, bounds: tuple[float, float] = TEMPERATURE_BOUND
     return any(abs(math.log(temperature / bound)) < 1e-4 for bound in bounds)
 
 
+@dataclass(frozen=True)
+class CrossValidated:
+    """Held-out NLL without and with temperature scaling, and the standard error of their
+    difference (paired over the samples)."""
+
+    before: float
+    after: float
+    standard_error: float
+
+    @property
+    def gain(self) -> float:
+        """How much temperature scaling lowers the held-out NLL (negative: it raises it)."""
+        return self.before - self.after
+
+
+def _sample_nll(z: Float64Array, y: npt.NDArray[np.int64], temperature: float) -> Float64Array:
+    return np.asarray(-log_softmax(z, temperature)[np.arange(len(y)), y])
+
+
 def cross_validated_nll(
     logits: npt.ArrayLike, labels: npt.ArrayLike, folds: int = CV_FOLDS
-) -> tuple[float, float]:
+) -> CrossValidated:
     """Held-out NLL without and with temperature scaling, by ``folds``-fold cross-validation.
 
     Each fold's temperature is fitted on the other folds and scored on that fold only,
-    so the second number is what temperature scaling does to probabilities it was not
-    fitted on: the question calibration must answer. Fold ``i`` holds samples
-    ``i, i + folds, ...``: the validation split is already in random order.
+    so ``after`` is what temperature scaling does to probabilities it was not fitted
+    on: the question calibration must answer. Fold ``i`` holds samples ``i, i + folds,
+    ...``: the validation split is already in random order.
     """
     z = np.asarray(logits, dtype=np.float64)
     y = np.asarray(labels, dtype=np.int64)
     index = np.arange(len(y))
-    before = after = 0.0
+    before = _sample_nll(z, y, 1.0)
+    after = np.empty(len(y))
     for fold in range(folds):
         held = index % folds == fold
         temperature = fit_temperature(z[~held], y[~held])
-        before += nll(z[held], y[held]) * held.sum()
-        after += nll(z[held], y[held], temperature) * held.sum()
-    return before / len(y), after / len(y)
+        after[held] = _sample_nll(z[held], y[held], temperature)
+    difference = before - after
+    standard_error = float(difference.std(ddof=1) / math.sqrt(len(y))) if len(y) > 1 else math.inf
+    return CrossValidated(float(before.mean()), float(after.mean()), standard_error)
 
 
 @dataclass(frozen=True)
@@ -180,7 +203,7 @@ class Decision:
     reason: str
 
 
-def decide(samples: int, fitted: float, cross_validated: tuple[float, float] | None) -> Decision:
+def decide(samples: int, fitted: float, cross_validated: CrossValidated | None) -> Decision:
     """Keep the fitted temperature only where it is seen to improve held-out probabilities.
 
     A temperature fitted on a validation split always lowers that split's own NLL, so
@@ -188,7 +211,10 @@ def decide(samples: int, fitted: float, cross_validated: tuple[float, float] | N
     own probabilities) when the validation split is too small to cross-validate, when
     the fit ran to a bound of its search interval (every validation sample right:
     sharpening looks free, and the NLL would keep falling), and when, cross-validated,
-    it does not lower the held-out NLL by at least ``MIN_GAIN``.
+    it does not lower the held-out NLL by at least ``MIN_GAIN`` and by more than
+    ``STANDARD_ERRORS`` standard errors: a gain the noise of a few samples could make is
+    no evidence (the validation split also chose the epoch the weights come from, when
+    training stops early, so it already favours these probabilities).
     """
     if samples < MIN_SAMPLES or cross_validated is None:
         return Decision(
@@ -203,18 +229,20 @@ def decide(samples: int, fitted: float, cross_validated: tuple[float, float] | N
             "validation NLL kept falling as the probabilities sharpened (every validation "
             "sample is classified right), so it cannot tell how sharp is right",
         )
-    before, after = cross_validated
-    if not after < before * (1.0 - MIN_GAIN):
+    cv = cross_validated
+    change = f"({cv.before:.4g} -> {cv.after:.4g}, standard error {cv.standard_error:.2g})"
+    if not (cv.gain > MIN_GAIN * cv.before and cv.gain > STANDARD_ERRORS * cv.standard_error):
         return Decision(
             False,
             f"cross-validated on the validation split ({CV_FOLDS} folds), temperature scaling "
-            f"does not lower the held-out NLL by {MIN_GAIN:.0%} or more ({before:.4g} -> "
-            f"{after:.4g})",
+            f"does not lower the held-out NLL by {MIN_GAIN:.0%} and {STANDARD_ERRORS:g} "
+            f"standard errors {change}",
         )
     return Decision(
         True,
         f"cross-validated on the validation split ({CV_FOLDS} folds), temperature scaling "
-        f"lowers the held-out NLL from {before:.4g} to {after:.4g}",
+        f"lowers the held-out NLL by {MIN_GAIN:.0%} and {STANDARD_ERRORS:g} standard errors "
+        f"or more {change}",
     )
 
 
@@ -253,9 +281,11 @@ def calibrate(
         if cross_validated is None
         else {
             "folds": CV_FOLDS,
-            "nll_before": cross_validated[0],
-            "nll_after": cross_validated[1],
+            "nll_before": cross_validated.before,
+            "nll_after": cross_validated.after,
+            "standard_error": cross_validated.standard_error,
             "min_gain": MIN_GAIN,
+            "standard_errors": STANDARD_ERRORS,
         },
         "ece_bins": ECE_BINS,
         "validation": {"samples": n, **scores(validation_logits, validation_labels, temperature)},
