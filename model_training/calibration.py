@@ -3,8 +3,11 @@
 ``softmax(z / T)`` keeps every argmax, so accuracy is unchanged; it only makes the
 probabilities sharper (``T < 1``: the model was under-confident) or softer (``T > 1``:
 over-confident). ``T`` minimises the negative log-likelihood (NLL) of the validation
-split; NLL and expected calibration error (ECE) are reported before and after, on
-that validation split and on the held-out test split, which the fit never saw.
+split, and is kept only where that is seen to help probabilities it was not fitted on
+(``decide``: enough validation samples, a fit inside its bounds, and a lower NLL when
+cross-validated on the validation split); otherwise the service serves ``T = 1``. NLL
+and expected calibration error (ECE) are reported before and after, on that
+validation split and on the held-out test split, which never takes part.
 
 Pure numpy, float64 throughout; nothing here imports TensorFlow.
 """
@@ -23,6 +26,14 @@ import numpy.typing as npt
 TEMPERATURE_BOUNDS = (0.05, 20.0)
 #: Equal-width confidence bins of the ECE and the reliability diagram (Guo et al. use 15).
 ECE_BINS = 15
+#: The temperature is checked by cross-validation on the validation split in this many folds,
+CV_FOLDS = 5
+#: which must then hold at least this many samples (a few per fold),
+MIN_SAMPLES = 30
+#: and is kept only when it lowers the cross-validated NLL by at least this share
+MIN_GAIN = 0.01
+#: and by more than this many standard errors of that gain.
+STANDARD_ERRORS = 2.0
 
 Float64Array = npt.NDArray[np.float64]
 
@@ -141,29 +152,143 @@ def at_bound(temperature: float, bounds: tuple[float, float] = TEMPERATURE_BOUND
     return any(abs(math.log(temperature / bound)) < 1e-4 for bound in bounds)
 
 
+@dataclass(frozen=True)
+class CrossValidated:
+    """Held-out NLL without and with temperature scaling, and the standard error of their
+    difference (paired over the samples)."""
+
+    before: float
+    after: float
+    standard_error: float
+
+    @property
+    def gain(self) -> float:
+        """How much temperature scaling lowers the held-out NLL (negative: it raises it)."""
+        return self.before - self.after
+
+
+def _sample_nll(z: Float64Array, y: npt.NDArray[np.int64], temperature: float) -> Float64Array:
+    return np.asarray(-log_softmax(z, temperature)[np.arange(len(y)), y])
+
+
+def cross_validated_nll(
+    logits: npt.ArrayLike, labels: npt.ArrayLike, folds: int = CV_FOLDS
+) -> CrossValidated:
+    """Held-out NLL without and with temperature scaling, by ``folds``-fold cross-validation.
+
+    Each fold's temperature is fitted on the other folds and scored on that fold only,
+    so ``after`` is what temperature scaling does to probabilities it was not fitted
+    on: the question calibration must answer. Fold ``i`` holds samples ``i, i + folds,
+    ...``: the validation split is already in random order.
+    """
+    z = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.int64)
+    index = np.arange(len(y))
+    before = _sample_nll(z, y, 1.0)
+    after = np.empty(len(y))
+    for fold in range(folds):
+        held = index % folds == fold
+        temperature = fit_temperature(z[~held], y[~held])
+        after[held] = _sample_nll(z[held], y[held], temperature)
+    difference = before - after
+    standard_error = float(difference.std(ddof=1) / math.sqrt(len(y))) if len(y) > 1 else math.inf
+    return CrossValidated(float(before.mean()), float(after.mean()), standard_error)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Whether the fitted temperature is served, and why (the metadata records both)."""
+
+    kept: bool
+    reason: str
+
+
+def decide(samples: int, fitted: float, cross_validated: CrossValidated | None) -> Decision:
+    """Keep the fitted temperature only where it is seen to improve held-out probabilities.
+
+    A temperature fitted on a validation split always lowers that split's own NLL, so
+    that says nothing. It is refused (the service then serves ``T = 1``, the model's
+    own probabilities) when the validation split is too small to cross-validate, when
+    the fit ran to a bound of its search interval (every validation sample right:
+    sharpening looks free, and the NLL would keep falling), and when, cross-validated,
+    it does not lower the held-out NLL by at least ``MIN_GAIN`` and by more than
+    ``STANDARD_ERRORS`` standard errors: a gain the noise of a few samples could make is
+    no evidence (the validation split also chose the epoch the weights come from, when
+    training stops early, so it already favours these probabilities).
+    """
+    if samples < MIN_SAMPLES or cross_validated is None:
+        return Decision(
+            False,
+            f"the validation split holds {samples} samples, fewer than the {MIN_SAMPLES} needed "
+            "to fit a temperature and check it on samples it was not fitted on",
+        )
+    if at_bound(fitted):
+        return Decision(
+            False,
+            f"the fit ran to the bound T = {fitted:.3g} of its search interval: the "
+            "validation NLL kept falling as the probabilities sharpened (every validation "
+            "sample is classified right), so it cannot tell how sharp is right",
+        )
+    cv = cross_validated
+    change = f"({cv.before:.4g} -> {cv.after:.4g}, standard error {cv.standard_error:.2g})"
+    if not (cv.gain > MIN_GAIN * cv.before and cv.gain > STANDARD_ERRORS * cv.standard_error):
+        return Decision(
+            False,
+            f"cross-validated on the validation split ({CV_FOLDS} folds), temperature scaling "
+            f"does not lower the held-out NLL by {MIN_GAIN:.0%} and {STANDARD_ERRORS:g} "
+            f"standard errors {change}",
+        )
+    return Decision(
+        True,
+        f"cross-validated on the validation split ({CV_FOLDS} folds), temperature scaling "
+        f"lowers the held-out NLL by {MIN_GAIN:.0%} and {STANDARD_ERRORS:g} standard errors "
+        f"or more {change}",
+    )
+
+
 def calibrate(
     validation_logits: npt.ArrayLike,
     validation_labels: npt.ArrayLike,
     test_logits: npt.ArrayLike,
     test_labels: npt.ArrayLike,
 ) -> dict[str, Any]:
-    """Fit the temperature on the validation split; the metadata's ``calibration`` block.
+    """Fit the temperature on the validation split, decide whether to keep it; the
+    metadata's ``calibration`` block.
 
     ``temperature`` is what the service divides the logits by (it reads exactly
-    ``calibration.temperature``).
+    ``calibration.temperature``): the fitted one when ``kept``, else 1.0, with the
+    ``reason`` either way and the fitted value under ``fitted_temperature``. The
+    ``validation`` and ``test`` scores are for the temperature served; the test split
+    never takes part in the decision.
     """
-    temperature = fit_temperature(validation_logits, validation_labels)
+    fitted = fit_temperature(validation_logits, validation_labels)
+    n = len(np.asarray(validation_labels))
+    cross_validated = (
+        cross_validated_nll(validation_logits, validation_labels) if n >= MIN_SAMPLES else None
+    )
+    decision = decide(n, fitted, cross_validated)
+    temperature = fitted if decision.kept else 1.0
     return {
         "method": "temperature_scaling",
         "temperature": temperature,
+        "kept": decision.kept,
+        "reason": decision.reason,
+        "fitted_temperature": fitted,
         "fitted_on": "validation",
         "bounds": list(TEMPERATURE_BOUNDS),
-        "at_bound": at_bound(temperature),
-        "ece_bins": ECE_BINS,
-        "validation": {
-            "samples": len(np.asarray(validation_labels)),
-            **scores(validation_logits, validation_labels, temperature),
+        "at_bound": at_bound(fitted),
+        "cross_validation": None
+        if cross_validated is None
+        else {
+            "folds": CV_FOLDS,
+            "nll_before": cross_validated.before,
+            "nll_after": cross_validated.after,
+            "standard_error": cross_validated.standard_error,
+            "min_gain": MIN_GAIN,
+            "standard_errors": STANDARD_ERRORS,
         },
+        "ece_bins": ECE_BINS,
+        "validation": {"samples": n, **scores(validation_logits, validation_labels, temperature)},
         "test": {
             "samples": len(np.asarray(test_labels)),
             **scores(test_logits, test_labels, temperature),

@@ -22,6 +22,10 @@ from model_training import tensorflow_logs
 from model_training.artifact import InputSpec, is_model_name
 from model_training.data import BLOB_TEST_SIZE, DataError
 from model_training.pipeline import (
+    CLASSIC_LEARNING_RATE,
+    CSV_BATCH_SIZE,
+    CSV_LEARNING_RATE,
+    CSV_MAX_EPOCHS,
     DEFAULT_NAME,
     EXAMPLES,
     IMAGE_BATCH_SIZE,
@@ -103,15 +107,21 @@ def train_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=42, help="random seed (default: %(default)s)")
     parser.add_argument(
-        "--epochs", type=_positive_int, help=f"(default: {TABLE_EPOCHS}, images {IMAGE_EPOCHS})"
+        "--epochs",
+        type=_positive_int,
+        help=f"(default: {TABLE_EPOCHS} for the blobs, images {IMAGE_EPOCHS}; a CSV trains until "
+        f"its validation loss stops improving, at most {CSV_MAX_EPOCHS} epochs or this many)",
     )
     parser.add_argument(
         "--batch-size",
         type=_positive_int,
-        help=f"(default: {TABLE_BATCH_SIZE}, images {IMAGE_BATCH_SIZE})",
+        help=f"(default: {TABLE_BATCH_SIZE} for the blobs, {CSV_BATCH_SIZE} for a CSV, images "
+        f"{IMAGE_BATCH_SIZE})",
     )
     parser.add_argument(
-        "--learning-rate", type=_positive_float, default=1e-3, help="Adam's (default: %(default)s)"
+        "--learning-rate",
+        type=_positive_float,
+        help=f"Adam's (default: {CLASSIC_LEARNING_RATE:g}; {CSV_LEARNING_RATE:g} for a CSV)",
     )
     parser.add_argument(
         "--validation-split",
@@ -201,20 +211,35 @@ def _print_summary(written: Written) -> None:
     metadata = written.metadata
     metrics = metadata["metrics"]
     print(f"test loss {metrics['test_loss']:.4f}  test accuracy {metrics['test_accuracy']:.4f}")
+    baseline = metrics.get("baseline")
+    if baseline is not None:
+        print(
+            f"baseline: standardized logistic regression, test accuracy "
+            f"{baseline['test_accuracy']:.4f} on the same split"
+        )
     calibration = metadata["calibration"]
     if calibration is None:
         print("calibration: none (no validation split)")
     else:
         test = calibration["test"]
-        note = "  (at the search bound: see the report)" if calibration["at_bound"] else ""
+        verdict = (
+            f"temperature {calibration['temperature']:.4g}"
+            if calibration.get("kept", True)
+            else f"temperature 1 (fitted {calibration['fitted_temperature']:.4g}, not kept: "
+            f"{calibration['reason']})"
+        )
         print(
-            f"calibration: temperature {calibration['temperature']:.4g}  "
-            f"test NLL {test['nll_before']:.4f} -> {test['nll_after']:.4f}  "
-            f"test ECE {test['ece_before']:.4f} -> {test['ece_after']:.4f}{note}"
+            f"calibration: {verdict}  test NLL {test['nll_before']:.4f} -> "
+            f"{test['nll_after']:.4f}  test ECE {test['ece_before']:.4f} -> {test['ece_after']:.4f}"
         )
     detector = metadata["training_data"]["ood"]
+    if detector is None:
+        print("out-of-distribution: none (the table has no numeric column)")
+        return
+    space = " on the network's features" if detector.get("space") == "features" else ""
+    space = " on the numeric columns" if "measured_on" in detector else space
     print(
-        f"out-of-distribution threshold: distance {detector['threshold']:.4g} "
+        f"out-of-distribution threshold{space}: distance {detector['threshold']:.4g} "
         f"(flags {detector['train_flagged']:.2%} of training, "
         f"{detector['test_flagged']:.2%} of test samples)"
     )

@@ -1,15 +1,15 @@
-"""Training data: the default 4-blob example, the user's own CSV, and the held-out split.
+"""Training data: the default 4-blob example, and the held-out and validation splits.
+
+A user's CSV is read by ``model_training.tables``.
 
 Nothing here imports TensorFlow, so bad data is reported before the slow import.
 """
 
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -110,87 +110,6 @@ def make_blobs(
     )
 
 
-def _label_sort_key(label: str) -> tuple[int, float, str]:
-    """Numeric labels sort as numbers ("2" before "10"), the rest as text after them."""
-    try:
-        return (0, float(label), label)
-    except ValueError:
-        return (1, 0.0, label)
-
-
-def load_csv(path: Path, label_column: str | None = None) -> Dataset:
-    """Read numeric feature columns and one label column (default: the last) from a CSV file.
-
-    Raises ``DataError`` with the file, line and column of the first problem.
-    """
-    try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            rows = list(csv.reader(handle))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read {path}: {exc}") from exc
-    rows = [row for row in rows if any(cell.strip() for cell in row)]
-    if not rows:
-        raise DataError(f"expected a header row and data rows in {path}, received an empty file")
-    header = [name.strip() for name in rows[0]]
-    if len(header) < 2:
-        raise DataError(
-            f"expected at least one feature column and one label column in {path}, "
-            f"received header {header}"
-        )
-    if len(set(header)) != len(header):
-        raise DataError(f"expected unique column names in {path}, received header {header}")
-    label_name = header[-1] if label_column is None else label_column
-    if label_name not in header:
-        raise DataError(
-            f"expected a label column named {label_name!r} in {path}, received columns {header}"
-        )
-    label_index = header.index(label_name)
-    feature_names = tuple(name for i, name in enumerate(header) if i != label_index)
-    body = rows[1:]
-    if not body:
-        raise DataError(f"expected data rows after the header in {path}, received none")
-
-    features: list[list[float]] = []
-    labels: list[str] = []
-    for line_no, row in enumerate(body, start=2):
-        if len(row) != len(header):
-            raise DataError(f"{path}:{line_no}: expected {len(header)} fields, received {len(row)}")
-        values: list[float] = []
-        for i, cell in enumerate(row):
-            if i == label_index:
-                continue
-            try:
-                value = float(cell)
-            except ValueError:
-                raise DataError(
-                    f"{path}:{line_no}: expected a number in column {header[i]!r}, "
-                    f"received {cell!r}"
-                ) from None
-            if not math.isfinite(value):
-                raise DataError(
-                    f"{path}:{line_no}: expected a finite number in column {header[i]!r}, "
-                    f"received {cell!r}"
-                )
-            values.append(value)
-        features.append(values)
-        labels.append(row[label_index].strip())
-
-    class_names = tuple(sorted(set(labels), key=_label_sort_key))
-    if len(class_names) < 2:
-        raise DataError(
-            f"expected at least two classes in column {label_name!r} of {path}, "
-            f"received {list(class_names)}"
-        )
-    index = {name: i for i, name in enumerate(class_names)}
-    return Dataset(
-        x=np.asarray(features, dtype=np.float32),
-        y=np.asarray([index[label] for label in labels], dtype=np.int64),
-        feature_names=feature_names,
-        class_names=class_names,
-        source={"kind": "csv", "path": str(path), "label_column": label_name, "rows": len(body)},
-    )
-
-
 def default_test_size(n_rows: int, num_classes: int) -> int:
     """How many of a user's rows to hold out for the test: 20 %, at least one per class.
 
@@ -213,9 +132,11 @@ def default_validation_split(n_train: int, num_classes: int) -> float:
     return min(max(HELD_OUT_FRACTION, num_classes / n_train), 0.5)
 
 
-def split(dataset: Dataset, test_size: float, seed: int) -> Split:
-    """Hold out ``test_size`` samples (a count, or a fraction when below 1) chosen at random."""
-    n = len(dataset.y)
+def split_rows(
+    n: int, test_size: float, seed: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """The training and the test row numbers: ``test_size`` rows (a count, or a fraction
+    when below 1) held out at random, both in random order."""
     n_test = round(test_size * n) if test_size < 1 else int(test_size)
     if not 0 < n_test < n:
         raise DataError(
@@ -223,7 +144,12 @@ def split(dataset: Dataset, test_size: float, seed: int) -> Split:
             f"received test_size={test_size} for {n} samples"
         )
     order = np.random.default_rng(seed).permutation(n)
-    test, train = order[:n_test], order[n_test:]
+    return order[n_test:], order[:n_test]
+
+
+def split(dataset: Dataset, test_size: float, seed: int) -> Split:
+    """Hold out ``test_size`` samples (a count, or a fraction when below 1) chosen at random."""
+    train, test = split_rows(len(dataset.y), test_size, seed)
     return Split(dataset.x[train], dataset.y[train], dataset.x[test], dataset.y[test])
 
 

@@ -59,6 +59,8 @@ class TrainResult:
     test_samples: int
     history: dict[str, list[float]]
     validation: Validation
+    early_stopping: dict[str, Any] | None = None
+    """How early stopping ended training (the table recipe), ``None`` without it."""
 
 
 def seed_everything(seed: int) -> None:

@@ -78,25 +78,50 @@ def fit_reference(
     y: npt.ArrayLike,
     class_names: list[str],
     quantile: float = QUANTILE,
+    measured: npt.ArrayLike | None = None,
 ) -> dict[str, Any]:
     """Summary statistics of the training features and the OOD detector fitted on them.
 
     The metadata's ``training_data`` block: overall mean, covariance, min, max and
     count (for people and for range checks), and under ``ood`` everything the
     service needs to compute ``distance`` and compare it with ``threshold``.
+
+    ``measured``: True for the features the distance is measured over (default: all).
+    The others get zero rows and columns in ``precision``, so they add nothing to any
+    distance: a table's one-hot inputs, whose covariance is degenerate (each block sums
+    to 1) and whose rare categories would otherwise sit many "standard deviations" away.
     """
     features = np.asarray(x, dtype=np.float64)
     labels = np.asarray(y, dtype=np.int64)
     n, dim = features.shape
+    used = np.ones(dim, dtype=bool) if measured is None else np.asarray(measured, dtype=bool)
     present = [k for k in range(len(class_names)) if np.any(labels == k)]
     means = np.stack([features[labels == k].mean(axis=0) for k in present])
     within = features - means[np.searchsorted(present, labels)]
     scatter = within.T @ within / max(n - len(present), 1)  # pooled within-class covariance
-    ridge = RELATIVE_RIDGE * float(np.trace(scatter)) / dim + 1e-12
-    precision = np.linalg.pinv(scatter + ridge * np.eye(dim), hermitian=True)
-    precision = (precision + precision.T) / 2.0  # exactly symmetric
+    block = scatter[np.ix_(used, used)]
+    ridge = RELATIVE_RIDGE * float(np.trace(block)) / max(int(used.sum()), 1) + 1e-12
+    inverse = np.linalg.pinv(block + ridge * np.eye(len(block)), hermitian=True)
+    precision = np.zeros((dim, dim))
+    precision[np.ix_(used, used)] = (inverse + inverse.T) / 2.0  # exactly symmetric
     train_distance = distance(features, means, precision)
     threshold = float(np.quantile(train_distance, quantile))
+    detector: dict[str, Any] = {
+        "method": "mahalanobis",
+        "reference": "nearest_class_mean",
+        "distance": "min_k sqrt((x - class_means[k])^T precision (x - class_means[k]))",
+        "classes": [class_names[k] for k in present],
+        "class_means": means.tolist(),
+        "within_class_covariance": scatter.tolist(),
+        "ridge": ridge,
+        "precision": precision.tolist(),
+        "threshold": threshold,
+        "quantile": quantile,
+        "fitted_on": "train+validation",
+        "train_flagged": float(np.mean(train_distance > threshold)),
+    }
+    if measured is not None:
+        detector["measured_on"] = np.flatnonzero(used).tolist()
     return {
         "n": n,
         "mean": features.mean(axis=0).tolist(),
@@ -104,20 +129,7 @@ def fit_reference(
         "min": features.min(axis=0).tolist(),
         "max": features.max(axis=0).tolist(),
         "class_counts": np.bincount(labels, minlength=len(class_names)).tolist(),
-        "ood": {
-            "method": "mahalanobis",
-            "reference": "nearest_class_mean",
-            "distance": "min_k sqrt((x - class_means[k])^T precision (x - class_means[k]))",
-            "classes": [class_names[k] for k in present],
-            "class_means": means.tolist(),
-            "within_class_covariance": scatter.tolist(),
-            "ridge": ridge,
-            "precision": precision.tolist(),
-            "threshold": threshold,
-            "quantile": quantile,
-            "fitted_on": "train+validation",
-            "train_flagged": float(np.mean(train_distance > threshold)),
-        },
+        "ood": detector,
     }
 
 

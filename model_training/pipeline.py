@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from model_training import __version__, tensorflow_logs
+from model_training.artifact import Column
+from model_training.baseline import logistic_regression
 from model_training.calibration import calibrate
 from model_training.data import (
     BLOB_TEST_SIZE,
@@ -28,9 +30,9 @@ from model_training.data import (
     Split,
     default_test_size,
     default_validation_split,
-    load_csv,
     make_blobs,
     split,
+    split_rows,
 )
 from model_training.images import (
     load_digits_dataset,
@@ -40,9 +42,12 @@ from model_training.images import (
 )
 from model_training.ood import FEATURE_QUANTILE, fit_reference, flagged
 from model_training.repository import REPORT_DIR, check_name, file_hashes, write_version
+from model_training.tables import encode, feature_names, fit_columns, one_hot_inputs, read_table
 
 if TYPE_CHECKING:
+    from model_training.model import TrainResult
     from model_training.report import ReportData
+
 
 DEFAULT_NAME = "blobs"
 EXAMPLES = ("blobs", "digits")
@@ -50,6 +55,11 @@ EXAMPLES = ("blobs", "digits")
 #: batches; the image CNN from the usual 32.
 TABLE_EPOCHS, TABLE_BATCH_SIZE = 30, 5
 IMAGE_EPOCHS, IMAGE_BATCH_SIZE = 30, 32
+#: Adam's learning rate of the classic recipe (the blobs) and of the image CNN.
+CLASSIC_LEARNING_RATE = 1e-3
+#: A user's CSV (``table_model``): at most this many epochs (early stopping decides), in
+#: batches of 32, at a rate of 1e-2 (measured: see docs/training.md).
+CSV_MAX_EPOCHS, CSV_BATCH_SIZE, CSV_LEARNING_RATE = 500, 32, 1e-2
 #: Uniform-noise images scored to measure the OOD signal of an image model.
 NOISE_IMAGES = 1000
 
@@ -77,10 +87,11 @@ class TrainingJob:
     """Share of the training rows held out for calibration (default 0.2, at least one per class)."""
     seed: int = 42
     epochs: int | None = None
-    """``None``: 30."""
+    """``None``: 30 (the examples, images); for a CSV, at most 500 (early stopping)."""
     batch_size: int | None = None
-    """``None``: 5 for a table, 32 for images."""
-    learning_rate: float = 1e-3
+    """``None``: 5 for the blobs, 32 for a CSV and for images."""
+    learning_rate: float | None = None
+    """``None``: 1e-3 (the blobs, images), 1e-2 (a CSV)."""
     report: bool = True
     """Write the report (plots and report.md) into the version."""
     keras_progress: bool = True
@@ -179,11 +190,11 @@ def is_image_job(job: TrainingJob) -> bool:
 
 
 def load_dataset(job: TrainingJob) -> Dataset:
-    """The job's table or image folder, or the example (the blobs or the digits)."""
+    """The job's image folder, or the example (the blobs or the digits); a CSV is a ``Table``."""
     if job.data is not None:
         if job.data.is_dir():
             return load_image_folder(job.data, job.image_size)
-        return load_csv(job.data, job.label_column)
+        raise DataError(f"expected a folder of images, received {job.data}: read it as a table")
     if job.example == "digits":
         return load_digits_dataset()
     if job.example != "blobs":
@@ -210,17 +221,72 @@ def split_dataset(job: TrainingJob, dataset: Dataset) -> tuple[Split, float, flo
     return parts, test_size, validation_split
 
 
-def training_data(parts: Split, class_names: Sequence[str]) -> dict[str, Any]:
-    """Statistics of the training part and the OOD detector, checked on the test split."""
-    statistics = fit_reference(parts.x_train, parts.y_train, list(class_names))
+@dataclass(frozen=True)
+class EncodedTable:
+    """A user's CSV encoded for the model: the rows, the split, and each column's encoding."""
+
+    dataset: Dataset
+    parts: Split
+    columns: list[Column]
+    test_size: float
+    validation_split: float
+
+
+def load_table(job: TrainingJob, path: Path) -> EncodedTable:
+    """Read the CSV, hold out the test rows, fit the columns' encoding on the training rows
+    only (fills, vocabularies) and encode every row with it."""
+    table = read_table(path, job.label_column)
+    n, classes = len(table.y), len(table.class_names)
+    test_size = job.test_size if job.test_size is not None else default_test_size(n, classes)
+    train_rows, test_rows = split_rows(n, test_size, job.seed)
+    columns = fit_columns(table, train_rows)
+    x = encode(table, columns)
+    dataset = Dataset(
+        x=x,
+        y=table.y,
+        feature_names=tuple(feature_names(columns)),
+        class_names=table.class_names,
+        source=table.source(),
+    )
+    parts = Split(x[train_rows], table.y[train_rows], x[test_rows], table.y[test_rows])
+    validation_split = job.validation_split
+    if validation_split is None:
+        validation_split = default_validation_split(len(train_rows), classes)
+    return EncodedTable(dataset, parts, columns, test_size, validation_split)
+
+
+def training_data(
+    parts: Split, class_names: Sequence[str], columns: Sequence[Column] | None = None
+) -> dict[str, Any]:
+    """Statistics of the training part and the OOD detector, checked on the test split.
+
+    For a CSV with categorical ``columns`` the distance is measured over its numeric
+    inputs only (``ood.fit_reference``'s ``measured``); a CSV with no numeric column has
+    no OOD reference (``ood: null``).
+    """
+    measured = None
+    if columns is not None and any(column.kind == "categorical" for column in columns):
+        measured = ~one_hot_inputs(columns)
+    statistics = fit_reference(parts.x_train, parts.y_train, list(class_names), measured=measured)
+    if measured is not None and not measured.any():
+        statistics["ood"] = None
+        return statistics
     detector = statistics["ood"]
     detector["test_flagged"] = float(flagged(parts.x_test, detector).mean())
+    if measured is not None:
+        detector["inputs"] = "numeric columns only: one-hot inputs have zero precision"
     return statistics
 
 
 def train_version(job: TrainingJob) -> Written:
     """Train on the job's data and write the model as a new version."""
     check_name(job.name)
+    if job.data is not None and not job.data.is_dir():
+        table = load_table(job, job.data)
+        tensorflow_logs.import_tensorflow()
+        return _train_table(
+            job, table.dataset, table.parts, table.test_size, table.validation_split, table
+        )
     dataset = load_dataset(job)
     parts, test_size, validation_split = split_dataset(job, dataset)
     tensorflow_logs.import_tensorflow()
@@ -229,25 +295,62 @@ def train_version(job: TrainingJob) -> Written:
     return _train_table(job, dataset, parts, test_size, validation_split)
 
 
-def _train_table(
-    job: TrainingJob, dataset: Dataset, parts: Split, test_size: float, validation_split: float
-) -> Written:
-    """The dense classifier on a table's rows, OOD measured on the input features."""
-    from model_training.model import TrainConfig, logits, probe_inputs, train
+def _fit_table(
+    job: TrainingJob,
+    dataset: Dataset,
+    parts: Split,
+    validation_split: float,
+    table: EncodedTable | None,
+) -> tuple[TrainResult, dict[str, Any]]:
+    """The classic recipe for the blobs (``model.train``), the table recipe for a CSV
+    (``table_model.train_table``); the result and its configuration for the metadata."""
+    from model_training.model import TrainConfig, train
+    from model_training.table_model import TableConfig, train_table
 
-    config = TrainConfig(
+    verbose = "auto" if job.keras_progress else 0
+    if table is None:
+        config = TrainConfig(
+            seed=job.seed,
+            epochs=job.epochs or TABLE_EPOCHS,
+            batch_size=job.batch_size or TABLE_BATCH_SIZE,
+            learning_rate=job.learning_rate or CLASSIC_LEARNING_RATE,
+            validation_split=validation_split,
+            verbose=verbose,
+        )
+        return train(parts, dataset.num_classes, config), config.as_metadata()
+    table_config = TableConfig(
         seed=job.seed,
-        epochs=job.epochs or TABLE_EPOCHS,
-        batch_size=job.batch_size or TABLE_BATCH_SIZE,
-        learning_rate=job.learning_rate,
+        epochs=job.epochs or CSV_MAX_EPOCHS,
+        batch_size=job.batch_size or CSV_BATCH_SIZE,
+        learning_rate=job.learning_rate or CSV_LEARNING_RATE,
         validation_split=validation_split,
-        verbose="auto" if job.keras_progress else 0,
+        verbose=verbose,
     )
-    result = train(parts, dataset.num_classes, config)
+    one_hot = one_hot_inputs(table.columns)
+    result = train_table(parts, dataset.num_classes, one_hot, table_config)
+    return result, {**table_config.as_metadata(), "early_stopping": result.early_stopping}
+
+
+def _train_table(
+    job: TrainingJob,
+    dataset: Dataset,
+    parts: Split,
+    test_size: float,
+    validation_split: float,
+    table: EncodedTable | None = None,
+) -> Written:
+    """The dense classifier on a table's rows: the blobs, or a user's CSV (``table``).
+
+    The OOD reference is on the input features (a CSV's numeric ones: ``training_data``).
+    """
+    from model_training.model import logits, probe_inputs
+
+    result, configuration = _fit_table(job, dataset, parts, validation_split, table)
+    model = result.model
     held = result.validation
-    test_logits = logits(result.model, parts.x_test)
+    test_logits = logits(model, parts.x_test)
     validation_logits = (
-        logits(result.model, held.x_val)
+        logits(model, held.x_val)
         if len(held.y_val)
         else np.empty((0, dataset.num_classes), dtype=np.float64)
     )
@@ -257,27 +360,35 @@ def _train_table(
         else None
     )
     input_dim = int(dataset.x.shape[1])
+    description: dict[str, Any] = {"shape": [input_dim], "dtype": "float32", "kind": "table"}
+    if table is not None:
+        description["columns"] = [column.model_dump() for column in table.columns]
     metadata = {
         "created_at": _now(),
         "input_dim": input_dim,
-        "input": {"shape": [input_dim], "dtype": "float32", "kind": "table"},
+        "input": description,
         "feature_names": list(dataset.feature_names),
         "class_names": list(dataset.class_names),
         "metrics": {
             "test_loss": result.test_loss,
             "test_accuracy": result.test_accuracy,
             "test_samples": result.test_samples,
+            "baseline": logistic_regression(
+                parts.x_train, parts.y_train, parts.x_test, parts.y_test
+            ),
         },
         "calibration": calibration,
         "training": {
-            **config.as_metadata(),
+            **configuration,
             "test_size": test_size,
             "train_samples": len(held.y_fit),
             "validation_samples": len(held.y_val),
             "data": dataset.source,
             "history": result.history,
         },
-        "training_data": training_data(parts, dataset.class_names),
+        "training_data": training_data(
+            parts, dataset.class_names, table.columns if table is not None else None
+        ),
         "libraries": _libraries(),
     }
     report = None
@@ -295,10 +406,10 @@ def _train_table(
             x_test=parts.x_test,
             y_test=parts.y_test,
             test_logits=test_logits,
-            logits=lambda x: logits(result.model, x),
+            logits=lambda x: logits(model, x),
         )
     probe = probe_inputs(dataset.x)
-    return _write(job.repository, job.name, result.model, probe, metadata, report)
+    return _write(job.repository, job.name, model, probe, metadata, report)
 
 
 def image_training_data(
@@ -358,7 +469,7 @@ def _train_images(
         seed=job.seed,
         epochs=job.epochs or IMAGE_EPOCHS,
         batch_size=job.batch_size or IMAGE_BATCH_SIZE,
-        learning_rate=job.learning_rate,
+        learning_rate=job.learning_rate or CLASSIC_LEARNING_RATE,
         validation_split=validation_split,
         hidden_units=(),
         verbose="auto" if job.keras_progress else 0,

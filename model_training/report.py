@@ -43,6 +43,8 @@ from model_training import calibration, ood
 DPI = 110
 #: Largest-probability contours on the decision-region plot.
 PROBABILITY_LEVELS = (0.5, 0.9, 0.99, 0.999)
+#: The report flags a network less accurate than its baseline by more than this.
+BASELINE_MARGIN = 0.02
 
 Logits = Callable[[np.ndarray], np.ndarray]
 
@@ -83,6 +85,13 @@ class ReportData:
     def is_image(self) -> bool:
         """True for an image model (its samples are ``(height, width, channels)`` pixels)."""
         return bool((self.metadata.get("input") or {}).get("kind") == "image")
+
+    @property
+    def plane(self) -> bool:
+        """True when the inputs are two numbers (no one-hot block): regions can be drawn."""
+        columns = (self.metadata.get("input") or {}).get("columns") or []
+        categorical = any(column["kind"] == "categorical" for column in columns)
+        return len(self.feature_names) == 2 and not categorical
 
 
 def _colours(k: int) -> list[Any]:
@@ -230,6 +239,10 @@ def training_curves(data: ReportData, path: Path) -> None:
     history = data.history
     epochs = np.arange(1, len(history["loss"]) + 1)
     metrics = data.metadata["metrics"]
+    early = data.metadata["training"].get("early_stopping")
+    # Early stopping restores the best epoch's weights: the model is that epoch's.
+    final = early["best_epoch"] if early else epochs[-1]
+    when = f"best epoch {final}, weights restored" if early else "after training"
     marker = "o" if len(epochs) <= 40 else None
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4.3))
     panels = ((loss_ax, "loss", "Loss (cross-entropy)"), (acc_ax, "accuracy", "Accuracy"))
@@ -238,14 +251,16 @@ def training_curves(data: ReportData, path: Path) -> None:
         if f"val_{key}" in history:
             ax.plot(epochs, history[f"val_{key}"], marker=marker, markersize=3, label="validation")
         ax.plot(
-            [epochs[-1]],
+            [final],
             [metrics[f"test_{key}"]],
             marker="*",
             markersize=12,
             linestyle="",
             color="black",
-            label=f"test, after training ({metrics[f'test_{key}']:.4g})",
+            label=f"test, {when} ({metrics[f'test_{key}']:.4g})",
         )
+        if early:
+            ax.axvline(final, color="0.5", linestyle=":", linewidth=1)
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -436,6 +451,32 @@ def _fmt(value: float) -> str:
     return f"{value:.4g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
 
 
+def _calibration_decision(block: dict[str, Any]) -> list[str]:
+    """Whether the fitted temperature is served, and why (older blocks have no decision)."""
+    if "kept" not in block:
+        return []
+    cv = block.get("cross_validation")
+    lines = [
+        "",
+        f"**Decision:** the fitted temperature ({block['fitted_temperature']:.4g}) is "
+        + ("**kept**" if block["kept"] else "**not kept**: the service serves T = 1")
+        + f", because {block['reason']}.",
+    ]
+    if cv and not block["at_bound"]:
+        lines += [
+            "",
+            f"Cross-validated on the validation split ({cv['folds']} folds: each fold's "
+            "temperature fitted on the other folds, scored on that fold only), held-out NLL "
+            f"{_fmt(cv['nll_before'])} without and {_fmt(cv['nll_after'])} with temperature "
+            f"scaling (standard error of the difference {cv['standard_error']:.2g}); it is "
+            f"kept only if that lowers the NLL by {cv['min_gain']:.0%} and by more than "
+            f"{cv['standard_errors']:g} standard errors. "
+            "A temperature always lowers the NLL of the samples it was fitted on, so only "
+            "samples it was not fitted on can show whether it helps.",
+        ]
+    return lines
+
+
 def _calibration_section(block: dict[str, Any] | None) -> list[str]:
     if not block:
         return [
@@ -443,16 +484,21 @@ def _calibration_section(block: dict[str, Any] | None) -> list[str]:
             "so the service serves the model's own probabilities (temperature 1).",
         ]
     t = block["temperature"]
-    sense = (
-        "below 1: the model was under-confident, and calibrated probabilities are sharper"
-        if t < 1
-        else "above 1: the model was over-confident, and calibrated probabilities are softer"
-    )
+    if t == 1.0 and not block.get("kept", True):
+        sense = "1: the model's own probabilities are served"
+    elif t < 1:
+        sense = "below 1: the model was under-confident, and calibrated probabilities are sharper"
+    else:
+        sense = "above 1: the model was over-confident, and calibrated probabilities are softer"
     lines = [
         f"Temperature scaling: the service divides the logits by **T = {t:.4g}** before the "
-        f'softmax (unless a request says `"calibrated": false`). T is {sense}. It minimises '
-        f"the negative log-likelihood (NLL) of the validation split; the test split never "
-        f"took part. The argmax, hence the accuracy, is the same either way.",
+        f'softmax (unless a request says `"calibrated": false`). T is {sense}. A temperature '
+        "is fitted to minimise the negative log-likelihood (NLL) of the validation split; "
+        "the test split never takes part. The argmax, hence the accuracy, is the same "
+        "either way.",
+        *_calibration_decision(block),
+        "",
+        f"With the temperature served (T = {t:.4g}):",
         "",
         "| split | samples | NLL before | NLL after | ECE before | ECE after |",
         "|---|---:|---:|---:|---:|---:|",
@@ -469,7 +515,7 @@ def _calibration_section(block: dict[str, Any] | None) -> list[str]:
         "equal-width bins by confidence (largest probability); ECE is the sample-weighted "
         "mean of |accuracy - mean confidence| over the bins. 0 is perfect.",
     ]
-    if block.get("at_bound"):
+    if block.get("at_bound") and block.get("kept", True):
         lines += [
             "",
             f"**Warning:** the fit stopped at the edge of its search interval "
@@ -480,40 +526,107 @@ def _calibration_section(block: dict[str, Any] | None) -> list[str]:
     return lines
 
 
-def _feature_ood_section(training_data: dict[str, Any], test_flagged: float) -> list[str]:
+def per_class(
+    y_true: np.ndarray, y_pred: np.ndarray, k: int
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.int64]]:
+    """Precision and recall of each class (``nan`` where undefined) and its test count."""
+    matrix = confusion(y_true, y_pred, k).astype(np.float64)
+    right = np.diag(matrix)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = right / matrix.sum(axis=0)
+        recall = right / matrix.sum(axis=1)
+    return precision, recall, matrix.sum(axis=1).astype(np.int64)
+
+
+def _ratio(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.3f}"
+
+
+def _per_class_section(data: ReportData) -> list[str]:
+    names = data.class_names
+    precision, recall, support = per_class(data.y_test, data.test_logits.argmax(axis=1), len(names))
+    lines = [
+        "On the test split: precision is the share of the samples predicted as the class "
+        "that are of it; recall the share of the class's samples predicted as it (n/a: no "
+        "sample predicted as, or of, that class).",
+        "",
+        "| class | test samples | precision | recall |",
+        "|---|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {name} | {support[k]} | {_ratio(precision[k])} | {_ratio(recall[k])} |"
+        for k, name in enumerate(names)
+    ]
+    return lines
+
+
+def _feature_ood_section(
+    training_data: dict[str, Any], test_flagged: float, image: bool
+) -> list[str]:
     detector = training_data["ood"]
     dim = detector["features"]["dim"]
-    return [
-        "Each prediction comes with the distance of the image to the training images, "
-        "measured on the network's own features: the "
-        f"{dim} values entering its `logits` layer (distances between raw pixels mean little). "
-        f"Above **{detector['threshold']:.4g}** the image is flagged as out of distribution "
-        "(OOD). `model.tflite` outputs these features after the logits, so the service "
-        "computes the distance from the same inference.",
+    what = "image" if image else "sample"
+    why = (
+        "distances between raw pixels mean little"
+        if image
+        else "one-hot inputs of categorical columns make distances between raw rows meaningless"
+    )
+    lines = [
+        f"Each prediction comes with the distance of the {what} to the training {what}s, "
+        f"measured on the network's own features: the {dim} values entering its `logits` "
+        f"layer ({why}). Above **{detector['threshold']:.4g}** the {what} is flagged as out "
+        "of distribution (OOD). `model.tflite` outputs these features after the logits, so "
+        "the service computes the distance from the same inference.",
         "",
         "distance(f) = min over classes k of sqrt((f - m_k)^T P (f - m_k)): the Mahalanobis "
         "distance of the features f to the nearest class mean m_k, with P the inverse of the "
-        "pooled within-class covariance of the training images' features (Lee et al., 2018). "
+        f"pooled within-class covariance of the training {what}s' features (Lee et al., 2018). "
         f"The threshold is the {detector['quantile'] * 100:g}th percentile of the training "
-        "images' own distances. The network was fitted on those very images, so a new image "
-        "of the same kind lies a little further out: the held-out test images show how many "
-        "real images are flagged.",
+        f"{what}s' own distances. The network was fitted on those very {what}s, so a new "
+        f"{what} of the same kind lies a little further out: the held-out test {what}s show "
+        f"how many real {what}s are flagged.",
         "",
         "| | value |",
         "|---|---:|",
-        f"| reference images (training + validation) | {training_data['n']} |",
+        f"| reference {what}s (training + validation) | {training_data['n']} |",
         f"| threshold | {detector['threshold']:.4g} |",
-        f"| training images flagged | {detector['train_flagged']:.2%} |",
-        f"| test images flagged (held out, real) | {test_flagged:.2%} |",
-        f"| uniform-noise images flagged ({detector['noise']['images']}) | "
-        f"{detector['noise_flagged']:.2%} |",
+        f"| training {what}s flagged | {detector['train_flagged']:.2%} |",
+        f"| test {what}s flagged (held out, real) | {test_flagged:.2%} |",
     ]
+    if "noise" in detector:
+        lines.append(
+            f"| uniform-noise images flagged ({detector['noise']['images']}) | "
+            f"{detector['noise_flagged']:.2%} |"
+        )
+    return lines
 
 
-def _ood_section(training_data: dict[str, Any], test_flagged: float) -> list[str]:
+def _ood_section(data: ReportData) -> list[str]:
+    training_data = data.metadata["training_data"]
     detector = training_data["ood"]
+    if detector is None:
+        return [
+            "No out-of-distribution signal: the table has no numeric column to measure a "
+            "distance on (an unseen category is reported back as `unseen`)."
+        ]
+    test_flagged = (
+        float(detector["test_flagged"])
+        if "test_flagged" in detector
+        else float(ood.flagged(data.x_test, detector).mean())
+    )
     if detector.get("space") == "features":
-        return _feature_ood_section(training_data, test_flagged)
+        return _feature_ood_section(training_data, test_flagged, data.is_image)
+    numeric_only = (
+        [
+            "",
+            "The table has categorical columns: the distance is measured over its "
+            f"{len(detector['measured_on'])} numeric inputs only (the one-hot inputs have zero "
+            "precision). One-hot inputs make the covariance degenerate and a rare category "
+            "look far away; a category never seen in training is reported back as `unseen`.",
+        ]
+        if "measured_on" in detector
+        else []
+    )
     return [
         "Each prediction comes with the distance of the input to the training data; above "
         f"**{detector['threshold']:.4g}** the input is flagged as out of distribution (OOD).",
@@ -532,6 +645,75 @@ def _ood_section(training_data: dict[str, Any], test_flagged: float) -> list[str
         f"| threshold | {detector['threshold']:.4g} |",
         f"| training samples flagged | {detector['train_flagged']:.2%} |",
         f"| test samples flagged (held out) | {test_flagged:.2%} |",
+        *numeric_only,
+    ]
+
+
+def _columns_note(meta: dict[str, Any]) -> str:
+    """`` (3 numeric columns, 1 categorical: island)`` for a table that records its columns."""
+    columns = (meta.get("input") or {}).get("columns")
+    if not columns:
+        return ""
+    numeric = sum(column["kind"] == "numeric" for column in columns)
+    categorical = [column["name"] for column in columns if column["kind"] == "categorical"]
+    note = f"{numeric} numeric column{'s' if numeric != 1 else ''}"
+    if categorical:
+        note += f", {len(categorical)} categorical: {', '.join(categorical)}"
+    missing = (meta.get("training") or {}).get("data", {}).get("missing_values") or {}
+    if missing:
+        note += f"; {sum(missing.values())} missing values, filled as the columns record"
+    return f" ({note})"
+
+
+def _epochs_note(training: dict[str, Any]) -> str:
+    early = training.get("early_stopping")
+    if not early:
+        return f"{training['epochs']} epochs"
+    return (
+        f"{early['epochs_run']} epochs (at most {training['epochs']}; early stopping on the "
+        f"validation loss, weights of the best epoch, {early['best_epoch']}, restored)"
+    )
+
+
+def _baseline_rows(metrics: dict[str, Any]) -> list[str]:
+    baseline = metrics.get("baseline")
+    if not baseline:
+        return []
+    correct = round(baseline["test_accuracy"] * baseline["test_samples"])
+    return [
+        f"| baseline test accuracy: standardized logistic regression | "
+        f"{baseline['test_accuracy']:.4f} ({correct} of {baseline['test_samples']}) |"
+    ]
+
+
+def _baseline_section(metrics: dict[str, Any]) -> list[str]:
+    baseline = metrics.get("baseline")
+    if not baseline:
+        return []
+    gap = metrics["test_accuracy"] - baseline["test_accuracy"]
+    if gap == 0:
+        verdict = "The network is exactly as accurate on the test split."
+    elif gap > 0:
+        verdict = f"The network is {gap:.4f} more accurate on the test split."
+    else:
+        verdict = (
+            f"**The network is {-gap:.4f} less accurate than the baseline on the test split**"
+            + (
+                ": on this data the one-liner serves users better."
+                if -gap > BASELINE_MARGIN
+                else f", within {BASELINE_MARGIN} (on a small test split, one sample can be "
+                "that much)."
+            )
+        )
+    return [
+        "## Baseline",
+        "",
+        f"A standardized logistic regression (`{baseline['method']}`), fitted on the same "
+        f"{baseline['train_samples']} training rows the network could learn from (those it "
+        "was fitted on and the validation split) and scored on the same "
+        f"{baseline['test_samples']} test rows: accuracy {baseline['test_accuracy']:.4f} "
+        f"against the network's {metrics['test_accuracy']:.4f}. {verdict}",
+        "",
     ]
 
 
@@ -557,14 +739,14 @@ def markdown(data: ReportData, files: Sequence[str]) -> str:
             f"{source['channels']} channel{'s' if source['channels'] > 1 else ''})"
         )
     else:
-        where = f"`{source.get('path')}`"
+        where = f"`{source.get('path')}`{_columns_note(meta)}"
     correct = round(metrics["test_accuracy"] * metrics["test_samples"])
     lines = [
         f"# Training report: {data.name}",
         "",
         f"Created {meta['created_at']} from {where}: {training['train_samples']} samples to "
         f"fit the weights, {training['validation_samples']} for validation, "
-        f"{metrics['test_samples']} held out for testing. {training['epochs']} epochs, "
+        f"{metrics['test_samples']} held out for testing. {_epochs_note(training)}, "
         f"batch size {training['batch_size']}, learning rate {training['learning_rate']:g}, "
         f"seed {training['seed']}.",
         "",
@@ -574,24 +756,30 @@ def markdown(data: ReportData, files: Sequence[str]) -> str:
         "|---|---:|",
         f"| test accuracy | {metrics['test_accuracy']:.4f} ({correct} of "
         f"{metrics['test_samples']}) |",
+        *_baseline_rows(metrics),
         f"| test loss (cross-entropy, uncalibrated) | {_fmt(metrics['test_loss'])} |",
     ]
     block = meta.get("calibration")
     if block:
+        refused = (
+            ""
+            if block.get("kept", True)
+            else f" (fitted {block['fitted_temperature']:.4g}, not kept)"
+        )
         lines += [
-            f"| calibration temperature T | {block['temperature']:.4g} |",
+            f"| calibration temperature T | {block['temperature']:.4g}{refused} |",
             f"| test NLL, calibrated | {_fmt(block['test']['nll_after'])} |",
             f"| test ECE, uncalibrated -> calibrated | {_fmt(block['test']['ece_before'])} -> "
             f"{_fmt(block['test']['ece_after'])} |",
         ]
     detector = meta["training_data"]["ood"]
-    test_flagged = (
-        float(detector["test_flagged"])
-        if "test_flagged" in detector
-        else float(ood.flagged(data.x_test, detector).mean())
-    )
     lines += [
-        f"| OOD threshold (distance) | {detector['threshold']:.4g} |",
+        f"| OOD threshold (distance) | {detector['threshold']:.4g} |" if detector else "",
+        "",
+        *_baseline_section(metrics),
+        "## Per class",
+        "",
+        *_per_class_section(data),
         "",
         "## Calibration",
         "",
@@ -599,7 +787,7 @@ def markdown(data: ReportData, files: Sequence[str]) -> str:
         "",
         "## Out-of-distribution signal",
         "",
-        *_ood_section(meta["training_data"], test_flagged),
+        *_ood_section(data),
         "",
         "## Figures",
         "",
@@ -622,8 +810,8 @@ def markdown(data: ReportData, files: Sequence[str]) -> str:
         lines += [
             "### Decision regions",
             "",
-            f"Not drawn: the data has {len(data.feature_names)} features and the plot needs "
-            "exactly 2.",
+            f"Not drawn: the model has {len(data.feature_names)} inputs and the plot needs "
+            "exactly 2 numeric ones.",
             "",
         ]
     if "sample_images.png" in files:
@@ -642,8 +830,10 @@ def markdown(data: ReportData, files: Sequence[str]) -> str:
         "![Training curves](training_curves.png)",
         "",
         "Loss (log scale) and accuracy after each epoch, on the samples the weights are "
-        "fitted on and on the validation split; the star is the held-out test split after "
-        "the last epoch. Training and validation curves far apart would mean over-fitting.",
+        "fitted on and on the validation split; the star is the held-out test split with "
+        "the weights served (after the last epoch, or with early stopping those of the best "
+        "epoch, dotted line). Training and validation curves far apart would mean "
+        "over-fitting.",
         "",
         "### Confusion matrix",
         "",
@@ -681,7 +871,7 @@ def write_report(directory: Path, data: ReportData) -> list[str]:
     """Write ``report.md`` and its PNGs into ``directory`` (created); returns the file names."""
     directory.mkdir(parents=True, exist_ok=True)
     figures: list[tuple[str, Callable[[ReportData, Path], None]]] = []
-    if len(data.feature_names) == 2:
+    if data.plane:
         figures.append(("decision_regions.png", decision_regions))
     if data.is_image:
         figures.append(("sample_images.png", sample_images))

@@ -88,11 +88,73 @@ def test_log_softmax_is_stable_and_exact_for_extreme_logits() -> None:
     assert nll([[0.0, 100.0, 0.0]], [0]) == pytest.approx(100.0)
 
 
-def test_a_validation_split_without_errors_drives_the_fit_to_the_bound_and_says_so() -> None:
-    logits = np.array([[3.0, 0.0], [0.0, 2.0], [5.0, 1.0]])
-    block = calibrate(logits, [0, 1, 0], logits, [0, 1, 0])
-    assert block["temperature"] == pytest.approx(TEMPERATURE_BOUNDS[0], rel=1e-5)
+def test_a_validation_split_without_errors_drives_the_fit_to_the_bound_and_t_1_is_served() -> None:
+    logits = np.random.default_rng(3).normal(size=(40, 3)) + np.eye(3)[np.arange(40) % 3] * 6
+    labels = np.arange(40) % 3
+    assert (logits.argmax(axis=1) == labels).all()
+    block = calibrate(logits, labels, logits, labels)
+    assert block["fitted_temperature"] == pytest.approx(TEMPERATURE_BOUNDS[0], rel=1e-5)
     assert block["at_bound"] is True
+    assert (block["temperature"], block["kept"]) == (1.0, False)
+    assert "ran to the bound" in block["reason"]
+    assert block["test"]["nll_after"] == block["test"]["nll_before"]
+
+
+def test_a_tiny_validation_split_serves_t_1_and_says_why() -> None:
+    logits = np.array([[3.0, 0.0], [0.0, 2.0], [5.0, 1.0], [1.0, 2.0]])
+    block = calibrate(logits, [0, 1, 0, 0], logits, [0, 1, 0, 0])
+    assert (block["temperature"], block["kept"]) == (1.0, False)
+    assert block["reason"].startswith("the validation split holds 4 samples, fewer than the 30")
+    assert block["cross_validation"] is None
+
+
+def test_a_temperature_set_by_one_error_is_not_kept() -> None:
+    # As the 4-blob validation split: 150 samples, one of them wrong. Every fold without
+    # it sharpens to the bound, and the fold holding it pays for that: the cross-validated
+    # NLL rises, so the fitted temperature (sharper than 1) is not served.
+    rng = np.random.default_rng(5)
+    labels = np.arange(150) % 4
+    logits = rng.normal(size=(150, 4)) + 5.0 * np.eye(4)[labels]
+    logits[7] = [0.0, 4.0, 0.0, 0.0]  # class 3, predicted 1
+    labels[7] = 3
+    block = calibrate(logits, labels, logits, labels)
+    assert block["fitted_temperature"] < 1.0
+    assert block["kept"] is False
+    cv = block["cross_validation"]
+    assert cv["nll_after"] > cv["nll_before"]
+    assert "does not lower the held-out NLL" in block["reason"]
+    assert block["temperature"] == 1.0
+
+
+@pytest.mark.parametrize("true_temperature", [0.3, 0.6, 1.0, 1.5, 3.0])
+def test_the_temperature_served_rarely_and_barely_makes_held_out_nll_worse(
+    true_temperature: float,
+) -> None:
+    # Models whose probabilities are off by a known temperature, 8 validation draws of
+    # 150 samples each: calibration should fix it when it can tell, and otherwise refuse.
+    # No rule on the validation split alone can see that the whole split happened to be
+    # easy (all its folds then agree on too sharp a temperature), so "never worse" holds
+    # as "on average better, and never more than a few percent worse".
+    ratios, kept = [], 0
+    for seed in range(8):
+        rng = np.random.default_rng(seed)
+        val = rng.normal(scale=4.0, size=(150, 3))
+        test = rng.normal(scale=4.0, size=(2000, 3))
+        block = calibrate(
+            val,
+            sampled_labels(val, true_temperature, seed + 100),
+            test,
+            sampled_labels(test, true_temperature, seed + 200),
+        )
+        ratios.append(block["test"]["nll_after"] / block["test"]["nll_before"])
+        kept += block["kept"]
+    assert max(ratios) <= 1.06
+    assert np.mean(ratios) <= 1.0
+    if true_temperature == 1.0:
+        assert kept == 0  # nothing to fix: nothing kept
+    if true_temperature == 3.0:
+        assert kept == 8  # far over-confident: fixed every time
+        assert max(ratios) < 0.8
 
 
 def test_calibration_block_has_the_layout_the_service_and_the_report_read() -> None:
@@ -103,7 +165,11 @@ def test_calibration_block_has_the_layout_the_service_and_the_report_read() -> N
     assert block["method"] == "temperature_scaling"
     assert block["fitted_on"] == "validation"
     assert block["at_bound"] is False
+    assert block["kept"] is True
+    assert block["temperature"] == block["fitted_temperature"]
     assert 0.05 < block["temperature"] < 20
+    assert block["cross_validation"]["folds"] == 5
+    assert block["cross_validation"]["nll_after"] < block["cross_validation"]["nll_before"]
     for split, n in (("validation", 200), ("test", 100)):
         assert block[split]["samples"] == n
         assert set(block[split]) == {

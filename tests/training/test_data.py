@@ -1,8 +1,6 @@
-"""Training data: the blob recipe, CSV parsing and its refusals, the held-out split."""
+"""Training data: the blob recipe, the held-out split, the validation split (CSV: test_tables)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,9 +11,9 @@ from model_training.data import (
     carve_validation,
     default_test_size,
     default_validation_split,
-    load_csv,
     make_blobs,
     split,
+    split_rows,
 )
 
 
@@ -104,42 +102,10 @@ def test_carve_validation_refuses_a_split_with_an_empty_side() -> None:
         carve_validation(np.zeros((3, 2), np.float32), np.arange(3), 0.9)
 
 
-def write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "data.csv"
-    path.write_text(text)
-    return path
-
-
-def test_load_csv_reads_features_labels_and_names(tmp_path: Path) -> None:
-    path = write(tmp_path, "height,weight,kind\n1.5,60,cat\n2,70,dog\n1,10,10\n0.5,5,2\n")
-    data = load_csv(path)
-    assert data.feature_names == ("height", "weight")
-    assert data.class_names == ("2", "10", "cat", "dog")  # numbers in numeric order, then text
-    assert data.x.tolist() == [[1.5, 60.0], [2.0, 70.0], [1.0, 10.0], [0.5, 5.0]]
-    assert data.y.tolist() == [2, 3, 1, 0]
-
-
-def test_load_csv_takes_the_named_label_column(tmp_path: Path) -> None:
-    data = load_csv(write(tmp_path, "y,a,b\n0,1,2\n1,3,4\n"), label_column="y")
-    assert data.feature_names == ("a", "b")
-    assert data.x.tolist() == [[1.0, 2.0], [3.0, 4.0]]
-
-
-@pytest.mark.parametrize(
-    ("text", "label", "message"),
-    [
-        ("", None, "empty file"),
-        ("a,b,label\n", None, "data rows"),
-        ("a,b,label\n1,2,x\n3,4,y\n", "kind", "label column named 'kind'"),
-        ("a,b,label\n1,two,x\n3,4,y\n", None, "data.csv:2: expected a number in column 'b'"),
-        ("a,b,label\n1,2,x\n3,nan,y\n", None, "data.csv:3: expected a finite number"),
-        ("a,b,label\n1,2,x\n3,4,x\n", None, "at least two classes"),
-        ("a,b,label\n1,2,x\n3,4\n", None, "data.csv:3: expected 3 fields, received 2"),
-        ("label\nx\ny\n", None, "at least one feature column"),
-    ],
-)
-def test_load_csv_refuses_bad_data_saying_where(
-    tmp_path: Path, text: str, label: str | None, message: str
-) -> None:
-    with pytest.raises(DataError, match=message):
-        load_csv(write(tmp_path, text), label)
+def test_split_rows_are_the_rows_split_holds_out() -> None:
+    data = make_blobs(100, seed=3)
+    train, test = split_rows(100, 0.2, seed=9)
+    parts = split(data, 0.2, seed=9)
+    assert sorted([*train, *test]) == list(range(100))
+    np.testing.assert_array_equal(parts.x_test, data.x[test])
+    np.testing.assert_array_equal(parts.y_train, data.y[train])

@@ -105,3 +105,27 @@ def test_the_block_is_plain_json_with_the_documented_keys() -> None:
     assert reference["ood"]["reference"] == "nearest_class_mean"
     reloaded = json.loads(json.dumps(reference, allow_nan=False))
     assert reloaded == reference  # floats survive the JSON round trip exactly
+
+
+def test_inputs_left_out_of_the_measure_change_no_distance() -> None:
+    # A table's one-hot block (inputs 2..4) next to two numeric inputs: the distance is
+    # measured on the numeric ones only, through zero rows and columns in the precision.
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 2, size=300)
+    numeric = rng.normal(size=(300, 2)) + 3.0 * y[:, None]
+    one_hot = np.eye(3)[rng.integers(0, 3, size=300)]
+    x = np.hstack([numeric, one_hot])
+    measured = np.array([True, True, False, False, False])
+    detector = fit_reference(x, y, ["a", "b"], measured=measured)["ood"]
+    precision = np.asarray(detector["precision"])
+    assert detector["measured_on"] == [0, 1]
+    assert not precision[2:].any()
+    assert not precision[:, 2:].any()
+    numeric_only = fit_reference(numeric, y, ["a", "b"])["ood"]
+    np.testing.assert_allclose(precision[:2, :2], numeric_only["precision"], rtol=1e-9)
+    changed = x.copy()
+    changed[:, 2:] = [0.0, 0.0, 1.0]  # any category, even an unseen one
+    np.testing.assert_allclose(
+        distance_from_metadata(changed, detector), distance_from_metadata(x, detector)
+    )
+    assert detector["threshold"] == pytest.approx(numeric_only["threshold"])

@@ -122,7 +122,7 @@ def test_more_than_two_features_skip_the_decision_regions_and_say_so(tmp_path: P
     assert "decision_regions.png" not in written
     assert not (tmp_path / "decision_regions.png").exists()
     text = (tmp_path / "report.md").read_text()
-    assert "Not drawn: the data has 3 features and the plot needs exactly 2." in text
+    assert "Not drawn: the model has 3 inputs and the plot needs exactly 2 numeric ones." in text
     assert "decision_regions.png" not in text
     for name in FIGURES[1:]:
         assert_readable_png(tmp_path / name)

@@ -184,7 +184,13 @@ def test_tensorflows_own_log_lines_stay_off_stderr_unless_verbose(tmp_path: Path
     [
         ("", (), "empty file"),
         ("a,b,label\n1,2,x\n3,4,y\n", ("--label-column", "kind"), "label column named 'kind'"),
-        ("a,b,label\n1,oops,x\n3,4,y\n", (), "expected a number in column 'b'"),
+        (
+            "a,b,label\n"
+            + "".join(f"{i},{i / 4},{'xy'[i % 2]}\n" for i in range(40))
+            + "1,oops,x\n",
+            (),
+            "bad.csv:42: expected a number in column 'b'",
+        ),
         ("a,b,label\n1,2,x\n3,4,x\n", (), "at least two classes"),
     ],
 )

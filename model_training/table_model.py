@@ -1,0 +1,219 @@
+"""The classifier for a user's table, and how it is trained (imports TensorFlow/Keras).
+
+The 4-blob example keeps its classic recipe (``model.train``); a user's CSV gets this
+one, made to be at least as accurate as a standardized logistic regression with
+default flags, on tables of any scale:
+
+- **standardization inside the model**: a ``Normalization`` layer holding the training
+  rows' mean and variance of every numeric input, so ``model.keras`` and
+  ``model.tflite`` take the raw encoded row. One-hot inputs pass through unchanged
+  (mean 0, variance 1): they are on a unit scale already, standardizing would blow a
+  rare category up to ``1 / sqrt(p (1 - p))``, and the out-of-vocabulary input, 0 on
+  every training row, has variance 0 (an unseen category would come out as 1e7);
+- Dense 64 (ReLU, He-uniform) -> ``logits`` -> softmax, both kernels with the L2
+  penalty logistic regression has by default (scikit-learn's ``C = 1``: ``|w|^2 / 2``
+  over the rows, ``1 / (2 n)`` per row of the mean loss);
+- Adam, learning rate 1e-2, batch size 32, shuffled every epoch;
+- **early stopping** on the validation split's NLL: training stops after ``patience``
+  epochs without a better one (``epochs`` is only an upper bound) and the weights of the
+  best epoch are restored.
+
+The validation NLL and accuracy are computed by a callback on the model's own output
+(``HeldOutScores``), not by ``fit(validation_data=...)``, whose per-epoch evaluation
+costs more than a small table's whole epoch; the data is a ``tf.data`` pipeline for
+the same reason (Keras rebuilds one from arrays every epoch).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import keras
+import numpy as np
+import numpy.typing as npt
+import tensorflow as tf
+
+from model_training.data import Split, Validation, carve_validation
+from model_training.model import INPUT_NAME, LOGITS_LAYER, TrainResult, seed_everything
+
+#: The hidden layers and the early-stopping patience of the table recipe (its epochs,
+#: batch size and learning rate are the job's: ``pipeline.CSV_MAX_EPOCHS`` and so on).
+HIDDEN_UNITS = (64,)
+PATIENCE = 20
+#: A numeric input whose training variance is below this is constant: it is centred, not scaled.
+CONSTANT_VARIANCE = 1e-12
+
+
+@dataclass(frozen=True)
+class TableConfig:
+    """Hyper-parameters of one table training run (recorded in the version's metadata)."""
+
+    seed: int
+    epochs: int
+    """The most epochs to train; early stopping usually ends training well before."""
+    batch_size: int
+    learning_rate: float
+    validation_split: float
+    hidden_units: tuple[int, ...] = HIDDEN_UNITS
+    patience: int = PATIENCE
+    verbose: int | str = "auto"
+
+    def as_metadata(self) -> dict[str, Any]:
+        """The configuration as JSON-ready data, without display-only settings."""
+        data = asdict(self)
+        data.pop("verbose")
+        data["hidden_units"] = list(self.hidden_units)
+        data.update(
+            recipe="table",
+            optimizer="adam",
+            loss="categorical_crossentropy",
+            hidden_activation="relu",
+            kernel_initializer="he_uniform",
+            l2="1 / (2 * train_samples) on every kernel, as LogisticRegression(C=1)",
+            standardization="Normalization layer: numeric inputs by the training rows' mean "
+            "and standard deviation; one-hot inputs unchanged",
+            early_stopping="validation NLL, restoring the best epoch's weights",
+        )
+        return data
+
+
+def standardization(
+    x: npt.NDArray[np.float32], one_hot: npt.NDArray[np.bool_]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Mean and variance of each input over the rows ``x``, as the ``Normalization`` layer
+    takes them: one-hot inputs (and constant ones' variance) left at 0 and 1."""
+    values = np.asarray(x, dtype=np.float64)
+    mean = values.mean(axis=0)
+    variance = values.var(axis=0)
+    variance[variance < CONSTANT_VARIANCE] = 1.0
+    mean[one_hot] = 0.0
+    variance[one_hot] = 1.0
+    return mean, variance
+
+
+def build_table_classifier(
+    mean: npt.NDArray[np.float64],
+    variance: npt.NDArray[np.float64],
+    num_classes: int,
+    hidden_units: tuple[int, ...],
+    l2: float,
+) -> keras.Model:
+    """``Normalization`` -> Dense ReLU layers -> ``logits`` -> softmax, L2 on the kernels."""
+    inputs = keras.Input(shape=(len(mean),), name=INPUT_NAME)
+    x = keras.layers.Normalization(
+        mean=mean.tolist(), variance=variance.tolist(), name="standardize"
+    )(inputs)
+    for i, units in enumerate(hidden_units, start=1):
+        x = keras.layers.Dense(
+            units,
+            activation="relu",
+            kernel_initializer="he_uniform",
+            kernel_regularizer=keras.regularizers.L2(l2),
+            name=f"hidden_{i}",
+        )(x)
+    logits = keras.layers.Dense(
+        num_classes, kernel_regularizer=keras.regularizers.L2(l2), name=LOGITS_LAYER
+    )(x)
+    probabilities = keras.layers.Softmax(name="probabilities")(logits)
+    return keras.Model(inputs, probabilities, name="table_classifier")
+
+
+def _scores(
+    model: keras.Model, x: npt.NDArray[np.float32], y: npt.NDArray[np.int64]
+) -> tuple[float, float]:
+    """NLL and accuracy of ``model`` on ``(x, y)``, from its softmax output in float64."""
+    p = np.asarray(model(x, training=False), dtype=np.float64)
+    loss = float(-np.log(np.maximum(p[np.arange(len(y)), y], 1e-300)).mean())
+    return loss, float((p.argmax(axis=1) == y).mean())
+
+
+class HeldOutScores(keras.callbacks.Callback):  # type: ignore[misc]
+    """After every epoch: the NLL and accuracy on the fitted rows and on the validation split.
+
+    Logged as ``loss``/``accuracy`` (the fitted rows at the end of the epoch, without the
+    L2 penalty: the same quantity as the validation's) and ``val_loss``/``val_accuracy``,
+    which early stopping reads.
+    """
+
+    def __init__(self, fit: Validation) -> None:
+        super().__init__()
+        self.parts = fit
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        """Overwrite the epoch's logs with the held-out scores (History records these)."""
+        if logs is None:
+            return
+        parts = self.parts
+        logs["loss"], logs["accuracy"] = _scores(self.model, parts.x_fit, parts.y_fit)
+        if len(parts.y_val):
+            logs["val_loss"], logs["val_accuracy"] = _scores(self.model, parts.x_val, parts.y_val)
+
+
+def _batches(
+    x: npt.NDArray[np.float32], y: npt.NDArray[np.int64], num_classes: int, config: TableConfig
+) -> tf.data.Dataset:
+    targets = keras.utils.to_categorical(y, num_classes)
+    data = tf.data.Dataset.from_tensor_slices((x, targets))
+    return data.shuffle(len(y), seed=config.seed, reshuffle_each_iteration=True).batch(
+        config.batch_size
+    )
+
+
+def train_table(
+    data: Split, num_classes: int, one_hot: npt.NDArray[np.bool_], config: TableConfig
+) -> TrainResult:
+    """Fit the table classifier with early stopping on the validation split; score the test.
+
+    The validation split is the last ``config.validation_split`` of the training part
+    (``carve_validation``), as for the other recipes; the standardization is fitted on
+    the whole training part (validation included: no labels are used); the test
+    split takes no part in anything but the final scores. Without a validation split
+    training runs all ``config.epochs``.
+    """
+    parts = carve_validation(data.x_train, data.y_train, config.validation_split)
+    seed_everything(config.seed)
+    mean, variance = standardization(data.x_train, one_hot)
+    l2 = 1.0 / (2.0 * len(parts.y_fit))
+    model = build_table_classifier(mean, variance, num_classes, config.hidden_units, l2)
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate),
+        loss="categorical_crossentropy",
+    )
+    callbacks: list[keras.callbacks.Callback] = [HeldOutScores(parts)]
+    stopping = None
+    if len(parts.y_val):
+        stopping = keras.callbacks.EarlyStopping(
+            monitor="val_loss", mode="min", patience=config.patience, restore_best_weights=True
+        )
+        callbacks.append(stopping)
+    fitted = model.fit(
+        _batches(parts.x_fit, parts.y_fit, num_classes, config),
+        epochs=config.epochs,
+        shuffle=False,  # the pipeline shuffles
+        callbacks=callbacks,
+        verbose=config.verbose,
+    )
+    history = {key: [float(v) for v in values] for key, values in fitted.history.items()}
+    test_loss, test_accuracy = _scores(model, data.x_test, data.y_test)
+    early = None
+    if stopping is not None:
+        best = int(np.argmin(history["val_loss"]))
+        early = {
+            "monitor": "val_loss",
+            "patience": config.patience,
+            "epochs_run": len(history["val_loss"]),
+            "best_epoch": best + 1,
+            "best_val_loss": history["val_loss"][best],
+            "stopped_early": len(history["val_loss"]) < config.epochs,
+            "restored_best_weights": True,
+        }
+    return TrainResult(
+        model=model,
+        test_loss=test_loss,
+        test_accuracy=test_accuracy,
+        test_samples=len(data.y_test),
+        history=history,
+        validation=parts,
+        early_stopping=early,
+    )
