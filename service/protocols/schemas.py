@@ -337,7 +337,11 @@ class ModelInfo(BaseModel):
                     "class_names": ["0", "1", "2", "3"],
                     "created_at": "2026-11-22T20:13:24Z",
                     "metrics": {"test_loss": 0.0165, "test_accuracy": 0.992, "test_samples": 250},
-                    "calibration": {"method": "temperature_scaling", "temperature": 0.4832},
+                    "calibration": {
+                        "method": "temperature_scaling",
+                        "temperature": 1.0,
+                        "kept": False,
+                    },
                     "runtime": "litert",
                 }
             ]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -11,7 +14,8 @@ import numpy as np
 import pytest
 
 from model_training.data import BLOB_CENTERS
-from tests.conftest import TrainedRepository
+from service.settings import Settings
+from tests.conftest import TrainedRepository, in_process
 from tests.reference import softmax_reference
 
 GOOD = {"instances": [[15.0, 0.0]]}
@@ -62,19 +66,28 @@ def test_predict_matches_the_saved_keras_model_within_1e_5(
 
 
 def test_predict_is_calibrated_by_default_with_the_versions_temperature(
-    client: httpx.Client,
+    trained: TrainedRepository, tmp_path: Path
 ) -> None:
-    temperature = client.get("/models/blobs").json()["calibration"]["temperature"]
-    assert temperature != 1.0
+    """A version whose trainer kept a temperature (the blobs' is not kept: T = 1) serves
+    softmax(z / T) by default and the Keras model's own softmax with calibrated=false."""
+    repository = tmp_path / "models"
+    shutil.copytree(trained.repository / "blobs", repository / "blobs")
+    path = repository / "blobs" / "1" / "metadata.json"
+    metadata = json.loads(path.read_text())
+    metadata["calibration"] = {**metadata["calibration"], "temperature": 0.5, "kept": True}
+    path.write_text(json.dumps(metadata))  # the hashes cover the model files, not this one
     points = np.random.default_rng(6).uniform(-5, 35, size=(50, 2)).tolist()
-    raw = client.post("/predict", json={"instances": points, "calibrated": False}).json()
-    calibrated = client.post("/predict", json={"instances": points}).json()
+    with in_process(Settings(model_repository=repository)) as client:
+        assert client.get("/models/blobs").json()["calibration"]["temperature"] == 0.5
+        raw = client.post("/predict", json={"instances": points, "calibrated": False}).json()
+        calibrated = client.post("/predict", json={"instances": points}).json()
     for r, c in zip(raw["predictions"], calibrated["predictions"], strict=True):
         # softmax(z / T) from the raw distribution: log p = z - logsumexp(z)
-        z = np.log(np.array(r["probabilities"], dtype=np.float64)) / temperature
+        z = np.log(np.array(r["probabilities"], dtype=np.float64)) / 0.5
         expected = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
         np.testing.assert_allclose(c["probabilities"], expected, rtol=1e-9, atol=1e-300)
         assert c["argmax"] == r["argmax"]
+    assert raw != calibrated
 
 
 def test_predict_flags_inputs_unlike_the_training_data(client: httpx.Client) -> None:
