@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import platform
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -391,25 +391,40 @@ def _train_table(
         ),
         "libraries": _libraries(),
     }
-    report = None
-    if job.report:
-        from model_training.report import ReportData
-
-        report = ReportData(
-            name=job.name,
-            metadata=metadata,
-            history=result.history,
-            x_train=parts.x_train,
-            y_train=parts.y_train,
-            validation_logits=validation_logits,
-            y_val=held.y_val,
-            x_test=parts.x_test,
-            y_test=parts.y_test,
-            test_logits=test_logits,
-            logits=lambda x: logits(model, x),
-        )
+    report = _report_data(
+        job, metadata, result, parts, validation_logits, test_logits, lambda x: logits(model, x)
+    )
     probe = probe_inputs(dataset.x)
     return _write(job.repository, job.name, model, probe, metadata, report)
+
+
+def _report_data(
+    job: TrainingJob,
+    metadata: dict[str, Any],
+    result: TrainResult,
+    parts: Split,
+    validation_logits: np.ndarray,
+    test_logits: np.ndarray,
+    logits: Callable[[np.ndarray], np.ndarray],
+) -> ReportData | None:
+    """What the report is drawn from (``None`` when the job asks for no report)."""
+    if not job.report:
+        return None
+    from model_training.report import ReportData
+
+    return ReportData(
+        name=job.name,
+        metadata=metadata,
+        history=result.history,
+        x_train=parts.x_train,
+        y_train=parts.y_train,
+        validation_logits=validation_logits,
+        y_val=result.validation.y_val,
+        x_test=parts.x_test,
+        y_test=parts.y_test,
+        test_logits=test_logits,
+        logits=logits,
+    )
 
 
 def image_training_data(
@@ -535,23 +550,15 @@ def _train_images(
         ),
         "libraries": _libraries(),
     }
-    report = None
-    if job.report:
-        from model_training.report import ReportData
-
-        report = ReportData(
-            name=job.name,
-            metadata=metadata,
-            history=result.history,
-            x_train=parts.x_train,
-            y_train=parts.y_train,
-            validation_logits=validation_logits,
-            y_val=held.y_val,
-            x_test=parts.x_test,
-            y_test=parts.y_test,
-            test_logits=test_logits,
-            logits=lambda x: image_logits_and_features(model, x)[0],
-        )
+    report = _report_data(
+        job,
+        metadata,
+        result,
+        parts,
+        validation_logits,
+        test_logits,
+        lambda x: image_logits_and_features(model, x)[0],
+    )
     from model_training.inputs import probe
 
     return _write(
