@@ -102,8 +102,9 @@ def train_parser() -> argparse.ArgumentParser:
     _common(parser)
     parser.add_argument(
         "--name",
-        help=f"model name (default: {DEFAULT_NAME}), or digits with --example digits, the "
-        "folder's name with --data DIR",
+        help=f"model name (default: {DEFAULT_NAME}; digits with --example digits; with --data, "
+        "the CSV's file name without its extension, or the folder's name, when that is a valid "
+        "model name, else table or images)",
     )
     parser.add_argument("--seed", type=int, default=42, help="random seed (default: %(default)s)")
     parser.add_argument(
@@ -251,13 +252,19 @@ def _print_summary(written: Written) -> None:
 
 
 def _default_name(args: argparse.Namespace) -> str:
-    """digits for the digits, an image folder's own name (when it is a valid model name)."""
+    """digits for the digits; a CSV's stem or an image folder's own name when it can name a
+    served model (else table or images)."""
     if args.data is None:
         return "digits" if args.example == "digits" else DEFAULT_NAME
     if args.data.is_dir():
-        folder = args.data.resolve().name
-        return folder if is_model_name(folder) else "images"
-    return DEFAULT_NAME
+        return _own_name(args.data.resolve().name, "images")
+    return _own_name(args.data.stem, "table")
+
+
+def _own_name(name: str, fallback: str) -> str:
+    """``name`` when it is a model name the service lists (a hidden one is a trainer's
+    scratch directory), else ``fallback``."""
+    return name if is_model_name(name) and not name.startswith(".") else fallback
 
 
 def training_job(args: argparse.Namespace) -> TrainingJob:
