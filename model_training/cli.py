@@ -111,7 +111,8 @@ def train_parser() -> argparse.ArgumentParser:
         "--epochs",
         type=_positive_int,
         help=f"(default: {TABLE_EPOCHS} for the blobs, images {IMAGE_EPOCHS}; a CSV trains until "
-        f"its validation loss stops improving, at most {CSV_MAX_EPOCHS} epochs or this many)",
+        "its validation loss (its training loss with --validation-split 0) stops improving, at "
+        f"most {CSV_MAX_EPOCHS} epochs or this many)",
     )
     parser.add_argument(
         "--batch-size",
@@ -128,8 +129,9 @@ def train_parser() -> argparse.ArgumentParser:
         "--validation-split",
         type=_fraction,
         help="share of the training data (its last part) held out for the validation curves "
-        "and to fit the calibration temperature; 0: no calibration (default: 0.2, raised to "
-        "hold at least one sample per class)",
+        "and to fit the calibration temperature; 0: no calibration, and a CSV's early "
+        "stopping watches the training loss (default: 0.2, raised to hold at least one sample "
+        "per class)",
     )
     parser.add_argument(
         "--samples", type=_positive_int, default=1000, help="blob samples (default: %(default)s)"

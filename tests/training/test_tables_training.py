@@ -23,7 +23,8 @@ from starlette.testclient import TestClient
 
 from model_training.artifact import Metadata
 from model_training.data import default_test_size, split_rows
-from model_training.pipeline import TrainingJob, Written, train_version
+from model_training.pipeline import TrainingJob, Written, load_table, train_version
+from model_training.table_model import PATIENCE, TRAIN_LOSS_MIN_DELTA
 from service.settings import Settings
 from tests.conftest import in_process
 
@@ -116,6 +117,43 @@ def test_iris_with_200_epochs_keeps_calibration_from_hurting(tmp_path: Path) -> 
     test = written.metadata["calibration"]["test"]
     assert test["nll_after"] <= (1 + NLL_SLACK) * test["nll_before"]
     assert written.metadata["training"]["epochs"] == 200
+
+
+def test_without_a_validation_split_training_stops_when_the_training_loss_stops_improving(
+    tmp_path: Path,
+) -> None:
+    write_sklearn_csv(load_iris, tmp_path / "iris.csv")
+    job = TrainingJob(
+        repository=tmp_path / "models",
+        data=tmp_path / "iris.csv",
+        label_column="y",
+        validation_split=0.0,
+        keras_progress=False,
+    )
+    written = train_version(job)
+    training = written.metadata["training"]
+    assert training["validation_samples"] == 0
+    assert written.metadata["calibration"] is None  # nothing held out to fit it on
+    early = training["early_stopping"]
+    assert early["monitor"] == "loss"
+    assert "no validation split" in early["reason"]
+    assert "no calibration" in early["reason"]
+    assert early["stopped_early"]
+    assert early["epochs_run"] < 200 < training["epochs"] == 500  # measured: 94
+    # Stopped PATIENCE epochs after the last one that lowered the loss by min_delta.
+    loss, best = training["history"]["loss"], early["best_epoch"]
+    assert early["epochs_run"] == best + PATIENCE == len(loss)
+    assert early["min_delta"] == TRAIN_LOSS_MIN_DELTA
+    assert min(loss[best:]) > loss[best - 1] - TRAIN_LOSS_MIN_DELTA
+    assert early["best_loss"] == loss[best - 1]
+    # The model holds that epoch's weights: its NLL on the rows it was fitted on.
+    parts = load_table(job, tmp_path / "iris.csv").parts
+    model = keras.saving.load_model(written.path / "model.keras", compile=False, safe_mode=True)
+    p = np.asarray(model(parts.x_train), dtype=np.float64)
+    nll = -np.log(p[np.arange(len(parts.y_train)), parts.y_train]).mean()
+    assert nll == pytest.approx(early["best_loss"], abs=1e-5)
+    report = (written.path / "report" / "report.md").read_text()
+    assert "early stopping on the training loss (no validation split)" in report
 
 
 def test_the_standardization_is_inside_the_model(tmp_path: Path) -> None:
