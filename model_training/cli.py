@@ -165,6 +165,15 @@ def train_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--label-column", help="the CSV's label column (default: the last column)")
     parser.add_argument(
+        "--categorical",
+        action="extend",
+        type=_names,
+        metavar="COLUMN[,COLUMN...]",
+        help="read these CSV columns as categorical even when their values are all numbers "
+        "(zip codes, integer-coded categories): each distinct cell text is a category, so "
+        "1 and 1.0 are two (repeatable, or comma-separated)",
+    )
+    parser.add_argument(
         "--no-report",
         action="store_true",
         help="write no report/ (plots and report.md) into the version; calibration and the "
@@ -278,6 +287,7 @@ def training_job(args: argparse.Namespace) -> TrainingJob:
         example=args.example or "blobs",
         image_size=tuple(args.image_size) if args.image_size else None,
         label_column=args.label_column,
+        categorical=tuple(args.categorical or ()),
         samples=args.samples,
         test_size=args.test_size,
         validation_split=args.validation_split,
@@ -296,6 +306,8 @@ def _check_combination(parser: argparse.ArgumentParser, args: argparse.Namespace
         parser.error("--example and --data exclude each other: train on one or the other")
     if args.image_size is not None and (args.data is None or not args.data.is_dir()):
         parser.error("--image-size applies to --data DIR (a folder of images) only")
+    if args.categorical is not None and (args.data is None or args.data.is_dir()):
+        parser.error("--categorical applies to --data FILE.csv (a table) only")
 
 
 def _train(args: argparse.Namespace) -> int:

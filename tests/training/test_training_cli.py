@@ -208,6 +208,18 @@ def test_tensorflows_own_log_lines_stay_off_stderr_unless_verbose(tmp_path: Path
             "bad.csv:42: expected a number in column 'b'",
         ),
         ("a,b,label\n1,2,x\n3,4,x\n", (), "at least two classes"),
+        (
+            "a,b,label\n1,2,x\n3,4,y\n",
+            ("--categorical", "b", "--categorical", "a,zip"),
+            "expected --categorical to name feature columns of bad.csv (['a', 'b']), "
+            "received 'zip'",
+        ),
+        (
+            "a,b,label\n1,2,x\n3,4,y\n",
+            ("--categorical", "a,label"),
+            "expected --categorical to name feature columns of bad.csv, received the label "
+            "column 'label'",
+        ),
     ],
 )
 def test_bad_csv_exits_1_with_one_line_and_writes_nothing(
@@ -236,6 +248,7 @@ def test_missing_csv_file_exits_1(tmp_path: Path) -> None:
         ("--learning-rate", "-1"),
         ("--bogus",),
         ("--validation-split", "1.5"),
+        ("--categorical", "a"),  # without a CSV
     ],
 )
 def test_bad_arguments_exit_2_with_usage(tmp_path: Path, args: tuple[str, ...]) -> None:
