@@ -13,14 +13,15 @@ A category is matched as follows (the vocabulary holds the CSV cells' text):
 
 - a string matches the vocabulary entry with exactly that text (``"2"`` is not ``"2.0"``,
   ``"2134"`` is not ``"02134"``); no entry: unseen;
-- a JSON number is taken only by a column whose vocabulary holds decimal numbers' text
-  (``NUMBER``: ``2``, ``02134``, ``2.0``, ``-1.5e3``), as a column forced categorical with
-  ``--categorical`` (zip codes, integer-coded categories) does. It matches the entries
-  that are that number's text, compared as numbers: ``2`` matches ``"2"`` or ``"2.0"``,
-  ``2134`` matches ``"02134"``. One entry: that category; none: unseen (reported as
-  ``"7"``, ``"2.5"``); several (training saw both ``"1"`` and ``"1.0"``): a 422 asking for
-  the string. A number for a column of words only (``"island": 3``) is a 422, as a
-  mistake; so is a boolean anywhere (the request schema refuses it).
+- a JSON number is taken only by a column whose vocabulary holds at least one decimal
+  number's text (``NUMBER``: ``2``, ``02134``, ``2.0``, ``-1.5e3``), as a column forced
+  categorical with ``--categorical`` (zip codes, integer-coded categories) does. It
+  matches the entries that are that number's text, compared as numbers: ``2`` matches
+  ``"2"`` or ``"2.0"``, ``2134`` matches ``"02134"``. One entry: that category; none:
+  unseen (reported as ``"7"``, ``"2.5"``); several (training saw both ``"1"`` and
+  ``"1.0"``): a 422 asking for the string. A number for a column of words only
+  (``"island": 3``) is a 422, as a mistake; so is a boolean anywhere (the request schema
+  refuses it).
 """
 
 from __future__ import annotations
