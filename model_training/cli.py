@@ -102,15 +102,17 @@ def train_parser() -> argparse.ArgumentParser:
     _common(parser)
     parser.add_argument(
         "--name",
-        help=f"model name (default: {DEFAULT_NAME}), or digits with --example digits, the "
-        "folder's name with --data DIR",
+        help=f"model name (default: {DEFAULT_NAME}; digits with --example digits; with --data, "
+        "the CSV's file name without its extension, or the folder's name, when that is a valid "
+        "model name, else table or images)",
     )
     parser.add_argument("--seed", type=int, default=42, help="random seed (default: %(default)s)")
     parser.add_argument(
         "--epochs",
         type=_positive_int,
         help=f"(default: {TABLE_EPOCHS} for the blobs, images {IMAGE_EPOCHS}; a CSV trains until "
-        f"its validation loss stops improving, at most {CSV_MAX_EPOCHS} epochs or this many)",
+        "its validation loss (its training loss with --validation-split 0) stops improving, at "
+        f"most {CSV_MAX_EPOCHS} epochs or this many)",
     )
     parser.add_argument(
         "--batch-size",
@@ -127,8 +129,9 @@ def train_parser() -> argparse.ArgumentParser:
         "--validation-split",
         type=_fraction,
         help="share of the training data (its last part) held out for the validation curves "
-        "and to fit the calibration temperature; 0: no calibration (default: 0.2, raised to "
-        "hold at least one sample per class)",
+        "and to fit the calibration temperature; 0: no calibration, and a CSV's early "
+        "stopping watches the training loss (default: 0.2, raised to hold at least one sample "
+        "per class)",
     )
     parser.add_argument(
         "--samples", type=_positive_int, default=1000, help="blob samples (default: %(default)s)"
@@ -161,6 +164,15 @@ def train_parser() -> argparse.ArgumentParser:
         "share one, else 32 32)",
     )
     parser.add_argument("--label-column", help="the CSV's label column (default: the last column)")
+    parser.add_argument(
+        "--categorical",
+        action="extend",
+        type=_names,
+        metavar="COLUMN[,COLUMN...]",
+        help="read these CSV columns as categorical even when their values are all numbers "
+        "(zip codes, integer-coded categories): each distinct cell text is a category, so "
+        "1 and 1.0 are two (repeatable, or comma-separated)",
+    )
     parser.add_argument(
         "--no-report",
         action="store_true",
@@ -251,13 +263,19 @@ def _print_summary(written: Written) -> None:
 
 
 def _default_name(args: argparse.Namespace) -> str:
-    """digits for the digits, an image folder's own name (when it is a valid model name)."""
+    """digits for the digits; a CSV's stem or an image folder's own name when it can name a
+    served model (else table or images)."""
     if args.data is None:
         return "digits" if args.example == "digits" else DEFAULT_NAME
     if args.data.is_dir():
-        folder = args.data.resolve().name
-        return folder if is_model_name(folder) else "images"
-    return DEFAULT_NAME
+        return _own_name(args.data.resolve().name, "images")
+    return _own_name(args.data.stem, "table")
+
+
+def _own_name(name: str, fallback: str) -> str:
+    """``name`` when it is a model name the service lists (a hidden one is a trainer's
+    scratch directory), else ``fallback``."""
+    return name if is_model_name(name) and not name.startswith(".") else fallback
 
 
 def training_job(args: argparse.Namespace) -> TrainingJob:
@@ -269,6 +287,7 @@ def training_job(args: argparse.Namespace) -> TrainingJob:
         example=args.example or "blobs",
         image_size=tuple(args.image_size) if args.image_size else None,
         label_column=args.label_column,
+        categorical=tuple(args.categorical or ()),
         samples=args.samples,
         test_size=args.test_size,
         validation_split=args.validation_split,
@@ -287,6 +306,8 @@ def _check_combination(parser: argparse.ArgumentParser, args: argparse.Namespace
         parser.error("--example and --data exclude each other: train on one or the other")
     if args.image_size is not None and (args.data is None or not args.data.is_dir()):
         parser.error("--image-size applies to --data DIR (a folder of images) only")
+    if args.categorical is not None and (args.data is None or args.data.is_dir()):
+        parser.error("--categorical applies to --data FILE.csv (a table) only")
 
 
 def _train(args: argparse.Namespace) -> int:

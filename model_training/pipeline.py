@@ -79,6 +79,9 @@ class TrainingJob:
     they all share one, else 32x32."""
     label_column: str | None = None
     """The CSV's label column (default: its last column)."""
+    categorical: Sequence[str] = ()
+    """The CSV's columns to read as categorical even when their values are all numbers (zip
+    codes, integer-coded categories); the vocabulary is the cells' text."""
     samples: int = 1000
     """Blob samples (ignored for a CSV)."""
     test_size: float | None = None
@@ -235,7 +238,7 @@ class EncodedTable:
 def load_table(job: TrainingJob, path: Path) -> EncodedTable:
     """Read the CSV, hold out the test rows, fit the columns' encoding on the training rows
     only (fills, vocabularies) and encode every row with it."""
-    table = read_table(path, job.label_column)
+    table = read_table(path, job.label_column, job.categorical)
     n, classes = len(table.y), len(table.class_names)
     test_size = job.test_size if job.test_size is not None else default_test_size(n, classes)
     train_rows, test_rows = split_rows(n, test_size, job.seed)

@@ -669,9 +669,14 @@ def _epochs_note(training: dict[str, Any]) -> str:
     early = training.get("early_stopping")
     if not early:
         return f"{training['epochs']} epochs"
+    watched = (
+        "the training loss (no validation split)"
+        if early.get("monitor") == "loss"
+        else "the validation loss"
+    )
     return (
-        f"{early['epochs_run']} epochs (at most {training['epochs']}; early stopping on the "
-        f"validation loss, weights of the best epoch, {early['best_epoch']}, restored)"
+        f"{early['epochs_run']} epochs (at most {training['epochs']}; early stopping on "
+        f"{watched}, weights of the best epoch, {early['best_epoch']}, restored)"
     )
 
 

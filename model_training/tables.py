@@ -8,7 +8,11 @@ so the held-out test rows never shape the model's input:
   **numeric**: one input, its value, or ``fill`` (the training rows' mean) when missing;
 - any other column is **categorical**: ``len(vocabulary) + 1`` one-hot inputs over the
   values seen in the training rows (sorted), the last one for a value never seen there
-  (out of vocabulary); a missing value is ``fill``, the training rows' most frequent value.
+  (out of vocabulary); a missing value is ``fill``, the training rows' most frequent value;
+- a column named in ``categorical`` (``--categorical``: zip codes, integer-coded
+  categories) is categorical whatever its values look like. A category is the cell's
+  text, as for any categorical column: ``"1"`` and ``"1.0"`` (or ``"02134"`` and
+  ``"2134"``) are two categories, so a zip code keeps its leading zero.
 
 The encoding is exactly the one the service applies to a named instance (``Column`` in
 ``model_training/artifact.py``, ``service/inference/tables.py``); what the model
@@ -93,13 +97,18 @@ class Table:
     y: npt.NDArray[np.int64]
     class_names: tuple[str, ...]
     label_column: str
+    forced_categorical: tuple[str, ...] = ()
+    """The columns read as categorical because the job said so (``--categorical``), in file
+    order."""
 
     def source(self) -> dict[str, Any]:
-        """The metadata's ``training.data``: the file, its label column, rows, missing cells."""
+        """The metadata's ``training.data``: the file, its label column, the columns forced to
+        be categorical, rows, missing cells."""
         return {
             "kind": "csv",
             "path": str(self.path),
             "label_column": self.label_column,
+            "forced_categorical": list(self.forced_categorical),
             "rows": len(self.y),
             "missing_values": {
                 column.name: sum(cell is None for cell in column.cells)
@@ -125,15 +134,20 @@ def _number(cell: str) -> float | None:
         return None
 
 
-def _raw_column(path: Path, name: str, cells: list[str | None]) -> RawColumn:
-    """The column, numeric when every value is a number; ``DataError`` for a numeric
-    column with a typo or an infinite value, and for a column with no values at all."""
+def _raw_column(
+    path: Path, name: str, cells: list[str | None], categorical: bool = False
+) -> RawColumn:
+    """The column, numeric when every value is a number (unless ``categorical``);
+    ``DataError`` for a numeric column with a typo or an infinite value, and for a column
+    with no values at all."""
     present = [(line, cell) for line, cell in enumerate(cells, start=2) if cell is not None]
     if not present:
         raise DataError(
             f"expected values in column {name!r} of {path}, received only missing ones; "
             "remove the column"
         )
+    if categorical:
+        return RawColumn(name, tuple(cells), None)
     numbers = {line: _number(cell) for line, cell in present}
     words = [(line, cell) for line, cell in present if numbers[line] is None]
     distinct_numbers = {value for value in numbers.values() if value is not None}
@@ -159,10 +173,32 @@ def _raw_column(path: Path, name: str, cells: list[str | None]) -> RawColumn:
     return RawColumn(name, tuple(cells), values)
 
 
-def read_table(path: Path, label_column: str | None = None) -> Table:
+def _check_categorical(
+    path: Path, header: list[str], label_name: str, categorical: Sequence[str]
+) -> None:
+    """``DataError`` unless every column forced to be categorical is a feature column."""
+    features = [name for name in header if name != label_name]
+    for name in categorical:
+        if name == label_name:
+            raise DataError(
+                f"expected --categorical to name feature columns of {path}, received the "
+                f"label column {name!r} (its values are the classes already)"
+            )
+        if name not in header:
+            raise DataError(
+                f"expected --categorical to name feature columns of {path} ({features}), "
+                f"received {name!r}"
+            )
+
+
+def read_table(
+    path: Path, label_column: str | None = None, categorical: Sequence[str] = ()
+) -> Table:
     """Read a CSV: a header row, feature columns and one label column (default: the last).
 
-    Raises ``DataError`` with the file, line and column of the first problem.
+    The columns named in ``categorical`` are categorical whatever their values (the
+    module's docstring). Raises ``DataError`` with the file, line and column of the first
+    problem.
     """
     try:
         with path.open(newline="", encoding="utf-8") as handle:
@@ -187,6 +223,7 @@ def read_table(path: Path, label_column: str | None = None) -> Table:
         raise DataError(
             f"expected a label column named {label_name!r} in {path}, received columns {header}"
         )
+    _check_categorical(path, header, label_name, categorical)
     label_index = header.index(label_name)
     body = rows[1:]
     if not body:
@@ -207,7 +244,8 @@ def read_table(path: Path, label_column: str | None = None) -> Table:
         if i == label_index:
             continue
         cells = [row[i].strip() for row in body]
-        columns.append(_raw_column(path, name, [None if c in MISSING else c for c in cells]))
+        values = [None if c in MISSING else c for c in cells]
+        columns.append(_raw_column(path, name, values, categorical=name in categorical))
     class_names = tuple(sorted(set(labels), key=_label_sort_key))
     if len(class_names) < 2:
         raise DataError(
@@ -221,6 +259,7 @@ def read_table(path: Path, label_column: str | None = None) -> Table:
         y=np.asarray([index[label] for label in labels], dtype=np.int64),
         class_names=class_names,
         label_column=label_name,
+        forced_categorical=tuple(name for name in header if name in categorical),
     )
 
 

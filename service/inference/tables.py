@@ -8,10 +8,25 @@ values never seen in training (served, and reported back as ``unseen``). A table
 recorded columns (trained before they existed, or exported) takes its ``feature_names``
 as numeric columns with no fill. Standardization and everything else the model computes
 is inside the model: nothing here re-implements training's arithmetic.
+
+A category is matched as follows (the vocabulary holds the CSV cells' text):
+
+- a string matches the vocabulary entry with exactly that text (``"2"`` is not ``"2.0"``,
+  ``"2134"`` is not ``"02134"``); no entry: unseen;
+- a JSON number is taken only by a column whose vocabulary holds at least one decimal
+  number's text (``NUMBER``: ``2``, ``02134``, ``2.0``, ``-1.5e3``), as a column forced
+  categorical with ``--categorical`` (zip codes, integer-coded categories) does. It
+  matches the entries that are that number's text, compared as numbers: ``2`` matches
+  ``"2"`` or ``"2.0"``, ``2134`` matches ``"02134"``. One entry: that category; none:
+  unseen (reported as ``"7"``, ``"2.5"``); several (training saw both ``"1"`` and
+  ``"1.0"``): a 422 asking for the string. A number for a column of words only
+  (``"island": 3``) is a 422, as a mistake; so is a boolean anywhere (the request schema
+  refuses it).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -23,6 +38,8 @@ from service.repository.artifact import Column, InputSpec
 
 #: A value of a named feature, as JSON gives it.
 Value = float | str | None
+#: A vocabulary entry that a JSON number may match: a decimal number's text.
+NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 
 
 @dataclass(frozen=True)
@@ -90,26 +107,67 @@ def _numeric(rows: Sequence[Mapping[str, Value]], column: Column) -> npt.NDArray
     return out
 
 
+def _numbers(vocabulary: Sequence[str]) -> dict[float, list[int]]:
+    """The positions of the entries that are a decimal number's text, by that number."""
+    positions: dict[float, list[int]] = {}
+    for k, word in enumerate(vocabulary):
+        if NUMBER.fullmatch(word):
+            positions.setdefault(float(word), []).append(k)
+    return positions
+
+
+def _number_text(value: float) -> str:
+    """How an unseen number is reported: ``7``, not ``7.0``; ``2.5``; ``1e+300``."""
+    return str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)
+
+
+def _position_of_number(
+    value: float, column: Column, numbers: dict[float, list[int]], i: int
+) -> int | None:
+    """The one vocabulary entry the number ``value`` is the text of (``None``: unseen)."""
+    vocabulary = column.vocabulary or []
+    if not numbers:
+        raise InvalidInput(
+            f"expected a string or null for categorical feature {column.name!r} (one of "
+            f"{vocabulary[:5]}{'...' if len(vocabulary) > 5 else ''}), received {value!r} "
+            f"in instances[{i}]"
+        )
+    matches = numbers.get(value, [])
+    if len(matches) > 1:
+        raise InvalidInput(
+            f"expected a number that is one category's text, or a string, for categorical "
+            f"feature {column.name!r}, received {_number_text(value)}, which is the text of "
+            f"{[vocabulary[k] for k in matches]}, in instances[{i}]; send the one meant as a "
+            "string"
+        )
+    return matches[0] if matches else None
+
+
 def _one_hot(
     rows: Sequence[Mapping[str, Value]], column: Column, unseen: list[dict[str, str]]
 ) -> npt.NDArray[np.float64]:
     vocabulary = column.vocabulary or []
     index = {word: k for k, word in enumerate(vocabulary)}
+    numbers: dict[float, list[int]] | None = None  # built for the first number only
     out = np.zeros((len(rows), len(vocabulary) + 1))
     for i, row in enumerate(rows):
         value = row[column.name]
         if value is None:
             value = str(column.fill)
-        if not isinstance(value, str):
+        if isinstance(value, str):
+            k = index.get(value)
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            numbers = _numbers(vocabulary) if numbers is None else numbers
+            value = float(value)
+            k = _position_of_number(value, column, numbers, i)
+        else:  # the request schemas let no other JSON value through
             raise InvalidInput(
-                f"expected a string or null for categorical feature {column.name!r} (one of "
-                f"{vocabulary[:5]}{'...' if len(vocabulary) > 5 else ''}), received {value!r} "
-                f"in instances[{i}]"
+                f"expected a string, a number or null for categorical feature "
+                f"{column.name!r}, received {value!r} in instances[{i}]"
             )
-        k = index.get(value)
         if k is None:
             k = len(vocabulary)
-            unseen[i][column.name] = value
+            unseen[i][column.name] = value if isinstance(value, str) else _number_text(value)
         out[i, k] = 1.0
     return out
 

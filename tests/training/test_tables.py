@@ -95,6 +95,82 @@ def test_categorical_columns_and_missing_values_are_fitted_on_the_training_rows_
     assert sum(c.width for c in spec.columns or []) == x.shape[1]
 
 
+CODED = """zip,code,size,label
+02134,1,1.5,x
+10001,2,2,y
+02134,3,NA,x
+2134,1.0,1,y
+,2,0.5,x
+"""
+
+
+def test_categorical_columns_read_numbers_as_their_text(tmp_path: Path) -> None:
+    table = read_table(write(tmp_path, CODED), categorical=["code", "zip"])
+    assert [c.kind for c in table.columns] == ["categorical", "categorical", "numeric"]
+    assert table.forced_categorical == ("zip", "code")  # file order
+    assert table.source()["forced_categorical"] == ["zip", "code"]
+    zip_code, code, size = fit_columns(table, range(5))
+    # The cells' text: a leading zero stays, and 1 and 1.0 are two categories.
+    assert zip_code == Column(
+        name="zip", kind="categorical", fill="02134", vocabulary=["02134", "10001", "2134"]
+    )
+    assert code == Column(
+        name="code", kind="categorical", fill="2", vocabulary=["1", "1.0", "2", "3"]
+    )
+    assert size == Column(name="size", kind="numeric", fill=1.25)
+    assert encode(table, [zip_code, code, size]).tolist() == [
+        [1, 0, 0, 0, 1, 0, 0, 0, 0, 1.5],
+        [0, 1, 0, 0, 0, 0, 1, 0, 0, 2],
+        [1, 0, 0, 0, 0, 0, 0, 1, 0, 1.25],
+        [0, 0, 1, 0, 0, 1, 0, 0, 0, 1],
+        [1, 0, 0, 0, 0, 0, 1, 0, 0, 0.5],  # zip missing: the most frequent, 02134
+    ]
+    assert feature_names([zip_code])[:2] == ["zip=02134", "zip=10001"]
+    plain = read_table(write(tmp_path, CODED))
+    assert [c.kind for c in plain.columns] == ["numeric", "numeric", "numeric"]
+    assert plain.source()["forced_categorical"] == []
+
+
+def test_a_categorical_column_is_not_refused_for_a_stray_word(tmp_path: Path) -> None:
+    rows = "".join(f"{i},{'xy'[i % 2]}\n" for i in range(30)) + "other,x\n"
+    with pytest.raises(DataError, match="expected a number in column 'a'"):
+        read_table(write(tmp_path, "a,label\n" + rows))
+    table = read_table(write(tmp_path, "a,label\n" + rows), categorical=["a"])
+    assert table.columns[0].kind == "categorical"
+
+
+@pytest.mark.parametrize(
+    ("categorical", "label", "message"),
+    [
+        (
+            ["code", "colour"],
+            None,
+            "expected --categorical to name feature columns of {path} (['zip', 'code', "
+            "'size']), received 'colour'",
+        ),
+        (
+            ["label"],
+            None,
+            "expected --categorical to name feature columns of {path}, received the label "
+            "column 'label' (its values are the classes already)",
+        ),
+        (
+            ["zip"],
+            "zip",
+            "expected --categorical to name feature columns of {path}, received the label "
+            "column 'zip' (its values are the classes already)",
+        ),
+    ],
+)
+def test_categorical_flag_rejects_unknown_columns_and_the_label_column(
+    tmp_path: Path, categorical: list[str], label: str | None, message: str
+) -> None:
+    path = write(tmp_path, CODED)
+    with pytest.raises(DataError) as raised:
+        read_table(path, label, categorical)
+    assert str(raised.value) == message.format(path=path)
+
+
 def test_the_missing_markers_are_pandas_defaults() -> None:
     assert {"", "NA", "N/A", "NaN", "nan", "NULL", "null", "None", "<NA>", "#N/A"} <= MISSING
     assert "0" not in MISSING

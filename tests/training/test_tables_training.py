@@ -22,8 +22,10 @@ from sklearn.preprocessing import StandardScaler
 from starlette.testclient import TestClient
 
 from model_training.artifact import Metadata
+from model_training.cli import main as train_main
 from model_training.data import default_test_size, split_rows
-from model_training.pipeline import TrainingJob, Written, train_version
+from model_training.pipeline import TrainingJob, Written, load_table, train_version
+from model_training.table_model import PATIENCE, TRAIN_LOSS_MIN_DELTA
 from service.settings import Settings
 from tests.conftest import in_process
 
@@ -116,6 +118,43 @@ def test_iris_with_200_epochs_keeps_calibration_from_hurting(tmp_path: Path) -> 
     test = written.metadata["calibration"]["test"]
     assert test["nll_after"] <= (1 + NLL_SLACK) * test["nll_before"]
     assert written.metadata["training"]["epochs"] == 200
+
+
+def test_without_a_validation_split_training_stops_when_the_training_loss_stops_improving(
+    tmp_path: Path,
+) -> None:
+    write_sklearn_csv(load_iris, tmp_path / "iris.csv")
+    job = TrainingJob(
+        repository=tmp_path / "models",
+        data=tmp_path / "iris.csv",
+        label_column="y",
+        validation_split=0.0,
+        keras_progress=False,
+    )
+    written = train_version(job)
+    training = written.metadata["training"]
+    assert training["validation_samples"] == 0
+    assert written.metadata["calibration"] is None  # nothing held out to fit it on
+    early = training["early_stopping"]
+    assert early["monitor"] == "loss"
+    assert "no validation split" in early["reason"]
+    assert "no calibration" in early["reason"]
+    assert early["stopped_early"]
+    assert early["epochs_run"] < 200 < training["epochs"] == 500  # measured: 94
+    # Stopped PATIENCE epochs after the last one that lowered the loss by min_delta.
+    loss, best = training["history"]["loss"], early["best_epoch"]
+    assert early["epochs_run"] == best + PATIENCE == len(loss)
+    assert early["min_delta"] == TRAIN_LOSS_MIN_DELTA
+    assert min(loss[best:]) > loss[best - 1] - TRAIN_LOSS_MIN_DELTA
+    assert early["best_loss"] == loss[best - 1]
+    # The model holds that epoch's weights: its NLL on the rows it was fitted on.
+    parts = load_table(job, tmp_path / "iris.csv").parts
+    model = keras.saving.load_model(written.path / "model.keras", compile=False, safe_mode=True)
+    p = np.asarray(model(parts.x_train), dtype=np.float64)
+    nll = -np.log(p[np.arange(len(parts.y_train)), parts.y_train]).mean()
+    assert nll == pytest.approx(early["best_loss"], abs=1e-5)
+    report = (written.path / "report" / "report.md").read_text()
+    assert "early stopping on the training loss (no validation split)" in report
 
 
 def test_the_standardization_is_inside_the_model(tmp_path: Path) -> None:
@@ -336,6 +375,54 @@ def test_named_instances_with_nulls_and_unseen_categories_serve_the_keras_probab
         [p["probabilities"] for p in predictions],
         atol=1e-12,
     )
+
+
+def test_categorical_flag_trains_numbers_as_categories_served_from_strings_or_numbers(
+    tmp_path: Path,
+) -> None:
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(150):
+        grade = 1 + i % 3  # an integer-coded category: the class, mostly
+        label = "abc"[grade - 1] if rng.random() < 0.9 else "abc"[i % 2]
+        zip_code = ["02134", "10001", "60601"][i % 5 % 3]
+        rows.append(f"{zip_code},{grade},{rng.normal():.3f},{label}")
+    (tmp_path / "coded.csv").write_text("zip,grade,x,y\n" + "\n".join(rows) + "\n")
+    argv = ["--data", str(tmp_path / "coded.csv"), "--model-repository", str(tmp_path / "m")]
+    argv += ["--categorical", "grade", "--categorical", "zip,grade", "--epochs", "20"]
+    assert train_main([*argv, "--no-report", "--quiet"]) == 0
+    version = tmp_path / "m" / "coded" / "1"  # named after the file
+    metadata = json.loads((version / "metadata.json").read_text())
+    columns = metadata["input"]["columns"]
+    assert [(c["name"], c["kind"], c.get("vocabulary")) for c in columns] == [
+        ("zip", "categorical", ["02134", "10001", "60601"]),
+        ("grade", "categorical", ["1", "2", "3"]),
+        ("x", "numeric", None),
+    ]
+    assert metadata["training"]["data"]["forced_categorical"] == ["zip", "grade"]
+    instances = [
+        {"zip": "02134", "grade": "2", "x": 0.1},
+        {"zip": 2134, "grade": 3, "x": -0.4},  # numbers: "02134" and "3"
+        {"zip": 60601.0, "grade": 1.0, "x": None},
+        {"zip": 99999, "grade": 4, "x": 0.0},  # unseen
+    ]
+    hand = [
+        {"zip": "02134", "grade": "2", "x": 0.1},
+        {"zip": "02134", "grade": "3", "x": -0.4},
+        {"zip": "60601", "grade": "1", "x": None},
+        {"zip": "99999", "grade": "4", "x": 0.0},
+    ]
+    model = keras.saving.load_model(version / "model.keras", compile=False, safe_mode=True)
+    x = np.array([hand_encoded(i, columns) for i in hand], dtype=np.float32)
+    with in_process(Settings(model_repository=tmp_path / "m")) as client:
+        response = client.post("/predict", json={"instances": instances, "calibrated": False})
+    assert response.status_code == 200, response.text
+    predictions = response.json()["predictions"]
+    np.testing.assert_allclose(
+        [p["probabilities"] for p in predictions], np.asarray(model(x), np.float64), atol=1e-5
+    )
+    assert [p["unseen"] for p in predictions] == [{}, {}, {}, {"zip": "99999", "grade": "4"}]
+    assert [p["label"] for p in predictions[:3]] == ["b", "c", "a"]
 
 
 def test_the_report_shows_the_baseline_per_class_scores_and_the_calibration_decision(

@@ -126,6 +126,21 @@ def test_training_on_a_csv_uses_its_header_and_labels(tmp_path: Path) -> None:
     assert metadata["metrics"]["test_samples"] == 15
 
 
+@pytest.mark.parametrize(
+    ("file", "name"),
+    [("my-flowers.v2.csv", "my-flowers.v2"), ("my flowers.csv", "table"), (".csv", "table")],
+)
+def test_a_csv_model_is_named_after_its_file_or_table(tmp_path: Path, file: str, name: str) -> None:
+    rows = ["sepal,petal,species"] + [
+        f"{i % 3 + i % 7 * 0.1},{i % 5},{'abc'[i % 3]}" for i in range(30)
+    ]
+    (tmp_path / file).write_text("\n".join(rows) + "\n")
+    result = run("--data", file, "--epochs", "1", "--no-report", "--quiet", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"wrote {name} version 1" in result.stdout
+    assert [p.name for p in (tmp_path / "models").iterdir()] == [name]
+
+
 def write_sklearn_csv(loader: Callable[[], Any], path: Path, label: str) -> None:
     """One of scikit-learn's bundled tables (no download) as a CSV, the label column last."""
     bunch = loader()
@@ -141,7 +156,8 @@ def test_a_small_table_trains_with_default_flags(tmp_path: Path) -> None:
     result = run("--data", "iris.csv", "--label-column", "species", "--quiet", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     print(result.stdout)  # the held-out accuracy, for the record (pytest -s)
-    metadata = json.loads((tmp_path / "models/blobs/1/metadata.json").read_text())
+    assert "wrote iris version 1" in result.stdout  # named after the file
+    metadata = json.loads((tmp_path / "models/iris/1/metadata.json").read_text())
     assert metadata["class_names"] == ["setosa", "versicolor", "virginica"]
     assert metadata["metrics"]["test_samples"] == 30  # 20 % of 150
     assert metadata["training"]["validation_samples"] == 24  # 20 % of the other 120
@@ -155,7 +171,7 @@ def test_a_wide_unscaled_table_trains_and_exports_with_default_flags(tmp_path: P
     result = run("--data", "cancer.csv", "--seed", "6", "--quiet", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     print(result.stdout)
-    version = tmp_path / "models/blobs/1"
+    version = tmp_path / "models/cancer/1"
     assert {"model.keras", "model.tflite"} <= {p.name for p in version.iterdir()}
     metadata = json.loads((version / "metadata.json").read_text())
     assert metadata["input_dim"] == 30
@@ -192,6 +208,18 @@ def test_tensorflows_own_log_lines_stay_off_stderr_unless_verbose(tmp_path: Path
             "bad.csv:42: expected a number in column 'b'",
         ),
         ("a,b,label\n1,2,x\n3,4,x\n", (), "at least two classes"),
+        (
+            "a,b,label\n1,2,x\n3,4,y\n",
+            ("--categorical", "b", "--categorical", "a,zip"),
+            "expected --categorical to name feature columns of bad.csv (['a', 'b']), "
+            "received 'zip'",
+        ),
+        (
+            "a,b,label\n1,2,x\n3,4,y\n",
+            ("--categorical", "a,label"),
+            "expected --categorical to name feature columns of bad.csv, received the label "
+            "column 'label'",
+        ),
     ],
 )
 def test_bad_csv_exits_1_with_one_line_and_writes_nothing(
@@ -220,6 +248,7 @@ def test_missing_csv_file_exits_1(tmp_path: Path) -> None:
         ("--learning-rate", "-1"),
         ("--bogus",),
         ("--validation-split", "1.5"),
+        ("--categorical", "a"),  # without a CSV
     ],
 )
 def test_bad_arguments_exit_2_with_usage(tmp_path: Path, args: tuple[str, ...]) -> None:
