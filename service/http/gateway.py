@@ -51,7 +51,7 @@ from service.http.error_responses import error_response, unexpected_response
 from service.http.head_deadline import BODY_COMPLETE
 from service.http.routing import DirectRoute
 from service.operations.logs import FastJSONLines, access_writer
-from service.operations.metrics import Metrics
+from service.operations.metrics import Count, Metrics, Observe
 from service.settings import Settings
 
 _ID_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-")
@@ -148,12 +148,13 @@ class Gateway:
         self.max_inflight = settings.max_inflight
         self.retry_after = str(settings.retry_after).encode()
         self.inflight = 0
+        self._count_inflight = metrics.count_inflight(lambda: self.inflight)
         # observability
         self.access_log = settings.access_log
         self.log = logging.getLogger("service.access")
         self._fast_log: FastJSONLines | bool | None = False  # decided at the first request
-        self._requests: dict[tuple[str, str, str, int], Any] = {}
-        self._latency: dict[str, Any] = {}
+        self._requests: dict[tuple[str, str, str, int], Count] = {}
+        self._latency: dict[str, Observe] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -350,7 +351,8 @@ class Gateway:
         scope["route"] = route
         scope["path_params"] = params
         self.inflight += 1
-        self.metrics.inflight.inc()
+        if self._count_inflight:
+            self.metrics.inflight.inc()
         try:
             request = ReadRequest(scope, await self._read(scope, receive))
             response: Response = await route.endpoint(request=request, **params)
@@ -366,7 +368,8 @@ class Gateway:
             response = unexpected_response(Request(scope), exc)
         finally:
             self.inflight -= 1
-            self.metrics.inflight.dec()
+            if self._count_inflight:
+                self.metrics.inflight.dec()
         headers = response.raw_headers
         headers.append((b"x-request-id", rid))
         await send(
@@ -408,15 +411,17 @@ class Gateway:
         key = (endpoint, model, version, status)
         counter = self._requests.get(key)
         if counter is None:  # labels() validates and locks; look each series up once
-            counter = self._requests[key] = self.metrics.requests.labels(
-                endpoint, model, version, str(status)
+            counter = self._requests[key] = self.metrics.count(
+                self.metrics.requests, endpoint, model, version, str(status)
             )
         counter.inc()
         latency = self._latency.get(endpoint)
         if latency is None:
-            latency = self._latency[endpoint] = self.metrics.request_seconds.labels(endpoint)
+            latency = self._latency[endpoint] = self.metrics.observations(
+                self.metrics.request_seconds, endpoint
+            )
         latency.observe(elapsed)
-        if self.access_log:
+        if self.access_log and self.log.isEnabledFor(logging.INFO):  # else build no record
             self._log_request(scope, info, endpoint, model, version, status, elapsed)
 
     def _log_request(

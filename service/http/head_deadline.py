@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from typing import Any, cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -64,23 +65,26 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         self._start_head_timer()
 
-    def on_message_begin(self) -> None:
-        """A request starts: its head must be complete in time."""
-        super().on_message_begin()
-        if self._head_timer is None:  # the next request on a kept-alive connection
+    def data_received(self, data: bytes) -> None:
+        """Parse ``data``; then start or stop the head's clock and mark a body that is whole.
+
+        Checked once per read, after the parser has called back, rather than in the
+        per-request callbacks: a request whose head and body come in one read (nearly
+        all of them) then costs no timer at all. The newest request's head is complete
+        when the parser has made its cycle (``cycle.scope is scope``); a request begun
+        but not complete (the first byte of the next request on a kept-alive
+        connection) starts the clock.
+        """
+        super().data_received(data)
+        cycle = self.cycle
+        if cycle is not None and cycle.scope is self.scope:  # the newest head is in
+            if self._head_timer is not None:
+                self._cancel_head_timer()
+            if not cycle.more_body:
+                scope = cast(dict[str, Any], cycle.scope)
+                scope.setdefault("extensions", {})[BODY_COMPLETE] = True
+        elif self.scope is not None and self._head_timer is None:  # a head begun, not done
             self._start_head_timer()
-
-    def on_headers_complete(self) -> None:
-        """The head is in: the body's deadline is the middleware's business."""
-        self._cancel_head_timer()
-        super().on_headers_complete()
-
-    def on_message_complete(self) -> None:
-        """The whole body is in: say so in the scope, so the app reads it with no timer."""
-        super().on_message_complete()
-        cycle = getattr(self, "cycle", None)
-        if cycle is not None:
-            cycle.scope.setdefault("extensions", {})[BODY_COMPLETE] = True
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Drop the timer with the connection."""

@@ -114,6 +114,25 @@ def test_stalled_request_head_is_closed(trained: TrainedRepository, tmp_path: Pa
             sock.sendall(b"POST /predict HTTP/1.1\r\nHost: t\r\nX-Slow: ")  # ... and stall
             assert sock.recv(1024) == b""  # the server closed the connection
             assert 0.8 < time.monotonic() - started < 5
+        # The same on a kept-alive connection: one whole request, then a stalled head.
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            body = json.dumps(GOOD).encode()
+            sock.sendall(
+                b"POST /predict HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+            )
+            answer = sock.recv(65536)
+            head, _, rest = answer.partition(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            while len(rest) < length:  # the head and the body may come in two reads
+                rest += sock.recv(65536)
+            assert head.startswith(b"HTTP/1.1 200 ")
+            assert json.loads(rest)["predictions"]
+            time.sleep(0.5)  # idle between requests: no clock running
+            started = time.monotonic()
+            sock.sendall(b"POST /predict HTTP/1.1\r\nHost: t\r\nX-Slow: ")
+            assert sock.recv(1024) == b""
+            assert 0.8 < time.monotonic() - started < 5
         # A kept-alive client that is merely idle between requests is not affected.
         with httpx.Client(base_url=server.url) as c:
             assert c.post("/predict", json=GOOD).status_code == 200
