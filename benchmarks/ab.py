@@ -2,12 +2,15 @@
 
     python benchmarks/ab.py HEAD~1 HEAD            # 3 rounds of 4 s at 16 connections
     python benchmarks/ab.py main my-branch --rounds 5 --workload 10k --connections 1
+    python benchmarks/ab.py floor HEAD --rounds 7  # the FastAPI floor against the service
 
 Each revision is exported with ``git archive`` into a temporary directory and served
 from there exactly as ``run.py`` serves the service (``python -m service``, this
 checkout's Python environment), pinned to one core with the load generator on the
 other. The two take turns, ``rounds`` times: on a shared machine the noise drifts, and
 alternating spreads it over both. Prints each round's req/s, the medians and B / A.
+``floor`` instead of a revision is ``baselines/fastapi_floor.py`` (1-row workload only):
+the headline ratio of ``run.py``, measured in turns rather than once each.
 """
 
 from __future__ import annotations
@@ -32,8 +35,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python benchmarks/ab.py", description=(__doc__ or "").split("\n\n", 1)[0]
     )
-    p.add_argument("a", help="git revision A (the reference)")
-    p.add_argument("b", help="git revision B")
+    p.add_argument("a", help="git revision A (the reference), or floor: the FastAPI floor")
+    p.add_argument("b", help="git revision B, or floor")
     p.add_argument("--rounds", type=int, default=3, help="turns each (default 3)")
     p.add_argument("--duration", type=int, default=4, help="seconds per turn (default 4)")
     p.add_argument("--connections", type=int, default=16, help="default 16")
@@ -56,23 +59,31 @@ def export(revision: str, directory: Path) -> Path:
     return directory
 
 
+FLOOR = "floor"
+
+
 def turn(
-    tree: Path,
-    repository: Path,
+    tree: Path | None,
+    version_dir: Path,
     body: Path,
     generator: loadgen.LoadGenerator,
     pinning: machine.Pinning,
     args: argparse.Namespace,
     log: Path,
 ) -> float:
-    """Start the service from ``tree``, warm it up, measure once, stop it: req/s."""
+    """Start the service from ``tree`` (the FastAPI floor when ``None``), warm it up,
+    measure once, stop it: req/s."""
     port = free_port()
-    argv = [arg.replace("{port}", str(port)) for arg in plan.service(repository)]
+    if tree is None:
+        command = plan.baseline("fastapi_floor", version_dir)
+    else:
+        command = plan.service(version_dir.parent.parent)
+    argv = [arg.replace("{port}", str(port)) for arg in command]
     server = ServerProcess.start(
         argv,
         port=port,
-        env=plan.server_env(pythonpath=tree),
-        cwd=tree,
+        env=plan.server_env(pythonpath=tree) if tree else plan.server_env(),
+        cwd=tree or plan.ROOT,
         log=log,
         cpus=pinning.server,
         ready_path="/health/ready",
@@ -84,7 +95,7 @@ def turn(
         wait_idle(url, body)
         result = generator.run(url, body, args.connections, args.duration, pinning.loadgen)
         if result.errors:
-            raise SystemExit(f"{tree.name}: {result.errors} errors; its log: {log}")
+            raise SystemExit(f"{tree or FLOOR}: {result.errors} errors; its log: {log}")
         return result.requests_per_s
     finally:
         server.stop()
@@ -97,7 +108,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         workdir = Path(tmp)
         setup: list[str] = []
         generator = loadgen.choose("auto", workdir, setup)
-        trees = {name: export(rev, workdir / name) for name, rev in (("A", args.a), ("B", args.b))}
+        if FLOOR in (args.a, args.b) and args.workload != "1row":
+            raise SystemExit("the FastAPI floor answers the 1-row workload only")
+        trees = {
+            name: None if rev == FLOOR else export(rev, workdir / name)
+            for name, rev in (("A", args.a), ("B", args.b))
+        }
         say("training the model into a temporary repository")
         version_dir = plan.train(workdir / "models", args.quick, workdir / "train.log")
         bodies = plan.write_bodies(version_dir, workdir)
@@ -108,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for round_ in range(1, args.rounds + 1):
             for name, tree in trees.items():
                 log = workdir / f"{name}-{round_}.log"
-                rate = turn(tree, workdir / "models", body, generator, pinning, args, log)
+                rate = turn(tree, version_dir, body, generator, pinning, args, log)
                 rates[name].append(rate)
                 say(f"round {round_}: {name} ({getattr(args, name.lower())}) {rate:9.1f} req/s")
     a, b = statistics.median(rates["A"]), statistics.median(rates["B"])

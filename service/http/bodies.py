@@ -66,9 +66,23 @@ def problem(exc: ValidationError, raw: bytes) -> ServiceError:
     return invalid_input(errors)
 
 
+def header(request: Request, name: bytes) -> str | None:
+    """The first value of the header ``name`` (lower case), if the request has one.
+
+    Read from the raw headers (ASGI gives their names in lower case): every predict
+    request asks, and ``request.headers`` would build a ``Headers`` object to answer.
+    """
+    for key, value in request.scope["headers"]:
+        if key == name:
+            text: str = value.decode("latin-1")
+            return text
+    return None
+
+
 def is_image(request: Request) -> bool:
     """True when the body is one image file (``Content-Type: image/png``, ``image/jpeg``, ...)."""
-    return request.headers.get("content-type", "").lower().lstrip().startswith("image/")
+    content_type = header(request, b"content-type")
+    return content_type is not None and content_type.lower().lstrip().startswith("image/")
 
 
 async def image(request: Request) -> EncodedImages:

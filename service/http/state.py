@@ -8,6 +8,10 @@ from service.dataplane import DataPlane
 
 
 def dataplane(request: Request) -> DataPlane:
-    """The data plane serving ``request`` (built once, by the application's lifespan)."""
-    plane: DataPlane = request.state.dataplane
+    """The data plane serving ``request`` (built once, by the application's lifespan).
+
+    Read from the scope's state (what the lifespan yielded, copied into every request)
+    rather than through ``request.state``, which wraps that dict in a new object per request.
+    """
+    plane: DataPlane = request.scope["state"]["dataplane"]
     return plane

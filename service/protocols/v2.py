@@ -51,7 +51,7 @@ from service.protocols.schemas import (
 from service.repository.artifact import InputSpec
 from service.repository.registry import LoadedVersion, State
 
-HEADER_LENGTH = "inference-header-content-length"
+HEADER_LENGTH = b"inference-header-content-length"
 INPUT = "input"
 #: Image models also take their instances as encoded PNG/JPEG files, one per element.
 IMAGE_INPUT = {"name": "image", "datatype": "BYTES", "shape": [-1]}
@@ -438,7 +438,7 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
         request_id, datatype, calibrated, wanted = None, "BYTES", True, _requested(None)
     else:
         raw = await request.body()
-        header, tail = tensors.split_body(raw, request.headers.get(HEADER_LENGTH))
+        header, tail = tensors.split_body(raw, bodies.header(request, HEADER_LENGTH))
         body = bodies.parse(InferenceRequest, header, plane.max_json_depth)
         served = plane.resolve(name, version)
         x, datatype = _input(body, tensors.BinaryTail(tail), served.metadata.input_spec)
