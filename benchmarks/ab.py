@@ -8,7 +8,9 @@ Each revision is exported with ``git archive`` into a temporary directory and se
 from there exactly as ``run.py`` serves the service (``python -m service``, this
 checkout's Python environment), pinned to one core with the load generator on the
 other. The two take turns, ``rounds`` times: on a shared machine the noise drifts, and
-alternating spreads it over both. Prints each round's req/s, the medians and B / A.
+alternating spreads it over both. Prints each round's req/s and the server's CPU time per
+request (its process tree's, from ``/proc``: much less moved by what other work takes
+from the machine than req/s), the medians, and B / A for both.
 ``floor`` instead of a revision is ``baselines/fastapi_floor.py`` (1-row workload only):
 the headline ratio of ``run.py``, measured in turns rather than once each.
 """
@@ -70,9 +72,9 @@ def turn(
     pinning: machine.Pinning,
     args: argparse.Namespace,
     log: Path,
-) -> float:
+) -> tuple[float, float]:
     """Start the service from ``tree`` (the FastAPI floor when ``None``), warm it up,
-    measure once, stop it: req/s."""
+    measure once, stop it: req/s and µs of server CPU per request."""
     port = free_port()
     if tree is None:
         command = plan.baseline("fastapi_floor", version_dir)
@@ -93,10 +95,12 @@ def turn(
         url = server.url + "/predict"
         generator.run(url, body, args.connections, 1, pinning.loadgen)  # warm-up
         wait_idle(url, body)
+        before = server.cpu_seconds()
         result = generator.run(url, body, args.connections, args.duration, pinning.loadgen)
+        used = server.cpu_seconds() - before
         if result.errors:
             raise SystemExit(f"{tree or FLOOR}: {result.errors} errors; its log: {log}")
-        return result.requests_per_s
+        return result.requests_per_s, used / max(result.requests, 1) * 1e6
     finally:
         server.stop()
 
@@ -121,17 +125,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         pinning = machine.plan_pinning()
         machine.pin(0, pinning.loadgen)  # the script stays off the servers' core
         rates: dict[str, list[float]] = {"A": [], "B": []}
+        cpu: dict[str, list[float]] = {"A": [], "B": []}
         for round_ in range(1, args.rounds + 1):
             for name, tree in trees.items():
                 log = workdir / f"{name}-{round_}.log"
-                rate = turn(tree, version_dir, body, generator, pinning, args, log)
+                rate, used = turn(tree, version_dir, body, generator, pinning, args, log)
                 rates[name].append(rate)
-                say(f"round {round_}: {name} ({getattr(args, name.lower())}) {rate:9.1f} req/s")
+                cpu[name].append(used)
+                say(
+                    f"round {round_}: {name} ({getattr(args, name.lower())}) {rate:9.1f} req/s, "
+                    f"{used:7.1f} µs CPU per request"
+                )
     a, b = statistics.median(rates["A"]), statistics.median(rates["B"])
-    print(f"A {args.a}: median {a:.1f} req/s  {[round(r, 1) for r in rates['A']]}")
-    print(f"B {args.b}: median {b:.1f} req/s  {[round(r, 1) for r in rates['B']]}")
+    a_cpu, b_cpu = statistics.median(cpu["A"]), statistics.median(cpu["B"])
     print(
-        f"B / A = {b / a:.3f}  ({args.workload}, {args.connections} connections, "
+        f"A {args.a}: median {a:.1f} req/s, {a_cpu:.1f} µs CPU per request  "
+        f"{[round(r, 1) for r in rates['A']]}"
+    )
+    print(
+        f"B {args.b}: median {b:.1f} req/s, {b_cpu:.1f} µs CPU per request  "
+        f"{[round(r, 1) for r in rates['B']]}"
+    )
+    print(
+        f"B / A = {b / a:.3f} in req/s, {a_cpu / b_cpu:.3f} in CPU per request  "
+        f"({args.workload}, {args.connections} connections, "
         f"{args.rounds} x {args.duration} s each, {generator.name}, {pinning.describe()})"
     )
     return 0

@@ -8,8 +8,10 @@ shared machine the noise drifts between them by more than the forms differ. Here
 service (pinned to one core, the load generator on the other) serves the MobileNetV2
 workload while the forms take turns, ``rounds`` times: ``{"b64"}`` in JSON, the JPEG
 itself as the body (``Content-Type: image/jpeg``) and the Open Inference Protocol's
-BYTES input with the binary extension. Prints each round's req/s, the medians, and each
-form's median over b64's, with the spread of the per-round ratios.
+BYTES input with the binary extension. Prints each round's req/s, the medians, each
+form's median over b64's with the spread of the per-round ratios, and the server's CPU
+time per request (its process tree's, from ``/proc``): on a machine shared with other
+work, req/s moves with what the neighbours take, CPU per request much less.
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ready_timeout=60.0,
         )
         rates: dict[str, list[float]] = {form: [] for form in forms}
+        cpu: dict[str, list[float]] = {form: [] for form in forms}  # µs per request
         try:
             for form, (path, body, headers) in forms.items():  # each answers, and is warm
                 problem = check_answer(server.url + path, body, headers)
@@ -87,22 +90,31 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for form, (path, body, headers) in forms.items():
                     url = server.url + path
                     wait_idle(url, body, headers)
+                    before = server.cpu_seconds()
                     result = generator.run(
                         url, body, args.connections, args.duration, pinning.loadgen, headers
                     )
+                    used = server.cpu_seconds() - before
                     if result.errors:
                         raise SystemExit(f"{form}: {result.errors} errors")
                     rates[form].append(result.requests_per_s)
-                    say(f"round {round_}: {form:10} {result.requests_per_s:8.1f} req/s")
+                    cpu[form].append(used / max(result.requests, 1) * 1e6)
+                    say(
+                        f"round {round_}: {form:10} {result.requests_per_s:8.1f} req/s, "
+                        f"{cpu[form][-1]:7.1f} µs CPU per request"
+                    )
         finally:
             server.stop()
     b64 = statistics.median(rates["b64"])
+    b64_cpu = statistics.median(cpu["b64"])
     for form, values in rates.items():
         ratios = [v / b for v, b in zip(values, rates["b64"], strict=True)]
+        used = statistics.median(cpu[form])
         print(
             f"{form:10} median {statistics.median(values):8.1f} req/s  "
             f"/ b64: {statistics.median(values) / b64:.3f} "
-            f"(per round {min(ratios):.3f}..{max(ratios):.3f})  {[round(v) for v in values]}"
+            f"(per round {min(ratios):.3f}..{max(ratios):.3f})  {[round(v) for v in values]}; "
+            f"CPU per request {used:.0f} µs, b64 / {form}: {b64_cpu / used:.3f}"
         )
     print(
         f"{args.rounds} rounds x {args.duration} s per form, {args.connections} connections, "

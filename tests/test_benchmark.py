@@ -252,11 +252,44 @@ def test_the_ab_script_compares_two_revisions() -> None:
     output = script(
         "benchmarks/ab.py", "HEAD", "HEAD", "--rounds", "1", "--duration", "1", "--quick"
     )
+    check_ab_output(output)
+
+
+def check_ab_output(output: str) -> None:
+    """Two median lines (req/s, µs CPU per request) and their ratios, consistent."""
     lines = output.splitlines()
     medians = [float(line.split("median ")[1].split()[0]) for line in lines[:2]]
+    cpu = [float(line.split("req/s, ")[1].split()[0]) for line in lines[:2]]
     assert all(m > 0 for m in medians)
+    assert all(0 < c < 1e6 for c in cpu)
     ratio = float(lines[2].split("B / A = ")[1].split()[0])
     assert math.isclose(ratio, medians[1] / medians[0], rel_tol=0.002)
+    cpu_ratio = float(lines[2].split("in req/s, ")[1].split()[0])
+    assert math.isclose(cpu_ratio, cpu[0] / cpu[1], rel_tol=0.002)
+
+
+def test_the_ab_script_measures_the_fastapi_floor_against_the_service() -> None:
+    """``ab.py floor HEAD``: the headline ratio of ``run.py``, in turns."""
+    output = script(
+        "benchmarks/ab.py", "floor", "HEAD", "--rounds", "1", "--duration", "1", "--quick"
+    )
+    assert output.splitlines()[0].startswith("A floor: median ")
+    check_ab_output(output)
+
+
+@pytest.mark.benchmark
+@pytest.mark.timeout(600)
+def test_the_forms_script_compares_image_bodies_on_one_service() -> None:
+    """``benchmarks/forms.py``: b64, raw and V2 binary, in turns, each against b64."""
+    output = script("benchmarks/forms.py", "--rounds", "1", "--duration", "1")
+    lines = output.splitlines()
+    assert [line.split()[0] for line in lines[:3]] == ["b64", "raw", "v2-binary"]
+    rates = [float(line.split("median ")[1].split()[0]) for line in lines[:3]]
+    assert all(rate > 0 for rate in rates)
+    for line, rate in zip(lines[:3], rates, strict=True):
+        ratio = float(line.split("/ b64: ")[1].split()[0])
+        assert math.isclose(ratio, rate / rates[0], rel_tol=0.002)
+        assert "µs, b64 / " in line
 
 
 @pytest.mark.benchmark
