@@ -9,8 +9,8 @@ from there exactly as ``run.py`` serves the service (``python -m service``, this
 checkout's Python environment), pinned to one core with the load generator on the
 other. The two take turns, ``rounds`` times: on a shared machine the noise drifts, and
 alternating spreads it over both. Prints each round's req/s and the server's CPU time per
-request (its process tree's, from ``/proc``: much less moved by what other work takes
-from the machine than req/s), the medians, and B / A for both.
+request (its process tree's, from ``/proc``), the medians, B / A for both, and the median
+of the per-round B / A (paired: a round's two turns are seconds apart).
 ``floor`` instead of a revision is ``baselines/fastapi_floor.py`` (1-row workload only):
 the headline ratio of ``run.py``, measured in turns rather than once each.
 """
@@ -147,7 +147,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{[round(r, 1) for r in rates['B']]}"
     )
     print(
-        f"B / A = {b / a:.3f} in req/s, {a_cpu / b_cpu:.3f} in CPU per request  "
+        f"B / A = {b / a:.3f} in req/s, {a_cpu / b_cpu:.3f} in CPU per request, "
+        f"{statistics.median(x / y for x, y in zip(rates['B'], rates['A'], strict=True)):.3f} "
+        "paired  "
         f"({args.workload}, {args.connections} connections, "
         f"{args.rounds} x {args.duration} s each, {generator.name}, {pinning.describe()})"
     )

@@ -9,9 +9,11 @@ service (pinned to one core, the load generator on the other) serves the MobileN
 workload while the forms take turns, ``rounds`` times: ``{"b64"}`` in JSON, the JPEG
 itself as the body (``Content-Type: image/jpeg``) and the Open Inference Protocol's
 BYTES input with the binary extension. Prints each round's req/s, the medians, each
-form's median over b64's with the spread of the per-round ratios, and the server's CPU
-time per request (its process tree's, from ``/proc``): on a machine shared with other
-work, req/s moves with what the neighbours take, CPU per request much less.
+form's median over b64's, the median of its per-round ratios to b64 (paired: the turns
+of one round are seconds apart, so they share the machine's state), and the server's
+CPU time per request (its process tree's, from ``/proc``). CPU per request separates
+"the server got less of its core" (req/s drops, CPU per request does not) from "the core
+itself ran slower" (shared caches and memory: both move).
 """
 
 from __future__ import annotations
@@ -113,7 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"{form:10} median {statistics.median(values):8.1f} req/s  "
             f"/ b64: {statistics.median(values) / b64:.3f} "
-            f"(per round {min(ratios):.3f}..{max(ratios):.3f})  {[round(v) for v in values]}; "
+            f"(paired: median {statistics.median(ratios):.3f}, "
+            f"{min(ratios):.3f}..{max(ratios):.3f})  {[round(v) for v in values]}; "
             f"CPU per request {used:.0f} µs, b64 / {form}: {b64_cpu / used:.3f}"
         )
     print(

@@ -266,6 +266,8 @@ def check_ab_output(output: str) -> None:
     assert math.isclose(ratio, medians[1] / medians[0], rel_tol=0.002)
     cpu_ratio = float(lines[2].split("in req/s, ")[1].split()[0])
     assert math.isclose(cpu_ratio, cpu[0] / cpu[1], rel_tol=0.002)
+    paired = float(lines[2].split("CPU per request, ")[1].split()[0])
+    assert math.isclose(paired, ratio, rel_tol=0.002)  # one round: the same ratio
 
 
 def test_the_ab_script_measures_the_fastapi_floor_against_the_service() -> None:
@@ -289,6 +291,8 @@ def test_the_forms_script_compares_image_bodies_on_one_service() -> None:
     for line, rate in zip(lines[:3], rates, strict=True):
         ratio = float(line.split("/ b64: ")[1].split()[0])
         assert math.isclose(ratio, rate / rates[0], rel_tol=0.002)
+        paired = float(line.split("paired: median ")[1].split(",")[0])
+        assert math.isclose(paired, ratio, rel_tol=0.002)  # one round: the same ratio
         assert "µs, b64 / " in line
 
 
