@@ -237,7 +237,7 @@ def default_model_name() -> str:
     """The model name ``python -m model_training`` writes by default (its --help says)."""
     result = run([sys.executable, "-m", "model_training", "--help"])
     assert result.returncode == 0, report(result)
-    match = re.search(r"--name NAME\s+model name \(default: ([\w.-]+)\)", result.stdout)
+    match = re.search(r"--name NAME\s+model name \(default: ([\w.-]+)[;)]", result.stdout)
     assert match, result.stdout
     return match.group(1)
 
