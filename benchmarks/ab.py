@@ -3,6 +3,7 @@
     python benchmarks/ab.py HEAD~1 HEAD            # 3 rounds of 4 s at 16 connections
     python benchmarks/ab.py main my-branch --rounds 5 --workload 10k --connections 1
     python benchmarks/ab.py floor HEAD --rounds 7  # the FastAPI floor against the service
+    python benchmarks/ab.py HEAD HEAD --env-b SERVICE_BATCHING=on   # one setting against another
 
 Each revision is exported with ``git archive`` into a temporary directory and served
 from there exactly as ``run.py`` serves the service (``python -m service``, this
@@ -12,7 +13,9 @@ alternating spreads it over both. Prints each round's req/s and the server's CPU
 request (its process tree's, from ``/proc``), the medians, B / A for both, and the median
 of the per-round B / A (paired: a round's two turns are seconds apart).
 ``floor`` instead of a revision is ``baselines/fastapi_floor.py`` (1-row workload only):
-the headline ratio of ``run.py``, measured in turns rather than once each.
+the headline ratio of ``run.py``, measured in turns rather than once each. ``--env-a`` and
+``--env-b`` give one side's server extra environment (``SERVICE_*`` settings), so two
+settings of the same revision can take turns too.
 """
 
 from __future__ import annotations
@@ -44,7 +47,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--connections", type=int, default=16, help="default 16")
     p.add_argument("--workload", choices=["1row", "10k"], default="1row", help="default 1row")
     p.add_argument("--quick", action="store_true", help="train the model for 3 epochs only")
+    for side in ("a", "b"):
+        p.add_argument(
+            f"--env-{side}",
+            action="append",
+            default=[],
+            type=setting,
+            metavar="KEY=VALUE",
+            help=f"environment for {side.upper()}'s server (repeatable)",
+        )
     return p.parse_args(argv)
+
+
+def setting(text: str) -> tuple[str, str]:
+    """``KEY=VALUE`` from the command line."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, received {text!r}")
+    return key, value
 
 
 def export(revision: str, directory: Path) -> Path:
@@ -64,6 +84,12 @@ def export(revision: str, directory: Path) -> Path:
 FLOOR = "floor"
 
 
+def label(args: argparse.Namespace, name: str) -> str:
+    """Side ``name``'s revision and extra environment, as the output shows it."""
+    side = name.lower()
+    return " ".join([getattr(args, side), *(f"{k}={v}" for k, v in getattr(args, f"env_{side}"))])
+
+
 def turn(
     tree: Path | None,
     version_dir: Path,
@@ -72,6 +98,7 @@ def turn(
     pinning: machine.Pinning,
     args: argparse.Namespace,
     log: Path,
+    extra: dict[str, str],
 ) -> tuple[float, float]:
     """Start the service from ``tree`` (the FastAPI floor when ``None``), warm it up,
     measure once, stop it: req/s and µs of server CPU per request."""
@@ -84,7 +111,7 @@ def turn(
     server = ServerProcess.start(
         argv,
         port=port,
-        env=plan.server_env(pythonpath=tree) if tree else plan.server_env(),
+        env=plan.server_env(extra, pythonpath=tree) if tree else plan.server_env(extra),
         cwd=tree or plan.ROOT,
         log=log,
         cpus=pinning.server,
@@ -129,21 +156,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         for round_ in range(1, args.rounds + 1):
             for name, tree in trees.items():
                 log = workdir / f"{name}-{round_}.log"
-                rate, used = turn(tree, version_dir, body, generator, pinning, args, log)
+                extra = dict(getattr(args, f"env_{name.lower()}"))
+                rate, used = turn(tree, version_dir, body, generator, pinning, args, log, extra)
                 rates[name].append(rate)
                 cpu[name].append(used)
                 say(
-                    f"round {round_}: {name} ({getattr(args, name.lower())}) {rate:9.1f} req/s, "
+                    f"round {round_}: {name} ({label(args, name)}) {rate:9.1f} req/s, "
                     f"{used:7.1f} µs CPU per request"
                 )
     a, b = statistics.median(rates["A"]), statistics.median(rates["B"])
     a_cpu, b_cpu = statistics.median(cpu["A"]), statistics.median(cpu["B"])
     print(
-        f"A {args.a}: median {a:.1f} req/s, {a_cpu:.1f} µs CPU per request  "
+        f"A {label(args, 'A')}: median {a:.1f} req/s, {a_cpu:.1f} µs CPU per request  "
         f"{[round(r, 1) for r in rates['A']]}"
     )
     print(
-        f"B {args.b}: median {b:.1f} req/s, {b_cpu:.1f} µs CPU per request  "
+        f"B {label(args, 'B')}: median {b:.1f} req/s, {b_cpu:.1f} µs CPU per request  "
         f"{[round(r, 1) for r in rates['B']]}"
     )
     print(

@@ -24,7 +24,6 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,14 +34,16 @@ from pathlib import Path
 from types import FrameType
 
 import httpx
-from harness import image_plan, loadgen, machine, plan, report
+from harness import image_plan, loadgen, machine, plan, report, turns
 from harness.peers import image_peer_specs, peer_specs
-from harness.processes import ServerFailed, ServerProcess
+from harness.processes import ServerFailed, ServerProcess, free_port
 
 DEFAULT_OUT = plan.ROOT / "benchmarks" / "results"
 #: Warm-up load: enough to exercise batching, without leaving slow servers a long backlog.
 WARMUP_CONNECTIONS = 16
 IDLE_TIMEOUT_S = 60.0
+#: Seconds per turn at most: short turns keep a round's contenders close in time.
+TURN_S = 4
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -82,6 +83,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--duration", type=int, help="seconds per point (default 8, quick 1)")
     p.add_argument("--warmup", type=int, help="warm-up seconds per server and workload (2/1)")
     p.add_argument("--no-pin", action="store_true", help="do not pin servers/load to cores")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        help="rounds of the ratios measured in turns, at 16 connections, up to 4 s per turn "
+        "(default 7, quick 2; 0: none)",
+    )
     return p.parse_args(argv)
 
 
@@ -94,13 +101,6 @@ class Bench:
     duration_s: int
     warmup_s: int
     workdir: Path
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def say(message: str) -> None:
@@ -350,6 +350,35 @@ def prepare_image(args: argparse.Namespace, workdir: Path) -> Prepared:
     return Prepared(specs, description)
 
 
+def measure_turns(
+    suite: report.Suite, specs: Sequence[plan.ServerSpec], bench: Bench, rounds: int
+) -> turns.Turns | None:
+    """The suite's contenders at 16 connections, in turns (None when there are none)."""
+    contenders = []
+    for label, key, workload in suite.turns:
+        spec = next((s for s in specs if s.key == key), None)
+        load = (
+            next((ld for ld in spec.loads if ld.workload.key == workload), None) if spec else None
+        )
+        if spec is None or load is None:
+            return None  # this plan (--quick) does not run it
+        contenders.append(turns.Contender(label, spec, load))
+    if rounds <= 0 or not contenders:
+        return None
+    say(f"measuring {', '.join(c.label for c in contenders)} in turns, {rounds} rounds")
+    return turns.take_turns(
+        contenders,
+        rounds=rounds,
+        duration_s=min(bench.duration_s, TURN_S),
+        connections=16,
+        generator=bench.generator,
+        pinning=bench.pinning,
+        workdir=bench.workdir,
+        say=say,
+        check=check_answer,
+    )
+
+
 def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
@@ -381,6 +410,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         machine.pin(os.getpid(), pinning.loadgen)  # the harness stays off the servers' core
         bench = Bench(generator, pinning, duration, warmup, workdir)
         rows = [row for spec in prepared.specs for row in measure(spec, bench)]
+        rounds = args.rounds if args.rounds is not None else (2 if args.quick else 7)
+        in_turns = measure_turns(suite, prepared.specs, bench, rounds)
         run_notes = [*setup_log, *notes(bench, args.quick, rows, args.model)]
     report.add_ratios(rows, suite.ratios)
     result = report.Report(
@@ -403,8 +434,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         notes=run_notes,
         rows=rows,
         model=args.model,
+        turns=in_turns,
     )
-    result.targets = suite.targets(rows)
+    result.targets = suite.targets(rows, in_turns)
     text = report.markdown(result)
     (out / "results.md").write_text(text)
     (out / "results.json").write_text(json.dumps(report.as_json(result), indent=2) + "\n")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
 import struct
 import subprocess
 import sys
@@ -279,21 +280,55 @@ def test_the_ab_script_measures_the_fastapi_floor_against_the_service() -> None:
     check_ab_output(output)
 
 
+def check_turns(text: str, turns: dict[str, Any], labels: list[str], rounds: int) -> None:
+    """The "in turns" table matches the JSON's rounds: medians and paired ratios recomputed."""
+    table = markdown_table(text, "contender")
+    assert [row["contender"] for row in table] == labels == turns["labels"]
+    assert turns["unavailable"] is None
+    reference = turns["rates"][labels[0]]
+    for row in table:
+        rates, cpu = turns["rates"][row["contender"]], turns["cpu_us"][row["contender"]]
+        assert len(rates) == len(cpu) == rounds
+        assert all(rate > 0 for rate in rates)
+        assert all(0 < c < 1e6 for c in cpu)
+        assert math.isclose(number(row["median req/s"]), statistics.median(rates), rel_tol=0.01)
+        paired = statistics.median(r / b for r, b in zip(rates, reference, strict=True))
+        assert math.isclose(number(row["paired ratio (median)"]), paired, rel_tol=0.01)
+        cpu_ratio = statistics.median(turns["cpu_us"][labels[0]]) / statistics.median(cpu)
+        assert math.isclose(number(row["ratio in CPU/request"]), cpu_ratio, rel_tol=0.01)
+
+
+@pytest.mark.benchmark
+@pytest.mark.timeout(420)
+def test_quick_benchmark_measures_the_floor_and_the_service_in_turns(
+    run: tuple[Path, str],
+) -> None:
+    out, stdout = run
+    data = json.loads((out / "results.json").read_text())
+    check_turns(stdout, data["turns"], ["FastAPI floor", "service"], rounds=2)
+    headline = data["targets"][0]
+    assert headline["name"] == "/predict 1 row @16 conns: service / FastAPI floor (req/s)"
+    rates = data["turns"]["rates"]
+    paired = statistics.median(
+        s / f for s, f in zip(rates["service"], rates["FastAPI floor"], strict=True)
+    )
+    assert math.isclose(headline["measured"], paired, rel_tol=1e-9)
+    assert headline["note"].startswith("in turns: median of 2 paired rounds")
+
+
 @pytest.mark.benchmark
 @pytest.mark.timeout(600)
 def test_the_forms_script_compares_image_bodies_on_one_service() -> None:
-    """``benchmarks/forms.py``: b64, raw and V2 binary, in turns, each against b64."""
+    """``benchmarks/forms.py``: b64, raw and V2 binary in turns, each against b64."""
     output = script("benchmarks/forms.py", "--rounds", "1", "--duration", "1")
-    lines = output.splitlines()
-    assert [line.split()[0] for line in lines[:3]] == ["b64", "raw", "v2-binary"]
-    rates = [float(line.split("median ")[1].split()[0]) for line in lines[:3]]
-    assert all(rate > 0 for rate in rates)
-    for line, rate in zip(lines[:3], rates, strict=True):
-        ratio = float(line.split("/ b64: ")[1].split()[0])
-        assert math.isclose(ratio, rate / rates[0], rel_tol=0.002)
-        paired = float(line.split("paired: median ")[1].split(",")[0])
-        assert math.isclose(paired, ratio, rel_tol=0.002)  # one round: the same ratio
-        assert "µs, b64 / " in line
+    table = markdown_table(output, "contender")
+    assert [row["contender"] for row in table] == ["{b64}", "raw image/jpeg", "V2 BYTES binary"]
+    base = number(table[0]["median req/s"])
+    for row in table:
+        ratio = number(row["median req/s"]) / base
+        # One round: the paired median is that round's ratio (the medians are rounded).
+        assert math.isclose(number(row["paired ratio (median)"]), ratio, rel_tol=0.02)
+        assert number(row["server CPU µs/request"]) > 0
 
 
 @pytest.mark.benchmark
@@ -324,6 +359,16 @@ def test_quick_image_benchmark_lists_every_target(image_run: tuple[Path, str]) -
         "{b64} JPEG @16 conns: service / best peer, batching on (req/s)",
         "start to ready: fastest peer / service",
     ]
+    labels = ["{b64}", "raw image/jpeg", "V2 BYTES binary"]
+    check_turns(stdout, data["turns"], labels, rounds=2)
+    for name, label in (
+        ("raw image/jpeg body @16 conns: service / {b64} (req/s)", labels[1]),
+        ("V2 BYTES binary @16 conns: service / {b64} (req/s)", labels[2]),
+    ):
+        target = next(t for t in data["targets"] if t["name"] == name)
+        rates = data["turns"]["rates"]
+        ratios = [r / b for r, b in zip(rates[label], rates[labels[0]], strict=True)]
+        assert math.isclose(target["measured"], statistics.median(ratios), rel_tol=1e-9)
 
 
 @pytest.mark.benchmark

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 import platform
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 from harness.image_plan import B64, ImageBodies
 from harness.plan import CONNECTIONS, ONE_ROW, ROOT, Bodies, Load, ServerSpec
+from harness.processes import free_port
 
 CACHE = ROOT / "benchmarks" / ".peers"
 CODE = ROOT / "benchmarks" / "peers"
@@ -38,13 +38,6 @@ IMAGE_BATCH = {"max_batch_size": 64, "max_wait_s": 0.002}
 
 class PeerUnavailable(Exception):
     """The peer's environment could not be built."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def ensure_venv(name: str) -> Path:

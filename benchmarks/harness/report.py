@@ -9,6 +9,7 @@ what its chart shows; the table's format is the same for all.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from harness.plan import (
     SERVICE_BATCHING_OFF,
     TF_FUNCTION,
 )
+from harness.turns import Turns
 
 #: Ratio columns: (JSON field, column title, baseline spec key).
 Ratios = tuple[tuple[str, str, str], ...]
@@ -60,6 +62,10 @@ BASE_COLUMNS = (
 )
 COLUMNS = (*BASE_COLUMNS, *(title for _, title, _ in RATIOS))
 NA = "n/a"
+#: Contender labels of the turns (``Suite.turns``) that targets read.
+SERVICE_LABEL = "service"
+RAW_LABEL = "raw image/jpeg"
+V2_LABEL = "V2 BYTES binary"
 
 
 @dataclass
@@ -125,6 +131,7 @@ class Report:
     rows: list[Row]
     targets: list[Target] = field(default_factory=list)
     model: str = "blobs"  # which Suite: "blobs" (tabular) or "mobilenet" (image)
+    turns: Turns | None = None  # the suite's contenders measured in turns
 
 
 def find(rows: Sequence[Row], key: str, workload: str, connections: int) -> Row | None:
@@ -168,12 +175,31 @@ def _goal(
     return Target(name, value, unit, f"{sign} {shown}", passed, note)
 
 
+def _in_turns(
+    name: str, turns: Turns | None, label: str, single: float | None, goal: float
+) -> Target:
+    """A ratio target decided by the turns when they were measured, else by single points."""
+    paired = turns.paired(label) if turns is not None else None
+    if paired is None:
+        return _goal(name, single, goal, note="one point each (no turns measured)")
+    assert turns is not None
+    spread = turns.ratios(label)
+    cpu = turns.cpu_ratio(label)
+    return _goal(
+        name,
+        paired,
+        goal,
+        note=f"{turns.describe()} (per round {min(spread):.2f}x to {max(spread):.2f}x; "
+        f"in server CPU per request {fmt(cpu, 'ratio')}); one point each: {fmt(single, 'ratio')}",
+    )
+
+
 def _info(name: str, value: float | None, *, unit: str = "x", note: str = "") -> Target:
     """A figure to report, with no goal."""
     return Target(name, value, unit, "(reported)", None, note, informational=True)
 
 
-def targets(rows: Sequence[Row]) -> list[Target]:
+def targets(rows: Sequence[Row], turns: Turns | None = None) -> list[Target]:
     """The issue's targets, as ratios within this run."""
 
     def rate(key: str, workload: str, conns: int) -> float | None:
@@ -194,8 +220,10 @@ def targets(rows: Sequence[Row]) -> list[Target]:
     keras_on_1 = field_of(KERAS_ON, one, 1, lambda r: r.p50_ms)
     keras_off_1 = field_of(KERAS_OFF, one, 1, lambda r: r.p50_ms)
     found = [
-        _goal(
+        _in_turns(
             "/predict 1 row @16 conns: service / FastAPI floor (req/s)",
+            turns,
+            SERVICE_LABEL,
             _ratio(service16, rate(FASTAPI, one, 16)),
             1.2,
         ),
@@ -272,7 +300,7 @@ def _workers_note(single: Row | None, double: Row | None) -> str:
     )
 
 
-def image_targets(rows: Sequence[Row]) -> list[Target]:
+def image_targets(rows: Sequence[Row], turns: Turns | None = None) -> list[Target]:
     """Issue 16's targets for the image workload, as ratios within this run."""
 
     def rate(key: str, workload: str, conns: int) -> float | None:
@@ -325,13 +353,17 @@ def image_targets(rows: Sequence[Row]) -> list[Target]:
             unit="errors",
             at_most=True,
         ),
-        _goal(
+        _in_turns(
             "raw image/jpeg body @16 conns: service / {b64} (req/s)",
+            turns,
+            RAW_LABEL,
             _ratio(rate(SERVICE, raw, 16), service16),
             1.0,
         ),
-        _goal(
+        _in_turns(
             "V2 BYTES binary @16 conns: service / {b64} (req/s)",
+            turns,
+            V2_LABEL,
             _ratio(rate(SERVICE, v2, 16), service16),
             1.0,
         ),
@@ -397,9 +429,12 @@ class Suite:
 
     key: str
     ratios: Ratios
-    targets: Callable[[Sequence[Row]], list[Target]]
+    targets: Callable[[Sequence[Row], Turns | None], list[Target]]
     chart_workloads: tuple[str, ...]  # the rows drawn: these workloads at 16 connections
     chart_title: str
+    #: What is measured in turns at 16 connections: (label, server key, workload key),
+    #: the first the reference of every ratio.
+    turns: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -409,7 +444,12 @@ class Suite:
 
 SUITES = {
     "blobs": Suite(
-        "blobs", RATIOS, targets, (ONE_ROW.key,), "POST /predict, 1 row, 16 connections"
+        "blobs",
+        RATIOS,
+        targets,
+        (ONE_ROW.key,),
+        "POST /predict, 1 row, 16 connections",
+        (("FastAPI floor", FASTAPI, ONE_ROW.key), (SERVICE_LABEL, SERVICE, ONE_ROW.key)),
     ),
     "mobilenet": Suite(
         "mobilenet",
@@ -417,6 +457,11 @@ SUITES = {
         image_targets,
         tuple(w.key for w in image_plan.WORKLOADS_SHOWN),
         "MobileNetV2 (96x96x3), 1 image per request, 16 connections",
+        (
+            ("{b64}", SERVICE, image_plan.B64.key),
+            (RAW_LABEL, SERVICE, image_plan.RAW.key),
+            (V2_LABEL, SERVICE, image_plan.V2_BYTES.key),
+        ),
     ),
 }
 
@@ -496,6 +541,8 @@ def markdown(report: Report) -> str:
             ],
         ),
     ]
+    if report.turns is not None:
+        lines += ["", *turns_section(report.turns)]
     unavailable = [row for row in report.rows if row.unavailable is not None]
     notes = [
         *report.notes,
@@ -504,6 +551,40 @@ def markdown(report: Report) -> str:
     if notes:
         lines += ["", "Notes:", "", *(f"- {note}" for note in notes)]
     return "\n".join(lines) + "\n"
+
+
+def turns_section(turns: Turns) -> list[str]:
+    """The contenders measured in turns: medians, paired ratios, CPU per request."""
+    title = (
+        f"### Measured in turns ({turns.rounds} rounds of {turns.duration_s} s at "
+        f"{turns.connections} connections, contenders alternating; ratios to {turns.reference})"
+    )
+    if turns.unavailable is not None:
+        return [title, "", f"Not measured: {turns.unavailable}"]
+    body = []
+    for label in turns.labels:
+        rates, ratios = turns.rates[label], turns.ratios(label)
+        body.append(
+            [
+                label,
+                fmt(statistics.median(rates)),
+                fmt(turns.paired(label), "ratio"),
+                f"{fmt(min(ratios), 'ratio')} to {fmt(max(ratios), 'ratio')}" if ratios else NA,
+                fmt(statistics.median(turns.cpu_us[label])),
+                fmt(turns.cpu_ratio(label), "ratio"),
+                ", ".join(fmt(r) for r in rates),
+            ]
+        )
+    header = (
+        "contender",
+        "median req/s",
+        "paired ratio (median)",
+        "per-round ratios",
+        "server CPU µs/request",
+        "ratio in CPU/request",
+        "req/s by round",
+    )
+    return [title, "", *_table(header, body)]
 
 
 def as_json(report: Report) -> dict[str, Any]:

@@ -1,0 +1,151 @@
+"""Contenders measured in turns: the ratios a target rests on, with the noise spread over both.
+
+On a shared machine, back-to-back points drift by more than some targets' margins
+(10-15 % here, against a 1.2x goal or a "forms at least as fast" goal of a few per
+cent). So the ratios that decide such targets are also measured in turns: every
+contender's server is started once (all pinned to the server core; an idle server
+costs nothing), then each round puts the same load on each contender in order, a few
+seconds apart. A round's contenders share the machine's state, so the median of the
+per-round ratios (paired) is far steadier than a ratio of two single points. The
+server's CPU time per request (its process tree's, from ``/proc``) is kept too: it
+tells "the server got less of its core" (req/s drops, CPU per request does not)
+from "the core ran slower" (both move).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness import loadgen, machine, plan
+from harness.processes import ServerFailed, ServerProcess, free_port
+
+
+@dataclass(frozen=True)
+class Contender:
+    """One side of a comparison: a label, the server it runs on and the load it gets."""
+
+    label: str
+    spec: plan.ServerSpec
+    load: plan.Load
+
+
+@dataclass
+class Turns:
+    """Each contender's req/s and server CPU µs per request, round by round."""
+
+    reference: str  # the label every ratio is taken against
+    labels: list[str]
+    rounds: int
+    duration_s: int
+    connections: int
+    rates: dict[str, list[float]] = field(default_factory=dict)
+    cpu_us: dict[str, list[float]] = field(default_factory=dict)
+    unavailable: str | None = None  # why the turns could not be measured
+
+    def ratios(self, label: str) -> list[float]:
+        """``label``'s req/s over the reference's, one per round."""
+        return [
+            value / base
+            for value, base in zip(self.rates[label], self.rates[self.reference], strict=True)
+            if base > 0
+        ]
+
+    def paired(self, label: str) -> float | None:
+        """The median of the per-round ratios to the reference (None if not measured)."""
+        found = self.ratios(label) if self.unavailable is None and label in self.rates else []
+        return statistics.median(found) if found else None
+
+    def cpu_ratio(self, label: str) -> float | None:
+        """The reference's median CPU per request over ``label``'s (above 1: cheaper)."""
+        if self.unavailable is not None or not self.cpu_us.get(label):
+            return None
+        own = statistics.median(self.cpu_us[label])
+        return statistics.median(self.cpu_us[self.reference]) / own if own > 0 else None
+
+    def describe(self) -> str:
+        """How the turns were taken, for a target's note."""
+        return f"in turns: median of {self.rounds} paired rounds of {self.duration_s} s"
+
+
+def take_turns(
+    contenders: Sequence[Contender],
+    *,
+    rounds: int,
+    duration_s: int,
+    connections: int,
+    generator: loadgen.LoadGenerator,
+    pinning: machine.Pinning,
+    workdir: Path,
+    say: Callable[[str], None],
+    check: Callable[[str, Path, dict[str, str] | None], str | None],
+) -> Turns:
+    """Start each contender's server once, warm every load, then measure ``rounds`` rounds.
+
+    ``check`` answers one request (None when it was a 200), and is also used to wait
+    until a server has worked off the previous turn's backlog. The first contender is
+    the reference.
+    """
+    labels = [c.label for c in contenders]
+    turns = Turns(labels[0], labels, rounds, duration_s, connections)
+    turns.rates = {label: [] for label in labels}
+    turns.cpu_us = {label: [] for label in labels}
+    with contextlib.ExitStack() as stack:
+        servers: dict[str, ServerProcess] = {}
+        for contender in contenders:
+            spec = contender.spec
+            if spec.key in servers:
+                continue
+            if spec.unavailable is not None:
+                turns.unavailable = f"{spec.key}: {spec.unavailable}"
+                return turns
+            port = free_port()
+            try:
+                server = ServerProcess.start(
+                    spec.command(port),
+                    port=port,
+                    env=spec.environment(port),
+                    cwd=spec.cwd,
+                    log=workdir / f"turns-{spec.key}.log",
+                    cpus=pinning.server,
+                    ready_path=spec.ready_path,
+                    ready_timeout=spec.ready_timeout_s,
+                )
+            except ServerFailed as exc:
+                turns.unavailable = f"{spec.key} did not start: {exc}"
+                return turns
+            stack.callback(server.stop)
+            servers[spec.key] = server
+        for contender in contenders:  # each answers, and is warm
+            url = servers[contender.spec.key].url + contender.load.path
+            problem = check(url, contender.load.body, contender.load.headers)
+            if problem is not None:
+                turns.unavailable = f"{contender.label}: {problem}"
+                return turns
+            generator.run(
+                url, contender.load.body, connections, 1, pinning.loadgen, contender.load.headers
+            )
+        for round_ in range(1, rounds + 1):
+            for contender in contenders:
+                server = servers[contender.spec.key]
+                load = contender.load
+                url = server.url + load.path
+                check(url, load.body, load.headers)  # the previous turn's backlog is done
+                before = server.cpu_seconds()
+                result = generator.run(
+                    url, load.body, connections, duration_s, pinning.loadgen, load.headers
+                )
+                used = (server.cpu_seconds() - before) / max(result.requests, 1) * 1e6
+                if result.errors:
+                    turns.unavailable = f"{contender.label}: {result.errors} errors in a turn"
+                    return turns
+                turns.rates[contender.label].append(result.requests_per_s)
+                turns.cpu_us[contender.label].append(used)
+                say(
+                    f"turns, round {round_}: {contender.label:24} "
+                    f"{result.requests_per_s:9.1f} req/s, {used:7.1f} µs CPU per request"
+                )
+    return turns
