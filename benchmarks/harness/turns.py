@@ -46,25 +46,36 @@ class Turns:
     cpu_us: dict[str, list[float]] = field(default_factory=dict)
     unavailable: str | None = None  # why the turns could not be measured
 
-    def ratios(self, label: str) -> list[float]:
-        """``label``'s req/s over the reference's, one per round."""
+    def ratios(self, label: str, over: str | None = None) -> list[float]:
+        """``label``'s req/s over ``over``'s (default: the reference's), one per round."""
+        base_label = over or self.reference
+        if self.unavailable is not None or {label, base_label} - set(self.rates):
+            return []
         return [
             value / base
-            for value, base in zip(self.rates[label], self.rates[self.reference], strict=True)
+            for value, base in zip(self.rates[label], self.rates[base_label], strict=True)
             if base > 0
         ]
 
-    def paired(self, label: str) -> float | None:
-        """The median of the per-round ratios to the reference (None if not measured)."""
-        found = self.ratios(label) if self.unavailable is None and label in self.rates else []
+    def paired(self, label: str, over: str | None = None) -> float | None:
+        """The median of the per-round ratios to ``over`` (default: the reference), or
+        None if either was not measured."""
+        found = self.ratios(label, over)
         return statistics.median(found) if found else None
 
-    def cpu_ratio(self, label: str) -> float | None:
-        """The reference's median CPU per request over ``label``'s (above 1: cheaper)."""
-        if self.unavailable is not None or not self.cpu_us.get(label):
+    def median(self, label: str) -> float | None:
+        """``label``'s median req/s (None if not measured)."""
+        found = self.rates.get(label) if self.unavailable is None else None
+        return statistics.median(found) if found else None
+
+    def cpu_ratio(self, label: str, over: str | None = None) -> float | None:
+        """``over``'s (default: the reference's) median CPU per request over ``label``'s
+        (above 1: ``label`` is cheaper)."""
+        base = self.cpu_us.get(over or self.reference)
+        if self.unavailable is not None or not self.cpu_us.get(label) or not base:
             return None
         own = statistics.median(self.cpu_us[label])
-        return statistics.median(self.cpu_us[self.reference]) / own if own > 0 else None
+        return statistics.median(base) / own if own > 0 else None
 
     def describe(self) -> str:
         """How the turns were taken, for a target's note."""
