@@ -360,6 +360,7 @@ def test_quick_image_benchmark_lists_every_target(image_run: tuple[Path, str]) -
         "start to ready: fastest peer / service",
     ]
     labels = ["{b64}", "raw image/jpeg", "V2 BYTES binary", "tf-function"]
+    labels += ["service-batching", "service-batching-nowait", "service-batching-off"]
     check_turns(stdout, data["turns"], labels, rounds=2)
     rates = data["turns"]["rates"]
     for name, label, over in (

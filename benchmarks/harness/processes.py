@@ -185,9 +185,30 @@ class ServerProcess:
         """VmRSS of the largest process below the server's own (a worker), in MB."""
         return max((rss_kib(p) for p in children(self.process.pid)), default=0) * 1024 / 1e6
 
+    def pause(self) -> None:
+        """SIGSTOP the server's process tree.
+
+        A paused server takes no CPU at all (some poll queues while idle), so it cannot
+        disturb another server being measured on the same core.
+        """
+        self._signal_tree(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT the server's process tree (after ``pause``)."""
+        self._signal_tree(signal.SIGCONT)
+
+    def _signal_tree(self, signum: int) -> None:
+        pid = self.process.pid
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signum)  # its own session: the group id is its pid
+        for member in children(pid):  # and any that left the group
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(member, signum)
+
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM the server, wait, then SIGKILL whatever is left of its session."""
         pid = self.process.pid
+        self.resume()  # a paused server would hold the SIGTERM until continued
         if self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 self.process.send_signal(signal.SIGTERM)

@@ -3,9 +3,10 @@
 On a shared machine, back-to-back points drift by more than some targets' margins
 (10-15 % here, against a 1.2x goal or a "forms at least as fast" goal of a few per
 cent). So the ratios that decide such targets are also measured in turns: every
-contender's server is started once (all pinned to the server core; an idle server
-costs nothing), then each round puts the same load on each contender in order, a few
-seconds apart. A round's contenders share the machine's state, so the median of the
+contender's server is started once (all pinned to the server core), then each round
+puts the same load on each contender in order, a few seconds apart. Every other server
+is paused (SIGSTOP) during a turn: some servers poll while idle, and would take CPU
+from the one measured. A round's contenders share the machine's state, so the median of the
 per-round ratios (paired) is far steadier than a ratio of two single points. The
 server's CPU time per request (its process tree's, from ``/proc``) is kept too: it
 tells "the server got less of its core" (req/s drops, CPU per request does not)
@@ -139,17 +140,21 @@ def take_turns(
             generator.run(
                 url, contender.load.body, connections, 1, pinning.loadgen, contender.load.headers
             )
+        for server in servers.values():
+            server.pause()
         for round_ in range(1, rounds + 1):
             for contender in contenders:
                 server = servers[contender.spec.key]
                 load = contender.load
                 url = server.url + load.path
+                server.resume()
                 check(url, load.body, load.headers)  # the previous turn's backlog is done
                 before = server.cpu_seconds()
                 result = generator.run(
                     url, load.body, connections, duration_s, pinning.loadgen, load.headers
                 )
                 used = (server.cpu_seconds() - before) / max(result.requests, 1) * 1e6
+                server.pause()
                 if result.errors:
                     turns.unavailable = f"{contender.label}: {result.errors} errors in a turn"
                     return turns
