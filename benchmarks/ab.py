@@ -31,8 +31,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from harness import loadgen, machine, plan
-from harness.processes import ServerProcess
-from run import free_port, say, wait_idle
+from harness.processes import ServerProcess, free_port
+from run import say, wait_idle
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -36,7 +36,7 @@ from types import FrameType
 import httpx
 from harness import image_plan, loadgen, machine, plan, report, turns
 from harness.peers import image_peer_specs, peer_specs
-from harness.processes import ServerFailed, ServerProcess, free_port
+from harness.processes import ServerFailed, ServerProcess
 
 DEFAULT_OUT = plan.ROOT / "benchmarks" / "results"
 #: Warm-up load: enough to exercise batching, without leaving slow servers a long backlog.
@@ -199,19 +199,11 @@ def measure(spec: plan.ServerSpec, bench: Bench) -> list[report.Row]:
     """Start one server, measure each of its loads, stop it."""
     if spec.unavailable is not None:
         return [report.Row(spec.key, spec.server, spec.config, unavailable=spec.unavailable)]
-    port = free_port()
     say(f"starting {spec.key}")
     try:
-        server = ServerProcess.start(
-            spec.command(port),
-            port=port,
-            env=spec.environment(port),
-            cwd=spec.cwd,
-            log=bench.workdir / f"{spec.key}.log",
-            cpus=bench.pinning.all if spec.all_cores else bench.pinning.server,
-            ready_path=spec.ready_path,
-            ready_timeout=spec.ready_timeout_s,
-            workers=spec.workers,
+        server = spec.start(
+            bench.workdir / f"{spec.key}.log",
+            bench.pinning.all if spec.all_cores else bench.pinning.server,
         )
     except ServerFailed as exc:
         say(f"{spec.key} did not start: {exc}\n{exc.log}")

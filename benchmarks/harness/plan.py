@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from harness.processes import ServerProcess, free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 BASELINES = ROOT / "benchmarks" / "baselines"
 CONNECTIONS = (1, 16, 64)
@@ -93,6 +95,21 @@ class ServerSpec:
         """``server_env()`` plus this spec's variables, with the port filled in."""
         extra = {name: value.replace("{port}", str(port)) for name, value in self.env.items()}
         return server_env(extra, self.pythonpath)
+
+    def start(self, log: Path, cpus: frozenset[int] | None) -> ServerProcess:
+        """This server on a free port, pinned to ``cpus``, once ready (raises ``ServerFailed``)."""
+        port = free_port()
+        return ServerProcess.start(
+            self.command(port),
+            port=port,
+            env=self.environment(port),
+            cwd=self.cwd,
+            log=log,
+            cpus=cpus,
+            ready_path=self.ready_path,
+            ready_timeout=self.ready_timeout_s,
+            workers=self.workers,
+        )
 
 
 @dataclass(frozen=True)

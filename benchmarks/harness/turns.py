@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import loadgen, machine, plan
-from harness.processes import ServerFailed, ServerProcess, free_port
+from harness.processes import ServerFailed, ServerProcess
 
 
 @dataclass(frozen=True)
@@ -114,18 +114,8 @@ def take_turns(
             if spec.unavailable is not None:
                 turns.unavailable = f"{spec.key}: {spec.unavailable}"
                 return turns
-            port = free_port()
             try:
-                server = ServerProcess.start(
-                    spec.command(port),
-                    port=port,
-                    env=spec.environment(port),
-                    cwd=spec.cwd,
-                    log=workdir / f"turns-{spec.key}.log",
-                    cpus=pinning.server,
-                    ready_path=spec.ready_path,
-                    ready_timeout=spec.ready_timeout_s,
-                )
+                server = spec.start(workdir / f"turns-{spec.key}.log", pinning.server)
             except ServerFailed as exc:
                 turns.unavailable = f"{spec.key} did not start: {exc}"
                 return turns
