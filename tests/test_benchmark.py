@@ -285,6 +285,10 @@ def check_turns(text: str, turns: dict[str, Any], labels: list[str], rounds: int
     table = markdown_table(text, "contender")
     assert [row["contender"] for row in table] == labels == turns["labels"]
     assert turns["unavailable"] is None
+    # Each round starts one contender later: none always goes first.
+    assert turns["orders"] == [
+        labels[i % len(labels) :] + labels[: i % len(labels)] for i in range(rounds)
+    ]
     reference = turns["rates"][labels[0]]
     for row in table:
         rates, cpu = turns["rates"][row["contender"]], turns["cpu_us"][row["contender"]]
@@ -294,6 +298,9 @@ def check_turns(text: str, turns: dict[str, Any], labels: list[str], rounds: int
         assert math.isclose(number(row["median req/s"]), statistics.median(rates), rel_tol=0.01)
         paired = statistics.median(r / b for r, b in zip(rates, reference, strict=True))
         assert close(number(row["paired ratio (median)"]), paired)
+        if row["contender"] != labels[0]:
+            wins = sum(r / b >= 1 for r, b in zip(rates, reference, strict=True))
+            assert row["rounds at or above the reference"] == f"{wins} of {rounds}"
         cpu_ratio = statistics.median(turns["cpu_us"][labels[0]]) / statistics.median(cpu)
         assert close(number(row["ratio in CPU/request"]), cpu_ratio)
 

@@ -1,13 +1,16 @@
 """Contenders measured in turns: the ratios a target rests on, with the noise spread over both.
 
 On a shared machine, back-to-back points drift by more than some targets' margins
-(10-15 % here, against a 1.2x goal or a "forms at least as fast" goal of a few per
+(10-40 % here, against a 1.2x goal or a "forms at least as fast" goal of a few per
 cent). So the ratios that decide such targets are also measured in turns: every
 contender's server is started once (all pinned to the server core), then each round
-puts the same load on each contender in order, a few seconds apart. Every other server
+puts the same load on each contender, a few seconds apart. Every other server
 is paused (SIGSTOP) during a turn: some servers poll while idle, and would take CPU
-from the one measured. A round's contenders share the machine's state, so the median of the
-per-round ratios (paired) is far steadier than a ratio of two single points. The
+from the one measured. Each round starts one contender later than the one before
+(round 1: A B C, round 2: B C A, ...), so no contender always goes first: a turn's
+place in its round (right after a resume, after another server's turn) weighs on each
+alike. A round's contenders share the machine's state, so the median of the per-round
+ratios (paired) is far steadier than a ratio of two single points. The
 server's CPU time per request (its process tree's, from ``/proc``) is kept too: it
 tells "the server got less of its core" (req/s drops, CPU per request does not)
 from "the core ran slower" (both move).
@@ -45,6 +48,7 @@ class Turns:
     connections: int
     rates: dict[str, list[float]] = field(default_factory=dict)
     cpu_us: dict[str, list[float]] = field(default_factory=dict)
+    orders: list[list[str]] = field(default_factory=list)  # each round's order of turns
     unavailable: str | None = None  # why the turns could not be measured
 
     def ratios(self, label: str, over: str | None = None) -> list[float]:
@@ -64,6 +68,10 @@ class Turns:
         found = self.ratios(label, over)
         return statistics.median(found) if found else None
 
+    def wins(self, label: str, over: str | None = None) -> int:
+        """In how many rounds ``label`` served at least as many req/s as ``over``."""
+        return sum(ratio >= 1 for ratio in self.ratios(label, over))
+
     def median(self, label: str) -> float | None:
         """``label``'s median req/s (None if not measured)."""
         found = self.rates.get(label) if self.unavailable is None else None
@@ -81,6 +89,12 @@ class Turns:
     def describe(self) -> str:
         """How the turns were taken, for a target's note."""
         return f"in turns: median of {self.rounds} paired rounds of {self.duration_s} s"
+
+
+def rotated(items: Sequence[Contender], start: int) -> list[Contender]:
+    """``items`` in order from ``start`` (modulo their number), wrapping around."""
+    cut = start % len(items) if items else 0
+    return [*items[cut:], *items[:cut]]
 
 
 def take_turns(
@@ -133,7 +147,9 @@ def take_turns(
         for server in servers.values():
             server.pause()
         for round_ in range(1, rounds + 1):
-            for contender in contenders:
+            order = rotated(contenders, round_ - 1)
+            turns.orders.append([c.label for c in order])
+            for contender in order:
                 server = servers[contender.spec.key]
                 load = contender.load
                 url = server.url + load.path
