@@ -40,6 +40,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def body_forms(version_dir: Path, bodies: image_plan.ImageBodies) -> list[turns.Contender]:
+    """The service with the image in each body form, ``{"b64"}`` first (as ``run.py`` has them)."""
+    specs = image_plan.build_plan(version_dir, bodies, quick=True)
+    service = next(spec for spec in specs if spec.key == SERVICE)
+    loads = {load.workload.key: load for load in service.loads}
+    return [
+        turns.Contender(label, service, loads[workload])
+        for label, key, workload in report.SUITES["mobilenet"].turns
+        if key == SERVICE  # the body forms; run.py also turns the other servers
+    ]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the comparison; returns the exit status."""
     args = parse_args(argv)
@@ -50,14 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         say("writing and exporting the MobileNetV2 model")
         version_dir = image_plan.build_model(workdir / "models", workdir / "model.log")
         bodies = image_plan.write_bodies(version_dir, workdir)
-        specs = image_plan.build_plan(version_dir, bodies, quick=True)
-        service = next(spec for spec in specs if spec.key == SERVICE)
-        loads = {load.workload.key: load for load in service.loads}
-        contenders = [
-            turns.Contender(label, service, loads[workload])
-            for label, key, workload in report.SUITES["mobilenet"].turns
-            if key == SERVICE  # the body forms; run.py also turns the other servers
-        ]
+        contenders = body_forms(version_dir, bodies)
         pinning = machine.plan_pinning()
         machine.pin(0, pinning.loadgen)  # the script stays off the server's core
         measured = turns.take_turns(

@@ -395,3 +395,19 @@ def test_breakdown_prints_every_step(image_model: Path) -> None:
     shares = [float(row["share"].removesuffix("%")) for row in rows if row["share"]]
     assert len(shares) == 6
     assert 97 <= sum(shares) <= 103  # rounded percentages of the request's steps
+
+
+@pytest.mark.benchmark
+@pytest.mark.timeout(900)
+def test_instructions_counts_each_body_form_under_callgrind(image_model: Path) -> None:
+    """``benchmarks/instructions.py``: each form's instructions per request, and its ratio."""
+    argv = ["--image-model", str(image_model), "--requests", "3", "--warmup", "1"]
+    stdout = script("benchmarks/instructions.py", *argv, timeout=900)
+    rows = markdown_table(stdout, "form")
+    assert [row["form"] for row in rows] == ["{b64}", "raw image/jpeg", "V2 BYTES binary"]
+    counts = [float(row["instructions per request"].replace(",", "")) for row in rows]
+    # The CNN's inference runs on the worker thread: counted, it is millions per request.
+    assert all(n > 1e6 for n in counts), counts
+    for row, n in zip(rows, counts, strict=True):
+        assert close(number(row["ratio to {b64}"]), n / counts[0])
+        assert abs(float(row["difference"].replace(",", "")) - (n - counts[0])) <= 1

@@ -223,26 +223,29 @@ class PythonLoad:
         )
 
 
-def install_wrk(log: list[str]) -> str | None:
-    """``apt-get install wrk`` (as root, or with passwordless sudo); its path, or None."""
+def install(program: str, log: list[str]) -> str | None:
+    """``apt-get install program`` (as root, or with passwordless sudo); its path, or None.
+
+    For the tools the benchmarks run (wrk, valgrind), whose Debian packages bear their names.
+    """
     apt = shutil.which("apt-get")
     if apt is None:
-        log.append("wrk is not installed and there is no apt-get to install it")
+        log.append(f"{program} is not installed and there is no apt-get to install it")
         return None
     if os.geteuid() == 0:
         prefix: list[str] = []
     elif shutil.which("sudo"):
         prefix = ["sudo", "-n"]
     else:
-        log.append("wrk is not installed and installing it needs root")
+        log.append(f"{program} is not installed and installing it needs root")
         return None
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     attempts = (
-        [[apt, "install", "-y", "-q", "wrk"]],
-        [[apt, "update", "-q"], [apt, "install", "-y", "-q", "wrk"]],
+        [[apt, "install", "-y", "-q", program]],
+        [[apt, "update", "-q"], [apt, "install", "-y", "-q", program]],
     )
     for steps in attempts:
-        print(f"benchmark: installing wrk: {' '.join(steps[-1])}", file=sys.stderr)
+        print(f"benchmark: installing {program}: {' '.join(steps[-1])}", file=sys.stderr)
         try:
             ok = all(
                 subprocess.run(
@@ -252,12 +255,12 @@ def install_wrk(log: list[str]) -> str | None:
                 for step in steps
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
-            log.append(f"installing wrk failed: {exc}")
+            log.append(f"installing {program} failed: {exc}")
             return None
-        if ok and (found := shutil.which("wrk")):
-            log.append("wrk was installed from the distribution by this run")
+        if ok and (found := shutil.which(program)):
+            log.append(f"{program} was installed from the distribution by this run")
             return found
-    log.append("wrk is not installed and apt-get could not install it")
+    log.append(f"{program} is not installed and apt-get could not install it")
     return None
 
 
@@ -265,7 +268,7 @@ def choose(kind: str, workdir: Path, log: list[str]) -> LoadGenerator:
     """The load generator for ``--loadgen``: ``auto`` is wrk (installed if missing), else Python."""
     if kind == "python":
         return PythonLoad()
-    found = shutil.which("wrk") or install_wrk(log)
+    found = shutil.which("wrk") or install("wrk", log)
     if found:
         return Wrk(found, workdir)
     if kind == "wrk":

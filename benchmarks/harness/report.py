@@ -560,7 +560,8 @@ def _cells(row: Row, ratios: Ratios = RATIOS) -> list[str]:
     ]
 
 
-def _table(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
+def table_lines(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
+    """A markdown table's lines (a "|" inside a cell becomes "/")."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(cell.replace("|", "/") for cell in cells) + " |" for cells in body]
     return lines
@@ -578,11 +579,11 @@ def markdown(report: Report) -> str:
         f"{machine['os']}, {machine['python']}; commit {machine['commit']}",
         *(f"- {name}: {value}" for name, value in report.setup.items()),
         "",
-        *_table(suite.columns, [_cells(row, suite.ratios) for row in report.rows]),
+        *table_lines(suite.columns, [_cells(row, suite.ratios) for row in report.rows]),
         "",
         "### Targets (informational: ratios within this run; nothing fails on a MISS)",
         "",
-        *_table(
+        *table_lines(
             ("target", "measured", "goal", "result", "note"),
             [
                 [
@@ -641,7 +642,7 @@ def turns_section(turns: Turns) -> list[str]:
         "ratio in CPU/request",
         "req/s by round",
     )
-    return [title, "", *_table(header, body)]
+    return [title, "", *table_lines(header, body)]
 
 
 def as_json(report: Report) -> dict[str, Any]:
