@@ -46,9 +46,10 @@ def body_forms(version_dir: Path, bodies: image_plan.ImageBodies) -> list[turns.
     service = next(spec for spec in specs if spec.key == SERVICE)
     loads = {load.workload.key: load for load in service.loads}
     return [
-        turns.Contender(label, service, loads[workload])
-        for label, key, workload in report.SUITES["mobilenet"].turns
-        if key == SERVICE  # the body forms; run.py also turns the other servers
+        turns.Contender(turn.label, service, loads[turn.workload])
+        for turn in report.SUITES["mobilenet"].turns
+        # the body forms; run.py also turns the other servers, and {b64} at 64 connections
+        if turn.key == SERVICE and turn.connections == 16
     ]
 
 

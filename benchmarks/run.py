@@ -345,20 +345,22 @@ def prepare_image(args: argparse.Namespace, workdir: Path) -> Prepared:
 def measure_turns(
     suite: report.Suite, specs: Sequence[plan.ServerSpec], bench: Bench, rounds: int
 ) -> turns.Turns | None:
-    """The suite's contenders at 16 connections, in turns (None when there are none).
+    """The suite's contenders, in turns (None when there are none).
 
     A contender whose server this run does not start (a peer without ``--peers``, one
     that failed to install) is left out; without the reference there are no turns.
     """
     contenders = []
-    for label, key, workload in suite.turns:
-        spec = next((s for s in specs if s.key == key), None)
+    for turn in suite.turns:
+        spec = next((s for s in specs if s.key == turn.key), None)
         load = (
-            next((ld for ld in spec.loads if ld.workload.key == workload), None) if spec else None
+            next((ld for ld in spec.loads if ld.workload.key == turn.workload), None)
+            if spec
+            else None
         )
         if spec is not None and spec.unavailable is None and load is not None:
-            contenders.append(turns.Contender(label, spec, load))
-    if rounds <= 0 or len(contenders) < 2 or contenders[0].label != suite.turns[0][0]:
+            contenders.append(turns.Contender(turn.label, spec, load, turn.connections))
+    if rounds <= 0 or len(contenders) < 2 or contenders[0].label != suite.turns[0].label:
         return None
     say(f"measuring {', '.join(c.label for c in contenders)} in turns, {rounds} rounds")
     return turns.take_turns(

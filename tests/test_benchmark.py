@@ -298,6 +298,11 @@ def check_turns(text: str, turns: dict[str, Any], labels: list[str], rounds: int
         assert math.isclose(number(row["median req/s"]), statistics.median(rates), rel_tol=0.01)
         paired = statistics.median(r / b for r, b in zip(rates, reference, strict=True))
         assert close(number(row["paired ratio (median)"]), paired)
+        assert int(row["conns"]) == turns["connections_of"][row["contender"]]
+        p50 = turns["p50_ms"][row["contender"]]
+        assert len(p50) == rounds
+        assert all(ms > 0 for ms in p50)
+        assert close(number(row["median p50 ms"]), statistics.median(p50))
         if row["contender"] != labels[0]:
             wins = sum(r / b >= 1 for r, b in zip(rates, reference, strict=True))
             assert row["rounds at or above the reference"] == f"{wins} of {rounds}"
@@ -367,18 +372,46 @@ def test_quick_image_benchmark_lists_every_target(image_run: tuple[Path, str]) -
         "start to ready: fastest peer / service",
     ]
     labels = ["{b64}", "raw image/jpeg", "V2 BYTES binary", "tf-function"]
-    labels += ["service-batching", "service-batching-nowait", "service-batching-off"]
+    batching = ["service-batching", "service-batching-nowait", "service-batching-off"]
+    labels += batching
+    labels += ["{b64} @64", *(f"{key} @64" for key in batching)]
+    labels += ["service-batching @1", "service-batching-off @1"]
     check_turns(stdout, data["turns"], labels, rounds=2)
+    assert data["turns"]["connections_of"]["{b64} @64"] == 64
+    assert data["turns"]["connections_of"]["service-batching @1"] == 1
     rates = data["turns"]["rates"]
     for name, label, over in (
         ("raw image/jpeg body @16 conns: service / {b64} (req/s)", labels[1], labels[0]),
         ("V2 BYTES binary @16 conns: service / {b64} (req/s)", labels[2], labels[0]),
         ("{b64} JPEG @16 conns: service / FastAPI + tf.function (req/s)", labels[0], labels[3]),
+        (
+            "{b64} JPEG @64 conns: batching on / off (req/s)",
+            "service-batching @64",
+            "service-batching-off @64",
+        ),
     ):
         target = next(t for t in data["targets"] if t["name"] == name)
         ratios = [r / b for r, b in zip(rates[label], rates[over], strict=True)]
         assert math.isclose(target["measured"], statistics.median(ratios), rel_tol=1e-9)
         assert target["note"].startswith("in turns: median of 2 paired rounds")
+    p50 = data["turns"]["p50_ms"]
+    target = next(t for t in data["targets"] if t["name"].endswith("on / off (p50 latency)"))
+    ratios = [
+        on / off
+        for on, off in zip(p50["service-batching @1"], p50["service-batching-off @1"], strict=True)
+    ]
+    assert math.isclose(target["measured"], statistics.median(ratios), rel_tol=1e-9)
+    assert target["note"].startswith("in turns: median of 2 paired rounds")
+    defaults64 = next(
+        t for t in data["targets"] if t["name"].startswith("{b64} JPEG @64 conns: defaults")
+    )
+    worst = min(
+        statistics.median(
+            r / b for r, b in zip(rates["{b64} @64"], rates[f"{key} @64"], strict=True)
+        )
+        for key in batching
+    )
+    assert math.isclose(defaults64["measured"], worst, rel_tol=1e-9)
 
 
 @pytest.mark.benchmark

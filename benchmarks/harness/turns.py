@@ -35,19 +35,22 @@ class Contender:
     label: str
     spec: plan.ServerSpec
     load: plan.Load
+    connections: int | None = None  # None: the turns' own count
 
 
 @dataclass
 class Turns:
-    """Each contender's req/s and server CPU µs per request, round by round."""
+    """Each contender's req/s, p50 and server CPU µs per request, round by round."""
 
     reference: str  # the label every ratio is taken against
     labels: list[str]
     rounds: int
     duration_s: int
-    connections: int
+    connections: int  # the load's connections, unless ``connections_of`` says otherwise
     rates: dict[str, list[float]] = field(default_factory=dict)
+    p50_ms: dict[str, list[float]] = field(default_factory=dict)
     cpu_us: dict[str, list[float]] = field(default_factory=dict)
+    connections_of: dict[str, int] = field(default_factory=dict)  # each contender's
     orders: list[list[str]] = field(default_factory=list)  # each round's order of turns
     unavailable: str | None = None  # why the turns could not be measured
 
@@ -61,6 +64,21 @@ class Turns:
             for value, base in zip(self.rates[label], self.rates[base_label], strict=True)
             if base > 0
         ]
+
+    def latency_ratios(self, label: str, over: str) -> list[float]:
+        """``label``'s p50 over ``over``'s, one per round."""
+        if self.unavailable is not None or {label, over} - set(self.p50_ms):
+            return []
+        return [
+            value / base
+            for value, base in zip(self.p50_ms[label], self.p50_ms[over], strict=True)
+            if base > 0
+        ]
+
+    def paired_latency(self, label: str, over: str) -> float | None:
+        """The median of the per-round p50 ratios (None if either was not measured)."""
+        found = self.latency_ratios(label, over)
+        return statistics.median(found) if found else None
 
     def paired(self, label: str, over: str | None = None) -> float | None:
         """The median of the per-round ratios to ``over`` (default: the reference), or
@@ -118,7 +136,9 @@ def take_turns(
     labels = [c.label for c in contenders]
     turns = Turns(labels[0], labels, rounds, duration_s, connections)
     turns.rates = {label: [] for label in labels}
+    turns.p50_ms = {label: [] for label in labels}
     turns.cpu_us = {label: [] for label in labels}
+    turns.connections_of = {c.label: c.connections or connections for c in contenders}
     with contextlib.ExitStack() as stack:
         servers: dict[str, ServerProcess] = {}
         for contender in contenders:
@@ -141,8 +161,9 @@ def take_turns(
             if problem is not None:
                 turns.unavailable = f"{contender.label}: {problem}"
                 return turns
+            conns = turns.connections_of[contender.label]
             generator.run(
-                url, contender.load.body, connections, 1, pinning.loadgen, contender.load.headers
+                url, contender.load.body, conns, 1, pinning.loadgen, contender.load.headers
             )
         for server in servers.values():
             server.pause()
@@ -156,8 +177,9 @@ def take_turns(
                 server.resume()
                 check(url, load.body, load.headers)  # the previous turn's backlog is done
                 before = server.cpu_seconds()
+                conns = turns.connections_of[contender.label]
                 result = generator.run(
-                    url, load.body, connections, duration_s, pinning.loadgen, load.headers
+                    url, load.body, conns, duration_s, pinning.loadgen, load.headers
                 )
                 used = (server.cpu_seconds() - before) / max(result.requests, 1) * 1e6
                 server.pause()
@@ -165,9 +187,11 @@ def take_turns(
                     turns.unavailable = f"{contender.label}: {result.errors} errors in a turn"
                     return turns
                 turns.rates[contender.label].append(result.requests_per_s)
+                turns.p50_ms[contender.label].append(result.p50_ms)
                 turns.cpu_us[contender.label].append(used)
                 say(
                     f"turns, round {round_}: {contender.label:24} "
-                    f"{result.requests_per_s:9.1f} req/s, {used:7.1f} µs CPU per request"
+                    f"@{conns:<3} {result.requests_per_s:9.1f} req/s, p50 {result.p50_ms:7.2f} ms, "
+                    f"{used:7.1f} µs CPU per request"
                 )
     return turns
