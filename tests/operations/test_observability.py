@@ -155,11 +155,18 @@ def test_metrics_aggregate_across_two_workers(trained: TrainedRepository, tmp_pa
             ok = {"endpoint": "/predict", "model": "blobs", "version": "1", "status": "200"}
             totals.add(value(table, "softmax_requests_total", **ok))
         assert totals == {40.0}
-        started = {
-            json.loads(line)["message"]
-            for line in server.output().split("\n")
-            if line.startswith("{") and "Started server process" in line
-        }
-        assert len(started) == 2, started  # two worker processes, each logging as JSON
+        # Two worker processes, each logging as JSON. The server is ready once one worker
+        # is: on a busy machine the other may still be starting, so wait for its line.
+        deadline = time.monotonic() + 60
+        while True:
+            started = {
+                json.loads(line)["message"]
+                for line in server.output().split("\n")
+                if line.startswith("{") and "Started server process" in line
+            }
+            if len(started) >= 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert len(started) == 2, started
     finally:
         assert server.stop() == 0
