@@ -106,7 +106,8 @@ class Settings(BaseSettings):
 
     max_inflight: int = Field(default=64, ge=1)
     """Inference requests one worker handles at once; more are answered 503 with
-    ``Retry-After`` at once instead of queueing without bound."""
+    ``Retry-After`` at once instead of queueing without bound. A request whose client has
+    left stops counting at once."""
 
     retry_after: int = Field(default=1, ge=1)
     """Seconds a client is told to wait (``Retry-After``) when overloaded or not ready."""

@@ -48,7 +48,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.dataplane import served_record
 from service.errors import ServiceError
 from service.http.error_responses import error_response, unexpected_response
-from service.http.head_deadline import BODY_COMPLETE
+from service.http.head_deadline import BODY_COMPLETE, CLIENT_GONE
 from service.http.routing import DirectRoute
 from service.operations.logs import FastJSONLines, access_writer
 from service.operations.metrics import Count, Metrics, Observe
@@ -96,6 +96,21 @@ def _body(message: Message) -> tuple[bytes, bool]:
     if message["type"] != "http.request":
         raise ClientDisconnect
     return message.get("body", b""), message.get("more_body", False)
+
+
+class _Leaving:
+    """The ``CLIENT_GONE`` hook of one request: cancels its task, and remembers why."""
+
+    __slots__ = ("left", "task")
+
+    def __init__(self, task: asyncio.Task[Any] | None) -> None:
+        self.task = task
+        self.left = False
+
+    def __call__(self) -> None:
+        if self.task is not None and not self.left:
+            self.left = True
+            self.task.cancel()
 
 
 class HotRoutes:
@@ -347,12 +362,23 @@ class Gateway:
         send: Send,
         rid: bytes,
     ) -> int:
-        """Call a hot endpoint directly, counted against the in-flight bound."""
+        """Call a hot endpoint directly, counted against the in-flight bound.
+
+        A request counts from its admission until its answer is ready or its client has
+        gone: when the connection is lost first, the protocol calls the ``CLIENT_GONE``
+        hook, which cancels this task. The request then leaves the bound at once, and
+        if it still waits for the model (queued for a batch) it is dropped there.
+        """
         scope["route"] = route
         scope["path_params"] = params
         self.inflight += 1
         if self._count_inflight:
             self.metrics.inflight.inc()
+        extensions = scope.get("extensions")
+        if extensions is None:
+            extensions = scope["extensions"] = {}
+        leaving = _Leaving(asyncio.current_task())
+        extensions[CLIENT_GONE] = leaving
         try:
             request = ReadRequest(scope, await self._read(scope, receive))
             response: Response = await route.endpoint(request=request, **params)
@@ -364,9 +390,16 @@ class Gateway:
             return await self._timed_out(send, rid)
         except ClientDisconnect:
             return CLIENT_CLOSED  # nobody to answer
+        except asyncio.CancelledError:
+            task = leaving.task
+            if not leaving.left or task is None:
+                raise  # the server is stopping: not ours to swallow
+            task.uncancel()
+            return CLIENT_CLOSED  # nobody to answer
         except Exception as exc:  # the same generic 500 as every other route's
             response = unexpected_response(Request(scope), exc)
         finally:
+            extensions[CLIENT_GONE] = None  # answered (or gone): nothing left to stop
             self.inflight -= 1
             if self._count_inflight:
                 self.metrics.inflight.dec()

@@ -1,4 +1,5 @@
-"""uvicorn's httptools protocol with a deadline for the request head (slowloris defence).
+"""uvicorn's httptools protocol with a deadline for the request head (slowloris defence),
+which also tells a request in progress that its client has gone.
 
 uvicorn times out idle keep-alive connections, but not a client that connects and
 then sends its request line and headers a byte at a time: such a client holds a
@@ -10,6 +11,13 @@ enforced in ``service.http.gateway``); the protocol marks requests whose body ha
 arrived whole (the usual case: a small body comes in the same packet as the head), so
 that reading it needs no timer.
 
+When a connection is lost before its request was answered, the protocol calls the
+hook the gateway left in the scope (``CLIENT_GONE``): the gateway then stops the
+request, so that it no longer holds a place in the in-flight bound nor waits for the
+model. Without it, a client that leaves (a load generator at its deadline, a proxy that
+timed out, a browser tab closed) leaves its requests counted until the model has
+computed them, and the next clients are refused 503 while they stay within the bound.
+
 The class is named by import path (``service.http.head_deadline:HeaderTimeoutProtocol``) so worker
 processes load it too; it reads its timeout from the environment the CLI exports.
 """
@@ -19,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 from typing import Any, cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -27,6 +36,8 @@ log = logging.getLogger("service.http.head_deadline")
 
 #: Scope extension set once the request's whole body has arrived (see ``service.http.gateway``).
 BODY_COMPLETE = "softmax-serving.body_complete"
+#: Scope extension: a callable the protocol calls when the client leaves before its answer.
+CLIENT_GONE = "softmax-serving.client_gone"
 
 
 def header_timeout() -> float:
@@ -87,6 +98,12 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
             self._start_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        """Drop the timer with the connection."""
+        """Drop the timer with the connection; tell an unanswered request its client left."""
         self._cancel_head_timer()
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            extensions = cast(dict[str, Any], cycle.scope).get("extensions", {})
+            gone: Callable[[], None] | None = extensions.get(CLIENT_GONE)
+            if gone is not None:
+                gone()
         super().connection_lost(exc)

@@ -22,7 +22,6 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import anyio.to_thread
 import numpy as np
 
 from service.inference.runtime import Features, Logits, Runtime
@@ -64,19 +63,27 @@ class Batcher:
         self.requests = 0
 
     async def logits(self, features: Features) -> Logits:
-        """The runtime's logits for ``features``, computed in some batch."""
+        """The runtime's logits for ``features``, computed in some batch.
+
+        A caller cancelled while it waits (its client left) is dropped from the queue;
+        a call already running goes on to its end, and the batcher stays busy until then.
+        """
         if not self._busy and not self._queue:
-            # Idle: run at once, with no queue, future or task in between (a lone client
-            # pays nothing); requests arriving meanwhile queue up for the next batch.
+            # Idle: run at once, with no queue or task in between (a lone client pays
+            # nothing); requests arriving meanwhile queue up for the next batch.
             self._busy = True
-            try:
-                logits = await self._call(features)
+            if not self._runtime.blocking:
+                try:
+                    logits = self._runtime.logits(features)
+                finally:
+                    self._idle_call_done()
                 self._observe(len(features), 1)
                 return logits
-            finally:
-                self._busy = False
-                self._last_batch_requests = 1
-                self._start_worker()
+            call = self._call(features)
+            call.add_done_callback(self._idle_call_done)  # when the thread is done, not before
+            logits = await asyncio.shield(call)
+            self._observe(len(features), 1)
+            return logits
         loop = asyncio.get_running_loop()
         pending = _Pending(features, loop.create_future())
         self._queue.append(pending)
@@ -86,15 +93,20 @@ class Batcher:
         self._start_worker()
         return await pending.done
 
+    def _idle_call_done(self, _: object = None) -> None:
+        """The direct call has ended: serve what queued up meanwhile."""
+        self._busy = False
+        self._last_batch_requests = 1
+        self._start_worker()
+
     def _start_worker(self) -> None:
         """Drain the queue in a task, unless a call is running (it starts one when done)."""
         if self._queue and not self._busy and (self._worker is None or self._worker.done()):
             self._worker = asyncio.get_running_loop().create_task(self._run())
 
-    async def _call(self, features: Features) -> Logits:
-        if self._runtime.blocking:
-            return await anyio.to_thread.run_sync(self._runtime.logits, features)
-        return self._runtime.logits(features)
+    def _call(self, features: Features) -> asyncio.Future[Logits]:
+        """The runtime's call on a worker thread (the runtime is ``blocking``)."""
+        return asyncio.get_running_loop().run_in_executor(None, self._runtime.logits, features)
 
     def _observe(self, rows: int, requests: int) -> None:
         self.batches += 1
@@ -148,7 +160,10 @@ class Batcher:
             live[0].features if len(live) == 1 else np.concatenate([p.features for p in live])
         )
         try:
-            logits = await self._call(features)
+            if self._runtime.blocking:
+                logits = await self._call(features)
+            else:
+                logits = self._runtime.logits(features)
         except Exception as exc:  # every waiting request must hear of it
             for p in live:
                 if not p.done.done():

@@ -25,8 +25,20 @@ class SlowRuntime:
         self.calls: list[int] = []
         self.weights = np.arange(8, dtype=np.float32).reshape(2, 4) / 7
         self._lock = threading.Lock()
+        self._count_lock = threading.Lock()
+        self.at_once = self.most_at_once = 0  # calls in progress (waiting for the lock too)
 
     def logits(self, features: Features) -> Logits:
+        with self._count_lock:
+            self.at_once += 1
+            self.most_at_once = max(self.most_at_once, self.at_once)
+        try:
+            return self._compute(features)
+        finally:
+            with self._count_lock:
+                self.at_once -= 1
+
+    def _compute(self, features: Features) -> Logits:
         with self._lock:
             self.calls.append(len(features))
             time.sleep(self.delay)
@@ -122,3 +134,32 @@ def test_batched_probabilities_equal_unbatched_ones() -> None:
 def test_batcher_refuses_nonsense_configuration(size: int, wait: float) -> None:
     with pytest.raises(ValueError, match="expected"):
         Batcher(SlowRuntime(), BatchingConfig(enabled=True, max_batch_size=size, max_wait=wait))
+
+
+def test_a_cancelled_request_is_dropped_from_the_queue_and_its_call_runs_to_its_end() -> None:
+    """A request whose client left is cancelled: queued, it is never computed; running
+    alone, its call still ends before the batcher takes the next one (never two at once)."""
+    runtime = SlowRuntime(delay=0.05)
+    batcher = Batcher(runtime, BatchingConfig(enabled=True, max_batch_size=64, max_wait=0))
+
+    async def scenario() -> tuple[list[Logits], float]:
+        running = asyncio.create_task(batcher.logits(rows(0, 1)))  # the idle call
+        await asyncio.sleep(0.01)
+        queued = asyncio.create_task(batcher.logits(rows(1, 3)))
+        wanted = [asyncio.create_task(batcher.logits(rows(2 + i, 2))) for i in range(2)]
+        await asyncio.sleep(0.01)
+        running.cancel()
+        queued.cancel()
+        cancelled_at = time.monotonic()
+        results = list(await asyncio.gather(*wanted))
+        for task in (running, queued):
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        return results, time.monotonic() - cancelled_at
+
+    results, waited = asyncio.run(scenario())
+    assert runtime.calls == [1, 4]  # the cancelled call ran whole; the queued one never did
+    assert runtime.most_at_once == 1  # the next batch waited for the cancelled call's end
+    assert waited >= 0.03
+    for i, result in enumerate(results):
+        assert_same_rows(result, rows(2 + i, 2), runtime)
