@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from fastapi import APIRouter, Request
+from starlette.responses import Response
 
 from service.dataplane import DataPlane, ScoredBatch
 from service.http import bodies
@@ -26,6 +27,7 @@ from service.protocols.schemas import (
     core_instances,
     error_responses,
 )
+from service.ui import playground
 
 PREDICT_ERRORS = error_responses(400, 404, 413, 422, 503)
 
@@ -153,6 +155,35 @@ async def softmax(request: Request) -> JSONResponse:
 async def live() -> JSONResponse:
     """200 while the process can answer."""
     return JSONResponse({"status": "alive"})
+
+
+#: ``GET /`` answers by the request's ``Accept``: caches must keep the two answers apart.
+VARY_ACCEPT = {"Vary": "Accept"}
+
+
+@router.get(
+    "/",
+    response_model=Health,
+    responses={
+        200: {
+            "description": 'Live: {"status": "alive"}. To a client whose Accept names '
+            "text/html (a browser), the playground page instead.",
+            "content": {
+                "text/html": {"schema": {"type": "string"}, "example": "<!doctype html>..."}
+            },
+        }
+    },
+    tags=["health"],
+)
+async def root(request: Request) -> Response:
+    """200 while the process can answer, as ``/health/live``: KServe's V1 liveness.
+
+    A browser (whose ``Accept`` names ``text/html``) gets the playground page instead;
+    any other client (``*/*``, ``application/json``, no ``Accept``) gets the JSON.
+    """
+    if playground.wants_page(request.headers.get("accept", "")):
+        return playground.page(VARY_ACCEPT)
+    return JSONResponse({"status": "alive"}, headers=VARY_ACCEPT)
 
 
 @router.get("/health/ready", response_model=Health, responses=error_responses(503), tags=["health"])

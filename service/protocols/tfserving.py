@@ -9,7 +9,8 @@
   the last bit.
 - ``GET /v1/models/{name}[/versions/{v}]``: ``model_version_status`` of every version
   the server has loaded or tried (``AVAILABLE``, ``LOADING``, ``UNLOADING``, ``END``,
-  with the reason a version was refused).
+  with the reason a version was refused), and beside it KServe V1's ``name`` and
+  ``ready`` (a version is ``AVAILABLE``), which KServe's clients read.
 - ``GET /v1/models/{name}[/versions/{v}]/metadata``: the ``serving_default``
   ``signature_def``.
 
@@ -187,24 +188,28 @@ class ModelVersionStatus(BaseModel):
 
 
 class ModelStatusResponse(BaseModel):
-    """``GetModelStatusResponse`` as JSON."""
+    """``GetModelStatusResponse`` as JSON, with KServe V1's ``name`` and ``ready``."""
 
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
                 {
+                    "name": "blobs",
+                    "ready": True,
                     "model_version_status": [
                         {
                             "version": "1",
                             "state": "AVAILABLE",
                             "status": {"error_code": "OK", "error_message": ""},
                         }
-                    ]
+                    ],
                 }
             ]
         }
     )
 
+    name: str
+    ready: bool = Field(description="True when a version (this one, if named) is AVAILABLE.")
     model_version_status: list[ModelVersionStatus]
 
 
@@ -440,7 +445,9 @@ def _model_status(request: Request, name: str, version: str | None) -> JSONRespo
                 f"expected a version of model {name!r} the server has loaded or tried "
                 f"({[s.version for s in plane.statuses(name)]}), received {version[:40]!r}"
             )
-    return JSONResponse({"model_version_status": [_status(s) for s in statuses]})
+    ready = any(s.state is State.AVAILABLE for s in statuses)
+    body = {"name": name, "ready": ready, "model_version_status": [_status(s) for s in statuses]}
+    return JSONResponse(body)
 
 
 @router.get(

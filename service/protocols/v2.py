@@ -283,6 +283,31 @@ class ServerMetadata(BaseModel):
     extensions: list[str]
 
 
+class ServerLiveResponse(BaseModel):
+    """``GET /v2/health/live``."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"live": True}]})
+
+    live: bool
+
+
+class ServerReadyResponse(BaseModel):
+    """``GET /v2/health/ready``."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"ready": True}]})
+
+    ready: bool
+
+
+class ModelReadyResponse(BaseModel):
+    """``GET /v2/models/{name}[/versions/{version}]/ready``."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"name": "blobs", "ready": True}]})
+
+    name: str
+    ready: bool
+
+
 class RepositoryEntry(BaseModel):
     """One version in ``POST /v2/repository/index``."""
 
@@ -506,25 +531,21 @@ async def server_metadata() -> JSONResponse:
     )
 
 
-@router.get(
-    "/v2/health/live",
-    response_class=Response,
-    responses={200: {"description": "Live (empty body)."}},
-)
-async def server_live() -> Response:
+# The protocol's JSON bodies, for clients that read them (KServe's); tritonclient reads
+# only the status. Not live or not ready is never a 200 with false, but an error status.
+
+
+@router.get("/v2/health/live", response_model=ServerLiveResponse)
+async def server_live() -> JSONResponse:
     """200 while the process can answer."""
-    return Response(status_code=200)
+    return JSONResponse({"live": True})
 
 
-@router.get(
-    "/v2/health/ready",
-    response_class=Response,
-    responses={200: {"description": "Ready (empty body)."}, **error_responses(503)},
-)
-async def server_ready(request: Request) -> Response:
+@router.get("/v2/health/ready", response_model=ServerReadyResponse, responses=error_responses(503))
+async def server_ready(request: Request) -> JSONResponse:
     """200 once the default model is loaded and warm (``/predict`` works); 503 before."""
     dataplane(request).check_ready()
-    return Response(status_code=200)
+    return JSONResponse({"ready": True})
 
 
 def _model_metadata(served: LoadedVersion, versions: list[int]) -> dict[str, Any]:
@@ -565,24 +586,21 @@ async def version_metadata(name: str, version: str, request: Request) -> JSONRes
     return JSONResponse(_model_metadata(served, plane.versions(name)))
 
 
-READY = {
-    "response_class": Response,
-    "responses": {200: {"description": "Ready (empty body)."}, **error_responses(404, 503)},
-}
+READY = {"response_model": ModelReadyResponse, "responses": error_responses(404, 503)}
 
 
 @router.get("/v2/models/{name}/ready", **READY)  # type: ignore[arg-type]
-async def model_ready(name: str, request: Request) -> Response:
+async def model_ready(name: str, request: Request) -> JSONResponse:
     """200 when the model has a version serving; 404 otherwise."""
-    dataplane(request).resolve(name)
-    return Response(status_code=200)
+    served = dataplane(request).resolve(name)
+    return JSONResponse({"name": served.name, "ready": True})
 
 
 @router.get("/v2/models/{name}/versions/{version}/ready", **READY)  # type: ignore[arg-type]
-async def version_ready(name: str, version: str, request: Request) -> Response:
+async def version_ready(name: str, version: str, request: Request) -> JSONResponse:
     """200 when this version is serving; 404 otherwise (loading, refused, unloaded)."""
-    dataplane(request).resolve(name, version)
-    return Response(status_code=200)
+    served = dataplane(request).resolve(name, version)
+    return JSONResponse({"name": served.name, "ready": True})
 
 
 # --- model repository extension ---------------------------------------------------------

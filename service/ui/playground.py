@@ -3,10 +3,15 @@
 Plain HTML, CSS and JavaScript from ``service/ui/static`` (shipped in the wheel), calling
 the service's own API; nothing is fetched from anywhere else, and the page's
 Content-Security-Policy tells the browser to refuse anything that would be.
+
+``GET /`` itself is routed by ``service.protocols.native``: the page goes to a browser
+(``wants_page``), and KServe's V1 liveness answer to every other client.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from functools import cache
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -29,11 +34,33 @@ HEADERS = {
 }
 
 
-def mount_playground(app: FastAPI) -> None:
-    """``GET /`` (the page) and ``/playground/static/*`` (its script and stylesheet)."""
-    page = (STATIC / "playground.html").read_bytes()  # once: no file reads per request
-    app.mount(STATIC_PREFIX, StaticFiles(directory=STATIC), "playground")
+@cache  # once: no file reads per request
+def _html() -> bytes:
+    return (STATIC / "playground.html").read_bytes()
 
-    @app.get("/", include_in_schema=False)
-    async def playground() -> HTMLResponse:
-        return HTMLResponse(page, headers=HEADERS)
+
+def page(headers: Mapping[str, str] | None = None) -> HTMLResponse:
+    """The playground page, with its security headers (and ``headers``)."""
+    return HTMLResponse(_html(), headers={**HEADERS, **(headers or {})})
+
+
+#: The weights that mean "not acceptable" (RFC 9110: a qvalue is "0" [ "." 0*3DIGIT ] or 1).
+NOT_ACCEPTABLE = frozenset({"q=0", "q=0.", "q=0.0", "q=0.00", "q=0.000"})
+
+
+def wants_page(accept: str) -> bool:
+    """True when an ``Accept`` header names ``text/html``, as a browser's navigation does.
+
+    Not for ``*/*`` alone: that is what curl and HTTP client libraries send by default.
+    """
+    for media_range in accept.lower().split(","):
+        kind, *parameters = ("".join(part.split()) for part in media_range.split(";"))
+        if kind == "text/html" and NOT_ACCEPTABLE.isdisjoint(parameters):
+            return True
+    return False
+
+
+def mount_playground(app: FastAPI) -> None:
+    """``/playground/static/*``: the page's script and stylesheet (the page is read now)."""
+    _html()
+    app.mount(STATIC_PREFIX, StaticFiles(directory=STATIC), "playground")

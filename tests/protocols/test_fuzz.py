@@ -43,6 +43,7 @@ OPERATIONS = [
     ("POST", "/v2/repository/models/{name}/load"),
     ("POST", "/v2/repository/models/{name}/unload"),
     ("POST", "/models/{name}/reload"),
+    ("GET", "/"),
     ("GET", "/health/live"),
     ("GET", "/health/ready"),
     ("GET", "/models"),

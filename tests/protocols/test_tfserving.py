@@ -107,15 +107,19 @@ def test_unknown_model_or_version_is_404(client: httpx.Client) -> None:
 # --- status and metadata ----------------------------------------------------------------
 
 
-def test_model_status_is_tf_servings_json(client: httpx.Client) -> None:
+def test_model_status_is_tf_servings_json_with_kserves_name_and_ready(
+    client: httpx.Client,
+) -> None:
     expected = {
+        "name": "blobs",
+        "ready": True,
         "model_version_status": [
             {
                 "version": "1",
                 "state": "AVAILABLE",
                 "status": {"error_code": "OK", "error_message": ""},
             }
-        ]
+        ],
     }
     assert client.get("/v1/models/blobs").json() == expected
     assert client.get("/v1/models/blobs/versions/1").json() == expected

@@ -447,11 +447,23 @@ def test_hostile_bodies_and_headers_get_clean_4xx_answers(client: httpx.Client) 
 # --- health, documentation ---------------------------------------------------------------
 
 
-def test_health_endpoints_answer_with_status_codes(client: httpx.Client) -> None:
-    for path in ("/v2/health/live", "/v2/health/ready", "/v2/models/blobs/ready"):
+def test_health_endpoints_answer_with_status_codes_and_the_protocols_bodies(
+    client: httpx.Client,
+) -> None:
+    answers = {
+        "/v2/health/live": {"live": True},
+        "/v2/health/ready": {"ready": True},
+        "/v2/models/blobs/ready": {"name": "blobs", "ready": True},
+        "/v2/models/blobs/versions/1/ready": {"name": "blobs", "ready": True},
+    }
+    for path, body in answers.items():
         response = client.get(path)
-        assert (response.status_code, response.content) == (200, b""), path
+        assert response.status_code == 200, path
+        assert response.headers["content-type"] == "application/json", path
+        assert response.json() == body, path
+    # not ready is an error status with the error body, never a 200 saying false
     assert_error(client.get("/v2/models/blobs/versions/2/ready"), 404, "version")
+    assert_error(client.get("/v2/models/nope/ready"), 404, "'nope'")
     assert_error(client.get("/v2/models/nope"), 404, "'nope'")
 
 

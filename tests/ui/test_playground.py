@@ -196,9 +196,10 @@ def test_decision_regions_and_the_probabilities_of_a_clicked_point(
 
 
 def test_the_page_and_its_assets_come_from_the_service_alone(client: httpx.Client) -> None:
-    page = client.get("/")
+    page = client.get("/", headers={"Accept": "text/html"})  # what a browser asks for
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
+    assert page.headers["vary"] == "Accept"
     assert "default-src 'none'" in page.headers["content-security-policy"]
     texts = [page.text]
     for asset, kind in (("playground.js", "javascript"), ("playground.css", "text/css")):
@@ -208,4 +209,6 @@ def test_the_page_and_its_assets_come_from_the_service_alone(client: httpx.Clien
         texts.append(response.text)
     for text in texts:
         assert re.search(r"https?://|url\(|@import", text) is None
-    assert "/" not in client.get("/openapi.json").json()["paths"]
+    # documented as what other clients get there (KServe's V1 liveness), and as the page
+    root = client.get("/openapi.json").json()["paths"]["/"]["get"]["responses"]["200"]
+    assert set(root["content"]) == {"application/json", "text/html"}
