@@ -15,7 +15,8 @@ of the per-round B / A (paired: a round's two turns are seconds apart).
 ``floor`` instead of a revision is ``baselines/fastapi_floor.py`` (1-row workload only):
 the headline ratio of ``run.py``, measured in turns rather than once each. ``--env-a`` and
 ``--env-b`` give one side's server extra environment (``SERVICE_*`` settings), so two
-settings of the same revision can take turns too.
+settings of the same revision can take turns too. A measured turn with any error answer
+(anything but a 200, or a socket error) stops the comparison with exit status 1.
 """
 
 from __future__ import annotations

@@ -54,7 +54,8 @@ def body_forms(version_dir: Path, bodies: image_plan.ImageBodies) -> list[turns.
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the comparison; returns the exit status."""
+    """Run the comparison; returns the exit status: 1 when a form was dropped from the turns
+    (an error answer, or the service did not start)."""
     args = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="softmax-forms-") as tmp:
         workdir = Path(tmp)
@@ -77,10 +78,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             say=say,
             check=check_answer,
         )
-    if measured.unavailable is not None:
-        raise SystemExit(f"not measured: {measured.unavailable}")
     print("\n".join(report.turns_section(measured)))
     print(f"\n{generator.name}, {pinning.describe()}")
+    if measured.dropped:  # error answers, or a service that did not start: no full comparison
+        for label, reason in measured.dropped.items():
+            say(f"FAILED: {label} was dropped from the turns: {reason}")
+        return 1
     return 0
 
 

@@ -9,7 +9,9 @@ each server pinned to its own core, times it to ready, warms it up, puts bounded
 load on it at 1, 16 and 64 connections with wrk (installed from the distribution
 when missing; a clearly labelled Python load generator otherwise), and prints one
 markdown table: req/s, p50, p99, errors, RSS, time to ready, and ratios to the
-baselines of the same run, followed by the issue's targets (informational only).
+baselines of the same run, followed by the issue's targets (a slow number is a MISS
+and nothing more). Any error answer (anything but a 200, or a socket error) in any
+point or turn fails the run: the report says so first and the exit status is 1.
 Writes ``results.md``, ``results.json`` and ``throughput.png`` into ``--out``.
 ``--quick`` takes about a minute (two for mobilenet); the full run about six (plus peer
 installs).
@@ -152,8 +154,8 @@ def measure_load(
     template = report.Row(spec.key, spec.server, load.config or spec.config)
     url = server.url + load.path
     problem = check_answer(url, load.body, load.headers)
-    if problem is not None:
-        return [replace(template, unavailable=problem)]
+    if problem is not None:  # an error answer (or none at all): counts as one
+        return [replace(template, unavailable=problem, errors=1)]
     cpus = bench.pinning.all if spec.all_cores else bench.pinning.loadgen
     rows = []
     try:
@@ -233,8 +235,10 @@ def service_knows_batching() -> bool:
 def notes(bench: Bench, quick: bool, rows: Sequence[report.Row], model: str) -> list[str]:
     """What a reader needs to interpret the table."""
     found = [
-        "req/s and latency come from the load generator; errors = non-2xx answers + socket "
-        "errors (connect, read, write, timeout after 10 s).",
+        "req/s and latency come from the load generator; errors = answers other than 200 "
+        "(counted by wrk's Lua script: wrk's own count misses a 201 or a 302) + socket errors "
+        "(connect, read, write, timeout after 10 s). Any error in any point or turn fails "
+        "the run (exit status 1), whatever its speed.",
         "RSS: summed VmRSS of the server's process tree after that row's load; per worker: "
         "the same for one worker, the largest worker process for --workers 2 (the "
         "supervisor process counts in the total only).",
@@ -381,7 +385,9 @@ def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the benchmark; returns the exit status (0 unless the harness itself failed)."""
+    """Run the benchmark; returns the exit status: 1 when any point or turn saw an error
+    answer (not 200, or a socket error), whatever the speeds; 0 otherwise (a MISS on a
+    speed target, or a peer not available, does not fail the run)."""
     args = parse_args(argv)
     if args.image_model is not None and args.model != "mobilenet":
         print("benchmark: --image-model needs --model mobilenet", file=sys.stderr)
@@ -440,6 +446,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     report.chart(result, out / "throughput.png")
     sys.stdout.write(text)
     say(f"wrote {out / 'results.md'}, {out / 'results.json'}, {out / 'throughput.png'}")
+    if result.failed:
+        say(f"FAILED: {result.error_answers} error answers in this run (see the report)")
+        return 1
     return 0
 
 

@@ -3,7 +3,9 @@
 It starts every server configuration for real (about a minute for the tabular model,
 two for the image model, whose MobileNetV2 is built and exported once and shared with
 the breakdown script), so these are the slow tests of the suite. They assert the shape
-of the output, never a speed.
+of the output, never a speed. The turns and the load generator are also run against
+``tests/flaky_server.py``, a server that fails on purpose: a contender with error
+answers is dropped and the others go on, and any error answer fails the run.
 """
 
 from __future__ import annotations
@@ -16,12 +18,18 @@ import struct
 import subprocess
 import sys
 import zlib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.append(str(ROOT / "benchmarks"))  # the harness, as the benchmark scripts import it
+
+from harness import loadgen, machine, plan, report, turns  # noqa: E402
+from run import check_answer  # noqa: E402
+
 QUICK_SERVERS = {
     "bare-asgi",
     "fastapi-floor",
@@ -233,10 +241,25 @@ def test_quick_benchmark_lists_every_target(run: tuple[Path, str]) -> None:
     targets = markdown_table(stdout, "target")
     assert [t["target"] for t in targets] == [t["name"] for t in data["targets"]]
     assert all(t["result"] in {"PASS", "MISS", "n/a"} for t in targets)
+    check_no_errors(stdout, data)
     # Only the peer comparison needs --peers; everything else is measured in quick mode.
     assert [t["name"] for t in data["targets"] if t["result"] == "n/a"] == [
         "/predict 1 row @16 conns: service / best peer (req/s)"
     ]
+
+
+def check_no_errors(stdout: str, data: dict[str, Any]) -> None:
+    """A healthy quick run: no error answer anywhere, said first, and the first target met."""
+    assert stdout.splitlines()[2] == (
+        "**No errors**: every answer of every point and every turn was a 200."
+    )
+    assert data["failed"] is False
+    assert data["error_answers"] == 0
+    assert data["errors_in"] == []
+    assert all(row["errors"] == 0 for row in data["rows"])
+    first = data["targets"][0]
+    assert first["name"].startswith("errors in the whole run")
+    assert (first["measured"], first["result"], first["shown"]) == (0, "PASS", "0 errors")
 
 
 @pytest.mark.benchmark
@@ -284,7 +307,9 @@ def check_turns(text: str, turns: dict[str, Any], labels: list[str], rounds: int
     """The "in turns" table matches the JSON's rounds: medians and paired ratios recomputed."""
     table = markdown_table(text, "contender")
     assert [row["contender"] for row in table] == labels == turns["labels"]
-    assert turns["unavailable"] is None
+    assert turns["dropped"] == {}
+    assert turns["errors"] == {}
+    assert {row["dropped"] for row in table} == {"no"}
     # Each round starts one contender later: none always goes first.
     assert turns["orders"] == [
         labels[i % len(labels) :] + labels[: i % len(labels)] for i in range(rounds)
@@ -318,7 +343,7 @@ def test_quick_benchmark_measures_the_floor_and_the_service_in_turns(
     out, stdout = run
     data = json.loads((out / "results.json").read_text())
     check_turns(stdout, data["turns"], ["FastAPI floor", "service"], rounds=2)
-    headline = data["targets"][0]
+    headline = data["targets"][1]
     assert headline["name"] == "/predict 1 row @16 conns: service / FastAPI floor (req/s)"
     rates = data["turns"]["rates"]
     paired = statistics.median(
@@ -366,6 +391,7 @@ def test_quick_image_benchmark_lists_every_target(image_run: tuple[Path, str]) -
     targets = markdown_table(stdout, "target")
     assert [t["target"] for t in targets] == [t["name"] for t in data["targets"]]
     assert all(t["result"] in {"PASS", "MISS", "INFO", "n/a"} for t in targets)
+    check_no_errors(stdout, data)
     # Only the peer comparisons need --peers; everything else is measured in quick mode.
     assert [t["name"] for t in data["targets"] if t["result"] == "n/a"] == [
         "{b64} JPEG @16 conns: service / best peer, batching on (req/s)",
@@ -444,3 +470,270 @@ def test_instructions_counts_each_body_form_under_callgrind(image_model: Path) -
     for row, n in zip(rows, counts, strict=True):
         assert close(number(row["ratio to {b64}"]), n / counts[0])
         assert abs(float(row["difference"].replace(",", "")) - (n - counts[0])) <= 1
+
+
+def flaky_spec(key: str, body: Path, *options: str) -> plan.ServerSpec:
+    """``tests/flaky_server.py`` as a benchmark server, with its ``options``."""
+    argv = [sys.executable, "-m", "tests.flaky_server", "--port", "{port}", *options]
+    load = plan.Load(plan.ONE_ROW, "/predict", body, (4,))
+    return plan.ServerSpec(key, "flaky", " ".join(options), argv, [load], ready_timeout_s=30)
+
+
+@pytest.fixture
+def bench_body(tmp_path: Path) -> Path:
+    """A request body for the flaky server (it reads and ignores it)."""
+    body = tmp_path / "body.json"
+    body.write_text('{"instances": [[1.0, 2.0]]}')
+    return body
+
+
+def in_turns(
+    contenders: list[turns.Contender], workdir: Path, arm: dict[str, Path], rounds: int = 3
+) -> tuple[turns.Turns, list[str]]:
+    """``take_turns`` with the real load generator and check, 1 s turns at 4 connections;
+    ``arm``: the file that arms a contender's flaky server, made right after its first turn."""
+    said: list[str] = []
+
+    def say(message: str) -> None:
+        said.append(message)
+        for label, path in arm.items():
+            if message.startswith(f"turns, round 1: {label} "):
+                path.touch()  # from its next request on, the server fails (after --ok N)
+
+    measured = turns.take_turns(
+        contenders,
+        rounds=rounds,
+        duration_s=1,
+        connections=4,
+        generator=loadgen.choose("auto", workdir, []),
+        pinning=machine.plan_pinning(),
+        workdir=workdir,
+        say=say,
+        check=check_answer,
+    )
+    return measured, said
+
+
+@pytest.mark.benchmark
+@pytest.mark.timeout(300)
+def test_the_load_generators_count_every_answer_but_200_as_an_error(
+    tmp_path: Path, bench_body: Path
+) -> None:
+    """wrk itself counts only statuses above 399: a 302 (or a 201) is an error here too."""
+    generators = [loadgen.choose("auto", tmp_path, []), loadgen.PythonLoad()]
+    for status in ("302", "201", "500"):
+        spec = flaky_spec(f"answers-{status}", bench_body, "--ok", "3", "--status", status)
+        server = spec.start(tmp_path / f"{spec.key}.log", None)
+        try:
+            for generator in generators:
+                result = generator.run(server.url + "/predict", bench_body, 2, 1, None)
+                assert result.requests > 3, (generator.name, result)
+                assert result.socket_errors == 0, (generator.name, result)
+                # the first 3 requests (of the first run) were answered 200, no later one
+                assert result.errors == result.non_200 >= result.requests - 3, (status, result)
+        finally:
+            server.stop()
+    healthy = flaky_spec("healthy", bench_body)
+    server = healthy.start(tmp_path / "healthy.log", None)
+    try:
+        assert generators[0].run(server.url + "/predict", bench_body, 2, 1, None).errors == 0
+    finally:
+        server.stop()
+
+
+@pytest.mark.benchmark
+@pytest.mark.timeout(300)
+def test_turns_drop_a_contender_with_errors_and_go_on(tmp_path: Path, bench_body: Path) -> None:
+    """A contender whose server fails, or never answers, or never starts, leaves the turns;
+    the others have all their rounds, and the report says who was dropped, when and why."""
+    healthy = flaky_spec("healthy", bench_body)
+    armed = tmp_path / "flaky.armed"
+    flaky = flaky_spec("flaky", bench_body, "--ok", "1", "--armed-by", str(armed))
+    broken = flaky_spec("broken", bench_body, "--ok", "0")
+    dead = replace(
+        flaky_spec("dead", bench_body), argv=[sys.executable, "-c", "raise SystemExit(3)"]
+    )
+    contenders = [
+        turns.Contender("reference", healthy, healthy.loads[0]),
+        turns.Contender("flaky", flaky, flaky.loads[0]),
+        turns.Contender("steady", healthy, healthy.loads[0], connections=2),
+        turns.Contender("broken", broken, broken.loads[0]),
+        turns.Contender("dead", dead, dead.loads[0]),
+    ]
+    measured, said = in_turns(contenders, tmp_path, {"flaky": armed})
+    assert measured.rates.keys() == {"reference", "flaky", "steady", "broken", "dead"}
+    assert set(measured.dropped) == {"flaky", "broken", "dead"}, said
+    # flaky: round 1 measured; its round-2 check got its one 200, then the load got 500s
+    reason = measured.dropped["flaky"]
+    assert reason.startswith("round 2: "), said
+    assert reason.endswith(" errors (answers other than 200, or socket errors) in its turn")
+    assert measured.errors["flaky"] > 0
+    assert len(measured.rates["flaky"]) == len(measured.p50_ms["flaky"]) == 1
+    assert len(measured.cpu_us["flaky"]) == 1
+    assert measured.dropped["broken"].startswith("before round 1: POST http://127.0.0.1:")
+    assert "answered 500" in measured.dropped["broken"]
+    assert measured.errors["broken"] == 1
+    assert measured.dropped["dead"].startswith("did not start: exited with status 3")
+    assert "dead" not in measured.errors  # no answer at all: not an error answer
+    assert measured.error_answers == measured.errors["flaky"] + 1
+    for label in ("broken", "dead"):
+        assert measured.rates[label] == measured.p50_ms[label] == measured.cpu_us[label] == []
+    # the others went on: every round measured, and paired over all of them
+    for label in ("reference", "steady"):
+        assert len(measured.rates[label]) == len(measured.cpu_us[label]) == 3
+        assert all(rate > 0 for rate in measured.rates[label])
+    assert measured.orders == [
+        ["reference", "flaky", "steady"],
+        ["flaky", "steady", "reference"],
+        ["steady", "reference"],  # the rotation's third start, without the dropped
+    ]
+    assert len(measured.ratios("steady")) == 3
+    assert measured.ratios("flaky") == [measured.rates["flaky"][0] / measured.rates["reference"][0]]
+    assert measured.paired("broken") is None
+    assert measured.cpu_ratio("dead") is None
+    assert measured.describe("flaky").startswith("in turns: median of 1 paired round of 1 s (of 3")
+    assert measured.error_notes("reference", "flaky", "dead") == [
+        f"flaky in the turns, {measured.dropped['flaky']}"
+    ]
+
+    # The table: each contender's row says whether it was dropped, when and why.
+    table = markdown_table("\n".join(report.turns_section(measured)), "contender")
+    cells = {row["contender"]: row for row in table}
+    assert list(cells) == ["reference", "flaky", "steady", "broken", "dead"]
+    assert cells["reference"]["dropped"] == cells["steady"]["dropped"] == "no"
+    assert cells["flaky"]["dropped"] == measured.dropped["flaky"].replace("|", "/")
+    assert cells["dead"]["dropped"].startswith("did not start")
+    assert cells["flaky"]["rounds at or above the reference"].endswith(" of 1")
+    assert cells["steady"]["rounds at or above the reference"].endswith(" of 3")
+    assert cells["broken"]["median req/s"] == cells["broken"]["req/s by round"] == "n/a"
+    assert cells["broken"]["rounds at or above the reference"] == "n/a"
+    assert cells["steady"]["conns"] == "2"
+
+    # And the run failed: the report says so first, the JSON too, the first target is missed.
+    result = report.Report("test", "quick", MACHINE, {}, [], [], turns=measured)
+    result.targets = [report.errors_target([], measured)]
+    text = report.markdown(result)
+    assert text.splitlines()[2].startswith(f"**RUN FAILED: {measured.error_answers} error answers")
+    data = json.loads(json.dumps(report.as_json(result)))
+    assert data["failed"] is True
+    assert data["error_answers"] == measured.error_answers
+    assert len(data["errors_in"]) == 2
+    assert data["turns"]["dropped"] == measured.dropped
+    assert data["targets"][0]["result"] == "MISS"
+
+
+@pytest.mark.benchmark
+@pytest.mark.timeout(300)
+def test_turns_keep_the_rounds_measured_before_the_reference_was_dropped(
+    tmp_path: Path, bench_body: Path
+) -> None:
+    """Once the reference is dropped, ratios to it keep the rounds before; other pairs go on."""
+    armed = tmp_path / "reference.armed"
+    flaky = flaky_spec("flaky", bench_body, "--ok", "1", "--armed-by", str(armed))
+    healthy = flaky_spec("healthy", bench_body)
+    contenders = [
+        turns.Contender("reference", flaky, flaky.loads[0]),
+        turns.Contender("one", healthy, healthy.loads[0]),
+        turns.Contender("two", healthy, healthy.loads[0], connections=2),
+    ]
+    measured, said = in_turns(contenders, tmp_path, {"reference": armed})
+    assert list(measured.dropped) == ["reference"], said
+    assert measured.dropped["reference"].startswith("round 2: ")
+    assert len(measured.rates["reference"]) == 1
+    assert len(measured.rates["one"]) == len(measured.rates["two"]) == 3
+    ratio = measured.rates["one"][0] / measured.rates["reference"][0]
+    assert measured.ratios("one") == [ratio]
+    assert measured.paired("one") == ratio
+    assert measured.wins("one") == (ratio >= 1)
+    assert len(measured.ratios("two", over="one")) == 3
+    assert len(measured.ratios("two", over="one", series="p50_ms")) == 3
+    reason = measured.dropped["reference"]
+    assert measured.describe("one").endswith(f"(of 3: reference dropped {reason})")
+    assert measured.describe("two", "one") == "in turns: median of 3 paired rounds of 1 s"
+
+
+MACHINE = dict.fromkeys(("cpu", "cores", "memory", "os", "python", "commit"), "test")
+
+
+def report_row(key: str, rate: float, errors: int = 0, **fields: Any) -> report.Row:
+    """A measured row of the tabular suite's 1-row workload."""
+    values = {"connections": 16, "p50_ms": 1.0, "p99_ms": 2.0, "ready_s": 0.5, **fields}
+    return report.Row(
+        key,
+        key,
+        "test",
+        workload=plan.ONE_ROW.key,
+        workload_label=plan.ONE_ROW.label,
+        rows=1,
+        requests_per_s=rate,
+        rows_per_s=rate,
+        errors=errors,
+        **values,
+    )
+
+
+def test_a_speed_resting_on_errors_is_no_pass_and_fails_the_run() -> None:
+    """The service twice as fast as the floor, but 3 of its answers were errors: MISS."""
+    rows = [report_row(plan.FASTAPI, 1000.0), report_row(plan.SERVICE, 2000.0, errors=3)]
+    result = report.Report("test", "quick", MACHINE, {}, [], rows, model="blobs")
+    result.targets = report.targets(rows)
+    found = {target.name: target for target in result.targets}
+    first = result.targets[0]
+    assert first.name.startswith("errors in the whole run")
+    assert (first.measured, first.result) == (3, "MISS")
+    assert first.note == "service (test) 1 row @16: 3 errors"
+    headline = found["/predict 1 row @16 conns: service / FastAPI floor (req/s)"]
+    assert headline.measured == 2.0  # well above its 1.2x goal ...
+    assert headline.result == "MISS"  # ... but not a pass
+    assert headline.note.endswith("error answers behind it: service (test) 1 row @16: 3 errors")
+    assert result.failed
+    assert result.error_answers == 3
+    text = report.markdown(result)
+    assert text.splitlines()[2] == (
+        "**RUN FAILED: 3 error answers** (answers other than 200, or socket errors) in "
+        "service (test) 1 row @16: 3 errors. A run with errors fails whatever its speed "
+        "(run.py exits with 1)."
+    )
+    # Without the errors, the same numbers pass.
+    clean = [replace(row, errors=0) for row in rows]
+    passed = {t.name: t.result for t in report.targets(clean)}
+    assert passed["/predict 1 row @16 conns: service / FastAPI floor (req/s)"] == "PASS"
+    assert passed[first.name] == "PASS"
+    assert not report.Report("test", "quick", MACHINE, {}, [], clean).failed
+
+
+def test_a_server_that_is_not_available_is_not_an_error() -> None:
+    """A peer that is not installed, or a server that did not start, has no error answers;
+    a first answer that is not a 200 is one (``run.measure_load`` counts it)."""
+    rows = [
+        report.Row("mlserver", "MLServer", "test", unavailable="not installed"),
+        report.Row("litserve", "LitServe", "test", unavailable="did not start: exited"),
+    ]
+    assert not report.Report("test", "quick", MACHINE, {}, [], rows).failed
+    rows.append(report.Row("bentoml", "BentoML", "t", unavailable="answered 500: ...", errors=1))
+    result = report.Report("test", "quick", MACHINE, {}, [], rows)
+    assert result.failed
+    assert report.error_places(rows, None) == ["BentoML (t), its first answer: 1 error"]
+    table = markdown_table(report.markdown(result), "server")
+    assert [row["errors"] for row in table] == ["n/a", "n/a", "1"]
+
+
+def test_the_wrk_report_is_read_with_the_scripts_count_of_answers_but_200() -> None:
+    """wrk's "Non-2xx or 3xx responses" counts statuses above 399 only: the Lua count wins."""
+    text = """Running 1s test @ http://127.0.0.1:1/predict
+  1 threads and 2 connections
+  Latency Distribution
+     50%  100.00us
+     99%    1.00ms
+  1000 requests in 1.00s, 100.00KB read
+  Socket errors: connect 0, read 1, write 0, timeout 2
+  Non-2xx or 3xx responses: 10
+Requests/sec:   1000.00
+Transfer/sec:    100.00KB
+Answers other than 200: 25
+"""
+    result = loadgen.parse_wrk(text)
+    assert (result.non_200, result.socket_errors, result.errors) == (25, 3, 28)
+    without = loadgen.parse_wrk(text.replace("Answers other than 200: 25\n", ""))
+    assert without.non_200 == 10
+    assert "Answers other than 200" in loadgen.LUA_POST.format(body="b.json", headers="")

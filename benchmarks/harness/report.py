@@ -150,6 +150,16 @@ class Report:
     model: str = "blobs"  # which Suite: "blobs" (tabular) or "mobilenet" (image)
     turns: Turns | None = None  # the suite's contenders measured in turns
 
+    @property
+    def error_answers(self) -> int:
+        """Answers other than 200 plus socket errors, in every point and turn of the run."""
+        return error_answers(self.rows, self.turns)
+
+    @property
+    def failed(self) -> bool:
+        """Whether the run failed: any error answer fails it, whatever its speed."""
+        return self.error_answers > 0
+
 
 def find(rows: Sequence[Row], key: str, workload: str, connections: int) -> Row | None:
     """The measured row of ``key`` at that workload and connection count."""
@@ -177,6 +187,38 @@ def _ratio(value: float | None, base: float | None) -> float | None:
     return value / base
 
 
+def _where(row: Row) -> str:
+    """A row, as error notes name it."""
+    if row.workload_label is None or row.connections is None:
+        return f"{row.server} ({row.config}), its first answer"
+    return f"{row.server} ({row.config}) {row.workload_label} @{row.connections}"
+
+
+def _row_errors(on: Sequence[Row | None]) -> list[str]:
+    """Which of these rows saw error answers, and how many."""
+    return [
+        f"{_where(row)}: {row.errors} error{'s' * (row.errors != 1)}"
+        for row in on
+        if row is not None and row.errors
+    ]
+
+
+def error_places(rows: Sequence[Row], turns: Turns | None) -> list[str]:
+    """Every point and turn that saw error answers (not 200, or socket errors)."""
+    return [*_row_errors(rows), *(turns.error_notes(*turns.labels) if turns else [])]
+
+
+def error_answers(rows: Sequence[Row], turns: Turns | None) -> int:
+    """The error answers of the whole run: every point and every turn."""
+    return sum(row.errors or 0 for row in rows) + (turns.error_answers if turns else 0)
+
+
+def _with_errors(note: str, errors: Sequence[str]) -> str:
+    if not errors:
+        return note
+    return f"{note}; " * bool(note) + "error answers behind it: " + "; ".join(errors)
+
+
 def _goal(
     name: str,
     value: float | None,
@@ -185,11 +227,32 @@ def _goal(
     unit: str = "x",
     at_most: bool = False,
     note: str = "",
+    on: Sequence[Row | None] = (),
+    errors: Sequence[str] = (),
 ) -> Target:
+    """A target met when ``value`` is at least (at most) ``goal``, and never when the rows
+    it rests on (``on``) or its turns (``errors``, from ``Turns.error_notes``) saw an
+    error answer: a fast number with errors is no pass."""
     sign = "<=" if at_most else ">="
     passed = None if value is None else (value <= goal if at_most else value >= goal)
+    found = [*_row_errors(on), *errors]
+    if found and passed:
+        passed = False
     shown = f"{goal:g}x" if unit == "x" else f"{goal:g} {unit}"
-    return Target(name, value, unit, f"{sign} {shown}", passed, note)
+    return Target(name, value, unit, f"{sign} {shown}", passed, _with_errors(note, found))
+
+
+def errors_target(rows: Sequence[Row], turns: Turns | None) -> Target:
+    """The first target: no error answer anywhere in the run. Any fails the run."""
+    places = error_places(rows, turns)
+    return Target(
+        "errors in the whole run: answers other than 200 + socket errors, every point and turn",
+        error_answers(rows, turns),
+        "errors",
+        "= 0 (else the run fails)",
+        not places,
+        "; ".join(places) if places else "every answer was a 200",
+    )
 
 
 def _in_turns(
@@ -201,85 +264,140 @@ def _in_turns(
     *,
     over: str | None = None,
     note: str = "",
+    on: Sequence[Row | None] = (),
 ) -> Target:
     """A ratio target (``label`` over ``over``, default the reference) decided by the turns
-    when they were measured, else by the single points of the table."""
+    when they were measured, else by the single points of the table (``on``: those rows)."""
     paired = turns.paired(label, over) if turns is not None else None
     prefix = f"{note}; " if note else ""
     if paired is None or turns is None:
-        return _goal(name, single, goal, note=f"{prefix}one point each (no turns measured)")
+        errors = turns.error_notes(label, over or turns.reference) if turns is not None else []
+        return _goal(
+            name,
+            single,
+            goal,
+            note=f"{prefix}one point each (no turns measured)",
+            on=on,
+            errors=errors,
+        )
     spread = turns.ratios(label, over)
     cpu = turns.cpu_ratio(label, over)
     return _goal(
         name,
         paired,
         goal,
-        note=f"{prefix}{turns.describe()} (per round {min(spread):.2f}x to {max(spread):.2f}x; "
-        f"in server CPU per request {fmt(cpu, 'ratio')}); one point each: {fmt(single, 'ratio')}",
+        note=f"{prefix}{turns.describe(label, over)} (per round {min(spread):.2f}x to "
+        f"{max(spread):.2f}x; in server CPU per request {fmt(cpu, 'ratio')}); "
+        f"one point each: {fmt(single, 'ratio')}",
+        on=on,
+        errors=turns.error_notes(label, over or turns.reference),
     )
 
 
 def _info_in_turns(
-    name: str, turns: Turns | None, label: str, over: str, single: float | None
+    name: str,
+    turns: Turns | None,
+    label: str,
+    over: str,
+    single: float | None,
+    on: Sequence[Row | None] = (),
 ) -> Target:
     """A reported ratio: from the turns when both were measured in them, else single points."""
     paired = turns.paired(label, over) if turns is not None else None
+    errors = turns.error_notes(label, over) if turns is not None else []
     if paired is None or turns is None:
-        return _info(name, single, note="one point each")
-    return _info(name, paired, note=f"{turns.describe()}; one point each: {fmt(single, 'ratio')}")
+        return _info(name, single, note="one point each", on=on, errors=errors)
+    return _info(
+        name,
+        paired,
+        note=f"{turns.describe(label, over)}; one point each: {fmt(single, 'ratio')}",
+        on=on,
+        errors=errors,
+    )
 
 
-def _info(name: str, value: float | None, *, unit: str = "x", note: str = "") -> Target:
+def _info(
+    name: str,
+    value: float | None,
+    *,
+    unit: str = "x",
+    note: str = "",
+    on: Sequence[Row | None] = (),
+    errors: Sequence[str] = (),
+) -> Target:
     """A figure to report, with no goal."""
+    note = _with_errors(note, [*_row_errors(on), *errors])
     return Target(name, value, unit, "(reported)", None, note, informational=True)
+
+
+def _rps(row: Row | None) -> float | None:
+    return row.requests_per_s if row else None
+
+
+def _p50(row: Row | None) -> float | None:
+    return row.p50_ms if row else None
+
+
+def _p99(row: Row | None) -> float | None:
+    return row.p99_ms if row else None
+
+
+def _best(candidates: dict[str, Row | None]) -> str | None:
+    """The key of the row with the most req/s (None when none was measured)."""
+    measured = {key: rate for key, row in candidates.items() if (rate := _rps(row))}
+    return max(measured, key=lambda key: measured[key]) if measured else None
 
 
 def targets(rows: Sequence[Row], turns: Turns | None = None) -> list[Target]:
     """The issue's targets, as ratios within this run."""
 
-    def rate(key: str, workload: str, conns: int) -> float | None:
-        row = find(rows, key, workload, conns)
-        return row.requests_per_s if row else None
-
-    def field_of(key: str, workload: str, conns: int, get: Callable[[Row], Any]) -> Any:
-        row = find(rows, key, workload, conns)
-        return get(row) if row else None
+    def at_(key: str, workload: str, conns: int) -> Row | None:
+        return find(rows, key, workload, conns)
 
     one, bulk = ONE_ROW.key, BULK.key
-    service16 = rate(SERVICE, one, 16)
-    peer_rates = {key: rate(key, one, 16) for key in PEERS}
-    measured_peers = {k: v for k, v in peer_rates.items() if v}
-    best_peer = max(measured_peers, key=lambda k: measured_peers[k]) if measured_peers else None
-    p50_64 = field_of(SERVICE, one, 64, lambda r: r.p50_ms)
-    p99_64 = field_of(SERVICE, one, 64, lambda r: r.p99_ms)
-    keras_on_1 = field_of(KERAS_ON, one, 1, lambda r: r.p50_ms)
-    keras_off_1 = field_of(KERAS_OFF, one, 1, lambda r: r.p50_ms)
+    service16 = at_(SERVICE, one, 16)
+    floor16, bare16 = at_(FASTAPI, one, 16), at_(BARE, one, 16)
+    best_peer = _best({key: at_(key, one, 16) for key in PEERS})
+    peer16 = at_(best_peer, one, 16) if best_peer else None
+    service64, workers64 = at_(SERVICE, one, 64), at_(SERVICE_2W, one, 64)
+    bulk_service, bulk_bare = at_(SERVICE, bulk, 1), at_(BARE, bulk, 1)
+    keras_on_1, keras_off_1 = at_(KERAS_ON, one, 1), at_(KERAS_OFF, one, 1)
+    keras_on_64, keras_off_64 = at_(KERAS_ON, one, 64), at_(KERAS_OFF, one, 64)
     found = [
+        errors_target(rows, turns),
         _in_turns(
             "/predict 1 row @16 conns: service / FastAPI floor (req/s)",
             turns,
             SERVICE_LABEL,
-            _ratio(service16, rate(FASTAPI, one, 16)),
+            _ratio(_rps(service16), _rps(floor16)),
             1.2,
+            on=(service16, floor16),
         ),
         _goal(
             "/predict 1 row @16 conns: service / bare ASGI (req/s, stretch)",
-            _ratio(service16, rate(BARE, one, 16)),
+            _ratio(_rps(service16), _rps(bare16)),
             0.5,
+            on=(service16, bare16),
         ),
         _goal(
             "/predict 1 row @16 conns: service / best peer (req/s)",
-            _ratio(service16, measured_peers.get(best_peer) if best_peer else None),
+            _ratio(_rps(service16), _rps(peer16)),
             10,
             note=f"best peer: {best_peer}" if best_peer else "peers not measured (--peers)",
+            on=(service16, peer16),
         ),
         _goal(
-            "/predict 1 row @64 conns: service p99 / p50", _ratio(p99_64, p50_64), 3, at_most=True
+            "/predict 1 row @64 conns: service p99 / p50",
+            _ratio(_p99(service64), _p50(service64)),
+            3,
+            at_most=True,
+            on=(service64,),
         ),
         _goal(
             f"{BULK.label} @1 conn: service / bare ASGI pipeline (rows/s)",
-            _ratio(rate(SERVICE, bulk, 1), rate(BARE, bulk, 1)),
+            _ratio(_rps(bulk_service), _rps(bulk_bare)),
             0.5,
+            on=(bulk_service, bulk_bare),
         ),
     ]
     for key, label in ((SERVICE, "1 worker"), (SERVICE_2W, "2 workers")):
@@ -302,20 +420,23 @@ def targets(rows: Sequence[Row], turns: Turns | None = None) -> list[Target]:
     found += [
         _goal(
             "/predict 1 row @64 conns: --workers 2 / 1 worker (req/s)",
-            _ratio(rate(SERVICE_2W, one, 64), rate(SERVICE, one, 64)),
+            _ratio(_rps(workers64), _rps(service64)),
             1.8,
-            note=_workers_note(find(rows, SERVICE, one, 64), find(rows, SERVICE_2W, one, 64)),
+            note=_workers_note(service64, workers64),
+            on=(workers64, service64),
         ),
         _goal(
             "Keras runtime @64 conns: batching on / off (req/s)",
-            _ratio(rate(KERAS_ON, one, 64), rate(KERAS_OFF, one, 64)),
+            _ratio(_rps(keras_on_64), _rps(keras_off_64)),
             3,
+            on=(keras_on_64, keras_off_64),
         ),
         _goal(
             "Keras runtime @1 conn: batching on / off (p50 latency)",
-            _ratio(keras_on_1, keras_off_1),
+            _ratio(_p50(keras_on_1), _p50(keras_off_1)),
             1.10,
             at_most=True,
+            on=(keras_on_1, keras_off_1),
         ),
     ]
     return found
@@ -338,19 +459,14 @@ def _workers_note(single: Row | None, double: Row | None) -> str:
 def image_targets(rows: Sequence[Row], turns: Turns | None = None) -> list[Target]:
     """Issue 16's targets for the image workload, as ratios within this run."""
 
-    def rate(key: str, workload: str, conns: int) -> float | None:
-        row = find(rows, key, workload, conns)
-        return row.requests_per_s if row else None
-
-    def field_of(key: str, workload: str, conns: int, get: Callable[[Row], Any]) -> Any:
-        row = find(rows, key, workload, conns)
-        return get(row) if row else None
+    def at_(key: str, workload: str, conns: int) -> Row | None:
+        return find(rows, key, workload, conns)
 
     b64, raw, v2, nested = (w.key for w in image_plan.WORKLOADS_SHOWN)
-    service16 = rate(SERVICE, b64, 16)
-    peer_rates = {key: rate(key, b64, 16) for key in PEERS}
-    measured_peers = {k: v for k, v in peer_rates.items() if v}
-    best_peer = max(measured_peers, key=lambda k: measured_peers[k]) if measured_peers else None
+    service16, service64 = at_(SERVICE, b64, 16), at_(SERVICE, b64, 64)
+    tf16 = at_(TF_FUNCTION, b64, 16)
+    best_peer = _best({key: at_(key, b64, 16) for key in PEERS})
+    peer16 = at_(best_peer, b64, 16) if best_peer else None
     in_turns = {k: turns.median(k) for k in PEERS} if turns is not None else {}
     turned = {k: v for k, v in in_turns.items() if v}
     best_turned = max(turned, key=lambda k: turned[k]) if turned else None
@@ -358,23 +474,28 @@ def image_targets(rows: Sequence[Row], turns: Turns | None = None) -> list[Targe
     peer_ready = {k: ready[k] for k in PEERS if k in ready}
     fastest_peer = min(peer_ready, key=lambda k: peer_ready[k]) if peer_ready else None
     rss = [r.rss_per_worker_mb for r in rows if r.key == SERVICE and r.rss_per_worker_mb]
+    nested_service, nested_bare = at_(SERVICE, nested, 16), at_(BARE, nested, 16)
+    raw16, v2_16 = at_(SERVICE, raw, 16), at_(SERVICE, v2, 16)
     found = [
+        errors_target(rows, turns),
         _in_turns(
             "{b64} JPEG @16 conns: service / FastAPI + tf.function (req/s)",
             turns,
             B64_LABEL,
-            _ratio(service16, rate(TF_FUNCTION, b64, 16)),
+            _ratio(_rps(service16), _rps(tf16)),
             5,
             over=TF_FUNCTION,
+            on=(service16, tf16),
         ),
         _in_turns(
             "{b64} JPEG @16 conns: service / best peer, batching on (req/s)",
             turns,
             B64_LABEL,
-            _ratio(service16, measured_peers.get(best_peer) if best_peer else None),
+            _ratio(_rps(service16), _rps(peer16)),
             3,
             over=best_turned,
             note=f"best peer: {best_turned or best_peer}",
+            on=(service16, peer16),
         )
         if best_peer
         else _goal(
@@ -385,97 +506,141 @@ def image_targets(rows: Sequence[Row], turns: Turns | None = None) -> list[Targe
         ),
         _goal(
             "nested arrays @16 conns: service / bare ASGI orjson-numpy-LiteRT (req/s)",
-            _ratio(rate(SERVICE, nested, 16), rate(BARE, nested, 16)),
+            _ratio(_rps(nested_service), _rps(nested_bare)),
             0.5,
+            on=(nested_service, nested_bare),
         ),
         _goal(
             "{b64} JPEG @64 conns: service p99 / p50",
-            _ratio(
-                field_of(SERVICE, b64, 64, lambda r: r.p99_ms),
-                field_of(SERVICE, b64, 64, lambda r: r.p50_ms),
-            ),
+            _ratio(_p99(service64), _p50(service64)),
             3,
             at_most=True,
+            on=(service64,),
         ),
         _goal(
             "{b64} JPEG @64 conns: service errors",
-            field_of(SERVICE, b64, 64, lambda r: r.errors),
+            service64.errors if service64 else None,
             0,
             unit="errors",
             at_most=True,
+            on=(service64,),
         ),
         _in_turns(
             "raw image/jpeg body @16 conns: service / {b64} (req/s)",
             turns,
             RAW_LABEL,
-            _ratio(rate(SERVICE, raw, 16), service16),
+            _ratio(_rps(raw16), _rps(service16)),
             1.0,
+            on=(raw16, service16),
         ),
         _in_turns(
             "V2 BYTES binary @16 conns: service / {b64} (req/s)",
             turns,
             V2_LABEL,
-            _ratio(rate(SERVICE, v2, 16), service16),
+            _ratio(_rps(v2_16), _rps(service16)),
             1.0,
+            on=(v2_16, service16),
         ),
     ]
     for conns in (16, 64):
-        on, off = rate(SERVICE_BATCHING, b64, conns), rate(SERVICE_BATCHING_OFF, b64, conns)
-        nowait = rate(SERVICE_BATCHING_NOWAIT, b64, conns)
+        on, off = at_(SERVICE_BATCHING, b64, conns), at_(SERVICE_BATCHING_OFF, b64, conns)
+        nowait = at_(SERVICE_BATCHING_NOWAIT, b64, conns)
         found += [
             _info_in_turns(
                 f"{{b64}} JPEG @{conns} conns: batching on / off (req/s)",
                 turns,
                 at(SERVICE_BATCHING, conns),
                 at(SERVICE_BATCHING_OFF, conns),
-                _ratio(on, off),
+                _ratio(_rps(on), _rps(off)),
+                on=(on, off),
             ),
             _info_in_turns(
                 f"{{b64}} JPEG @{conns} conns: batching on, no fill wait / off (req/s)",
                 turns,
                 at(SERVICE_BATCHING_NOWAIT, conns),
                 at(SERVICE_BATCHING_OFF, conns),
-                _ratio(nowait, off),
+                _ratio(_rps(nowait), _rps(off)),
+                on=(nowait, off),
             ),
         ]
     p50_name = "{b64} JPEG @1 conn: batching on / off (p50 latency)"
-    p50_single = _ratio(
-        field_of(SERVICE_BATCHING, b64, 1, lambda r: r.p50_ms),
-        field_of(SERVICE_BATCHING_OFF, b64, 1, lambda r: r.p50_ms),
-    )
+    on1_row, off1_row = at_(SERVICE_BATCHING, b64, 1), at_(SERVICE_BATCHING_OFF, b64, 1)
+    p50_single = _ratio(_p50(on1_row), _p50(off1_row))
     on1, off1 = at(SERVICE_BATCHING, 1), at(SERVICE_BATCHING_OFF, 1)
-    p50_paired = turns.paired_latency(on1, off1) if turns is not None else None
+    p50_paired = turns.paired(on1, off1, "p50_ms") if turns is not None else None
+    p50_errors = turns.error_notes(on1, off1) if turns is not None else []
     if turns is not None and p50_paired is not None:
-        spread = turns.latency_ratios(on1, off1)
+        spread = turns.ratios(on1, off1, "p50_ms")
         p50_note = (
-            f"{turns.describe()} (per round {min(spread):.2f}x to {max(spread):.2f}x); "
-            f"one point each: {fmt(p50_single, 'ratio')}"
+            f"{turns.describe(on1, off1, 'p50_ms')} (per round {min(spread):.2f}x to "
+            f"{max(spread):.2f}x); one point each: {fmt(p50_single, 'ratio')}"
         )
-        found.append(_goal(p50_name, p50_paired, 1.10, at_most=True, note=p50_note))
+        found.append(
+            _goal(
+                p50_name,
+                p50_paired,
+                1.10,
+                at_most=True,
+                note=p50_note,
+                on=(on1_row, off1_row),
+                errors=p50_errors,
+            )
+        )
     else:
-        found.append(_goal(p50_name, p50_single, 1.10, at_most=True, note="one point each"))
+        found.append(
+            _goal(
+                p50_name,
+                p50_single,
+                1.10,
+                at_most=True,
+                note="one point each",
+                on=(on1_row, off1_row),
+                errors=p50_errors,
+            )
+        )
     for conns in (16, 64):
-        studied = [
-            rate(key, b64, conns)
-            for key in (SERVICE_BATCHING, SERVICE_BATCHING_NOWAIT, SERVICE_BATCHING_OFF)
-        ]
-        best = None if None in studied else max(r for r in studied if r is not None)
-        single = _ratio(service16 if conns == 16 else rate(SERVICE, b64, conns), best)
+        studied = [at_(key, b64, conns) for key in BATCHING_KEYS]
+        rates = [_rps(row) for row in studied]
+        best = None if None in rates else max(r for r in rates if r is not None)
+        defaults = service16 if conns == 16 else service64
+        single = _ratio(_rps(defaults), best)
         name = f"{{b64}} JPEG @{conns} conns: defaults / best batching setting (req/s)"
         note = "best of on, on without fill wait, off: the default is right when this holds"
         reference = at(B64_LABEL, conns)
         against = (
             [turns.paired(reference, at(key, conns)) for key in BATCHING_KEYS] if turns else []
         )
+        errors = (
+            turns.error_notes(reference, *(at(key, conns) for key in BATCHING_KEYS))
+            if turns
+            else []
+        )
+        points = (defaults, *studied)
         if turns is not None and against and None not in against:
             shown = ", ".join(fmt(r, "ratio") for r in against)
             worst = min(r for r in against if r is not None)
             note += f"; {turns.describe()}: against on, no fill wait, off {shown}"
             found.append(
-                _goal(name, worst, 0.95, note=f"{note}; one point each: {fmt(single, 'ratio')}")
+                _goal(
+                    name,
+                    worst,
+                    0.95,
+                    note=f"{note}; one point each: {fmt(single, 'ratio')}",
+                    on=points,
+                    errors=errors,
+                )
             )
         else:
-            found.append(_goal(name, single, 0.95, note=f"{note} (one point each)"))
+            found.append(
+                _goal(
+                    name,
+                    single,
+                    0.95,
+                    note=f"{note} (one point each)",
+                    on=points,
+                    errors=errors,
+                )
+            )
     found += [
         _goal(
             "start to ready: fastest peer / service",
@@ -553,7 +718,7 @@ def fmt(value: float | None, kind: str = "float") -> str:
     """Table formatting: about three significant digits, no thousands separators."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return NA
-    if kind == "int":
+    if kind == "int" or (kind == "float" and isinstance(value, int)):
         return str(round(value))
     if kind == "ratio":
         return f"{value:.{2 if value < 10 else 1 if value < 100 else 0}f}x"
@@ -569,7 +734,9 @@ def fmt(value: float | None, kind: str = "float") -> str:
 
 def _cells(row: Row, ratios: Ratios = RATIOS) -> list[str]:
     if row.unavailable is not None:
-        return [row.server, row.config, *[NA] * (len(BASE_COLUMNS) + len(ratios) - 2)]
+        cells = [row.server, row.config, *[NA] * (len(BASE_COLUMNS) + len(ratios) - 2)]
+        cells[BASE_COLUMNS.index("errors")] = fmt(row.errors, "int")  # a failed first answer
+        return cells
     return [
         row.server,
         row.config,
@@ -602,6 +769,8 @@ def markdown(report: Report) -> str:
     lines = [
         f"## Benchmark results: {report.model} ({report.mode} mode)",
         "",
+        verdict(report),
+        "",
         f"- command: `{report.command}`",
         f"- machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory']}, "
         f"{machine['os']}, {machine['python']}; commit {machine['commit']}",
@@ -609,7 +778,8 @@ def markdown(report: Report) -> str:
         "",
         *table_lines(suite.columns, [_cells(row, suite.ratios) for row in report.rows]),
         "",
-        "### Targets (informational: ratios within this run; nothing fails on a MISS)",
+        "### Targets (ratios within this run: a slow number is a MISS and fails nothing; "
+        "an error answer anywhere fails the run)",
         "",
         *table_lines(
             ("target", "measured", "goal", "result", "note"),
@@ -637,14 +807,29 @@ def markdown(report: Report) -> str:
     return "\n".join(lines) + "\n"
 
 
+def verdict(report: Report) -> str:
+    """The report's first line: whether any answer of the run was an error."""
+    count = report.error_answers
+    if not count:
+        return "**No errors**: every answer of every point and every turn was a 200."
+    places = "; ".join(error_places(report.rows, report.turns))
+    return (
+        f"**RUN FAILED: {count} error answers** (answers other than 200, or socket errors) "
+        f"in {places}. A run with errors fails whatever its speed (run.py exits with 1)."
+    )
+
+
+def _median(values: Sequence[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
 def turns_section(turns: Turns) -> list[str]:
-    """The contenders measured in turns: medians, paired ratios, p50, CPU per request."""
+    """The contenders measured in turns: medians, paired ratios, p50, CPU per request, and
+    which contenders were dropped from the remaining rounds, when and why."""
     title = (
         f"### Measured in turns ({turns.rounds} rounds of {turns.duration_s} s, "
         f"contenders alternating; req/s ratios to {turns.reference})"
     )
-    if turns.unavailable is not None:
-        return [title, "", f"Not measured: {turns.unavailable}"]
     body = []
     for label in turns.labels:
         rates, ratios = turns.rates[label], turns.ratios(label)
@@ -652,14 +837,17 @@ def turns_section(turns: Turns) -> list[str]:
             [
                 label,
                 str(turns.connections_of.get(label, turns.connections)),
-                fmt(statistics.median(rates)),
+                fmt(_median(rates)),
                 fmt(turns.paired(label), "ratio"),
                 f"{fmt(min(ratios), 'ratio')} to {fmt(max(ratios), 'ratio')}" if ratios else NA,
-                f"{turns.wins(label)} of {len(ratios)}" if label != turns.reference else NA,
-                fmt(statistics.median(turns.p50_ms[label])),
-                fmt(statistics.median(turns.cpu_us[label])),
+                f"{turns.wins(label)} of {len(ratios)}"
+                if label != turns.reference and ratios
+                else NA,
+                fmt(_median(turns.p50_ms[label])),
+                fmt(_median(turns.cpu_us[label])),
                 fmt(turns.cpu_ratio(label), "ratio"),
-                ", ".join(fmt(r) for r in rates),
+                ", ".join(fmt(r) for r in rates) or NA,
+                turns.dropped.get(label, "no"),
             ]
         )
     header = (
@@ -673,8 +861,17 @@ def turns_section(turns: Turns) -> list[str]:
         "server CPU µs/request",
         "ratio in CPU/request",
         "req/s by round",
+        "dropped",
     )
-    return [title, "", *table_lines(header, body)]
+    lines = [title, "", *table_lines(header, body)]
+    if turns.dropped:
+        lines += [
+            "",
+            "A dropped contender left the turns from then on (its partial round discarded) "
+            "and the others went on; each ratio counts only the rounds that measured both "
+            "of its contenders.",
+        ]
+    return lines
 
 
 def as_json(report: Report) -> dict[str, Any]:
@@ -693,7 +890,13 @@ def as_json(report: Report) -> dict[str, Any]:
     for target, raw in zip(data["targets"], report.targets, strict=True):
         target["result"] = raw.result
         target["shown"] = raw.shown
-    return {"columns": list(SUITES[report.model].columns), **clean(data)}
+    return {
+        "columns": list(SUITES[report.model].columns),
+        "failed": report.failed,
+        "error_answers": report.error_answers,
+        "errors_in": error_places(report.rows, report.turns),
+        **clean(data),
+    }
 
 
 def chart(report: Report, path: Path) -> None:

@@ -14,6 +14,12 @@ ratios (paired) is far steadier than a ratio of two single points. The
 server's CPU time per request (its process tree's, from ``/proc``) is kept too: it
 tells "the server got less of its core" (req/s drops, CPU per request does not)
 from "the core ran slower" (both move).
+
+A contender that fails (its server does not start, it does not answer its check, or one
+of its turns sees an error answer: anything but a 200, or a socket error) is dropped
+from the remaining rounds, its partial round discarded, and the others go on. A ratio
+counts only the rounds in which both its contenders were measured: once the reference
+is dropped, the ratios to it keep the rounds before.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from harness import loadgen, machine, plan
 from harness.processes import ServerFailed, ServerProcess
@@ -38,9 +45,19 @@ class Contender:
     connections: int | None = None  # None: the turns' own count
 
 
+#: The per-round series a ratio can be taken of: req/s, or p50 latency.
+Series = Literal["rates", "p50_ms"]
+
+
 @dataclass
 class Turns:
-    """Each contender's req/s, p50 and server CPU µs per request, round by round."""
+    """Each contender's req/s, p50 and server CPU µs per request, round by round.
+
+    A contender is measured in every round until it is dropped (its server did not start
+    or did not answer its check, or a turn saw an error answer): each of its lists holds
+    its rounds 1 to n in order, n the rounds it completed, so two contenders were both
+    measured in the first min(n, m) rounds. A dropped contender's partial round is not kept.
+    """
 
     reference: str  # the label every ratio is taken against
     labels: list[str]
@@ -52,38 +69,24 @@ class Turns:
     cpu_us: dict[str, list[float]] = field(default_factory=dict)
     connections_of: dict[str, int] = field(default_factory=dict)  # each contender's
     orders: list[list[str]] = field(default_factory=list)  # each round's order of turns
-    unavailable: str | None = None  # why the turns could not be measured
+    dropped: dict[str, str] = field(default_factory=dict)  # label -> why, and from when
+    #: label -> the error answers (not 200, or socket errors) that dropped it
+    errors: dict[str, int] = field(default_factory=dict)
 
-    def ratios(self, label: str, over: str | None = None) -> list[float]:
-        """``label``'s req/s over ``over``'s (default: the reference's), one per round."""
-        base_label = over or self.reference
-        if self.unavailable is not None or {label, base_label} - set(self.rates):
+    def ratios(self, label: str, over: str | None = None, series: Series = "rates") -> list[float]:
+        """``label``'s req/s (or p50) over ``over``'s (default: the reference's), one per round
+        both were measured in."""
+        values = self.p50_ms if series == "p50_ms" else self.rates
+        own, base = values.get(label), values.get(over or self.reference)
+        if not own or not base:
             return []
-        return [
-            value / base
-            for value, base in zip(self.rates[label], self.rates[base_label], strict=True)
-            if base > 0
-        ]
+        # Both lists start at round 1: zip stops at the last round both were measured in.
+        return [value / b for value, b in zip(own, base, strict=False) if b > 0]
 
-    def latency_ratios(self, label: str, over: str) -> list[float]:
-        """``label``'s p50 over ``over``'s, one per round."""
-        if self.unavailable is not None or {label, over} - set(self.p50_ms):
-            return []
-        return [
-            value / base
-            for value, base in zip(self.p50_ms[label], self.p50_ms[over], strict=True)
-            if base > 0
-        ]
-
-    def paired_latency(self, label: str, over: str) -> float | None:
-        """The median of the per-round p50 ratios (None if either was not measured)."""
-        found = self.latency_ratios(label, over)
-        return statistics.median(found) if found else None
-
-    def paired(self, label: str, over: str | None = None) -> float | None:
+    def paired(self, label: str, over: str | None = None, series: Series = "rates") -> float | None:
         """The median of the per-round ratios to ``over`` (default: the reference), or
-        None if either was not measured."""
-        found = self.ratios(label, over)
+        None if no round measured both."""
+        found = self.ratios(label, over, series)
         return statistics.median(found) if found else None
 
     def wins(self, label: str, over: str | None = None) -> int:
@@ -91,28 +94,98 @@ class Turns:
         return sum(ratio >= 1 for ratio in self.ratios(label, over))
 
     def median(self, label: str) -> float | None:
-        """``label``'s median req/s (None if not measured)."""
-        found = self.rates.get(label) if self.unavailable is None else None
+        """``label``'s median req/s over the rounds it was measured in (None if none)."""
+        found = self.rates.get(label)
         return statistics.median(found) if found else None
 
     def cpu_ratio(self, label: str, over: str | None = None) -> float | None:
         """``over``'s (default: the reference's) median CPU per request over ``label``'s
-        (above 1: ``label`` is cheaper)."""
-        base = self.cpu_us.get(over or self.reference)
-        if self.unavailable is not None or not self.cpu_us.get(label) or not base:
+        (above 1: ``label`` is cheaper), in the rounds both were measured in."""
+        own, base = self.cpu_us.get(label) or [], self.cpu_us.get(over or self.reference) or []
+        both = min(len(own), len(base))
+        if not both:
             return None
-        own = statistics.median(self.cpu_us[label])
-        return statistics.median(base) / own if own > 0 else None
+        mine = statistics.median(own[:both])
+        return statistics.median(base[:both]) / mine if mine > 0 else None
 
-    def describe(self) -> str:
-        """How the turns were taken, for a target's note."""
-        return f"in turns: median of {self.rounds} paired rounds of {self.duration_s} s"
+    @property
+    def error_answers(self) -> int:
+        """Error answers seen in the turns (each dropped the contender that got them)."""
+        return sum(self.errors.values())
+
+    def error_notes(self, *labels: str | None) -> list[str]:
+        """Which of ``labels`` got error answers in the turns, and when."""
+        return [
+            f"{label} in the turns, {self.dropped[label]}"
+            for label in dict.fromkeys(labels)
+            if label is not None and self.errors.get(label)
+        ]
+
+    def describe(
+        self, label: str | None = None, over: str | None = None, series: Series = "rates"
+    ) -> str:
+        """How the turns were taken, for a target's note (on ``label`` over ``over``: how
+        many rounds measured both, and which of them was dropped)."""
+        count = self.rounds if label is None else len(self.ratios(label, over, series))
+        text = f"in turns: median of {count} paired round{'' if count == 1 else 's'}"
+        text += f" of {self.duration_s} s"
+        if label is None:
+            return text
+        gone = [
+            f"{name} dropped {self.dropped[name]}"
+            for name in dict.fromkeys((label, over or self.reference))
+            if name in self.dropped
+        ]
+        return f"{text} (of {self.rounds}: {'; '.join(gone)})" if gone else text
 
 
 def rotated(items: Sequence[Contender], start: int) -> list[Contender]:
     """``items`` in order from ``start`` (modulo their number), wrapping around."""
     cut = start % len(items) if items else 0
     return [*items[cut:], *items[:cut]]
+
+
+@dataclass(frozen=True)
+class _Turn:
+    """One contender's turn: what it measured, or why it is dropped."""
+
+    result: loadgen.LoadResult | None = None
+    cpu_us: float = 0.0
+    problem: str | None = None  # why the contender leaves the turns
+    errors: int = 0  # error answers behind ``problem``
+
+
+def _one_turn(
+    contender: Contender,
+    server: ServerProcess,
+    connections: int,
+    duration_s: int,
+    generator: loadgen.LoadGenerator,
+    pinning: machine.Pinning,
+    check: Callable[[str, Path, dict[str, str] | None], str | None],
+) -> _Turn:
+    """Resume the contender's server, wait for its backlog, put the load on it, pause it."""
+    load = contender.load
+    url = server.url + load.path
+    server.resume()
+    try:
+        problem = check(url, load.body, load.headers)  # the previous turn's backlog is done
+        if problem is not None:
+            return _Turn(problem=problem, errors=1)
+        before = server.cpu_seconds()
+        try:
+            result = generator.run(
+                url, load.body, connections, duration_s, pinning.loadgen, load.headers
+            )
+        except loadgen.LoadError as exc:
+            return _Turn(problem=f"load generator failed: {exc}")
+        used = (server.cpu_seconds() - before) / max(result.requests, 1) * 1e6
+    finally:
+        server.pause()
+    if result.errors:
+        what = "errors (answers other than 200, or socket errors)"
+        return _Turn(problem=f"{result.errors} {what} in its turn", errors=result.errors)
+    return _Turn(result, used)
 
 
 def take_turns(
@@ -131,7 +204,10 @@ def take_turns(
 
     ``check`` answers one request (None when it was a 200), and is also used to wait
     until a server has worked off the previous turn's backlog. The first contender is
-    the reference.
+    the reference. A contender whose server does not start, whose check fails, or whose
+    turn sees an error answer is dropped from the remaining rounds (``Turns.dropped``
+    says why, ``Turns.errors`` counts the error answers) and the others go on; the
+    rounds stop early when fewer than two contenders are left.
     """
     labels = [c.label for c in contenders]
     turns = Turns(labels[0], labels, rounds, duration_s, connections)
@@ -139,59 +215,68 @@ def take_turns(
     turns.p50_ms = {label: [] for label in labels}
     turns.cpu_us = {label: [] for label in labels}
     turns.connections_of = {c.label: c.connections or connections for c in contenders}
+
+    def drop(label: str, reason: str, errors: int = 0) -> None:
+        turns.dropped[label] = reason
+        if errors:
+            turns.errors[label] = errors
+        say(f"turns: {label} is dropped from the remaining rounds: {reason}")
+
     with contextlib.ExitStack() as stack:
         servers: dict[str, ServerProcess] = {}
+        missing: dict[str, str] = {}  # spec key -> why its server is not there
         for contender in contenders:
             spec = contender.spec
-            if spec.key in servers:
-                continue
-            if spec.unavailable is not None:
-                turns.unavailable = f"{spec.key}: {spec.unavailable}"
-                return turns
-            try:
-                server = spec.start(workdir / f"turns-{spec.key}.log", pinning.server)
-            except ServerFailed as exc:
-                turns.unavailable = f"{spec.key} did not start: {exc}"
-                return turns
-            stack.callback(server.stop)
-            servers[spec.key] = server
+            if spec.key not in servers and spec.key not in missing:
+                if spec.unavailable is not None:
+                    missing[spec.key] = f"not available: {spec.unavailable}"
+                else:
+                    try:
+                        server = spec.start(workdir / f"turns-{spec.key}.log", pinning.server)
+                    except ServerFailed as exc:
+                        missing[spec.key] = f"did not start: {exc}"
+                    else:
+                        stack.callback(server.stop)
+                        servers[spec.key] = server
+            if spec.key in missing:
+                drop(contender.label, missing[spec.key])
         for contender in contenders:  # each answers, and is warm
+            if contender.label in turns.dropped:
+                continue
             url = servers[contender.spec.key].url + contender.load.path
             problem = check(url, contender.load.body, contender.load.headers)
             if problem is not None:
-                turns.unavailable = f"{contender.label}: {problem}"
-                return turns
+                drop(contender.label, f"before round 1: {problem}", errors=1)
+                continue
             conns = turns.connections_of[contender.label]
-            generator.run(
-                url, contender.load.body, conns, 1, pinning.loadgen, contender.load.headers
-            )
+            try:
+                generator.run(
+                    url, contender.load.body, conns, 1, pinning.loadgen, contender.load.headers
+                )
+            except loadgen.LoadError as exc:
+                drop(contender.label, f"before round 1: load generator failed: {exc}")
         for server in servers.values():
             server.pause()
         for round_ in range(1, rounds + 1):
-            order = rotated(contenders, round_ - 1)
+            order = [c for c in rotated(contenders, round_ - 1) if c.label not in turns.dropped]
+            if len(order) < 2:
+                say(f"turns: fewer than two contenders left, no round {round_}")
+                break
             turns.orders.append([c.label for c in order])
             for contender in order:
-                server = servers[contender.spec.key]
-                load = contender.load
-                url = server.url + load.path
-                server.resume()
-                check(url, load.body, load.headers)  # the previous turn's backlog is done
-                before = server.cpu_seconds()
                 conns = turns.connections_of[contender.label]
-                result = generator.run(
-                    url, load.body, conns, duration_s, pinning.loadgen, load.headers
-                )
-                used = (server.cpu_seconds() - before) / max(result.requests, 1) * 1e6
-                server.pause()
-                if result.errors:
-                    turns.unavailable = f"{contender.label}: {result.errors} errors in a turn"
-                    return turns
+                server = servers[contender.spec.key]
+                turn = _one_turn(contender, server, conns, duration_s, generator, pinning, check)
+                if turn.result is None:
+                    drop(contender.label, f"round {round_}: {turn.problem}", turn.errors)
+                    continue
+                result = turn.result
                 turns.rates[contender.label].append(result.requests_per_s)
                 turns.p50_ms[contender.label].append(result.p50_ms)
-                turns.cpu_us[contender.label].append(used)
+                turns.cpu_us[contender.label].append(turn.cpu_us)
                 say(
                     f"turns, round {round_}: {contender.label:24} "
                     f"@{conns:<3} {result.requests_per_s:9.1f} req/s, p50 {result.p50_ms:7.2f} ms, "
-                    f"{used:7.1f} µs CPU per request"
+                    f"{turn.cpu_us:7.1f} µs CPU per request"
                 )
     return turns
