@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -68,6 +69,7 @@ def worker_app() -> FastAPI:
     """The application of one worker process (``--workers N``): settings come from the
     SERVICE_* variables the parent exported, and logging is set up here because a
     spawned worker starts with none."""
+    gc.disable()  # while the application imports, as in service/__main__.py
     settings = Settings()
     logs.configure(settings.log_level)
     # uvicorn turned its own access logger off in this process (access_log=False) before
@@ -123,6 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "port": settings.port,
         "loop": "uvloop" if sys.platform != "win32" else "asyncio",
         "http": "service.http.head_deadline:HeaderTimeoutProtocol",  # httptools + a head deadline
+        "ws": "none",  # no WebSocket routes: uvicorn need not import a WebSocket library
         "log_level": settings.log_level,
         "access_log": False,
         "timeout_graceful_shutdown": settings.timeout_graceful_shutdown,

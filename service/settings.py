@@ -29,9 +29,10 @@ class ModelBatching(BaseModel):
 class Settings(BaseSettings):
     """Everything the service can be told; each field reads ``SERVICE_<FIELD>``."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="SERVICE_", frozen=True, extra="forbid", use_attribute_docstrings=True
-    )
+    # The docstrings under the fields document them (docs/configuration.md is generated
+    # from them by tests/settings_table.py); pydantic's use_attribute_docstrings would
+    # read this file's source at every start, a fifth of the service's own import time.
+    model_config = SettingsConfigDict(env_prefix="SERVICE_", frozen=True, extra="forbid")
 
     model_repository: Path = Path("models")
     """Directory holding ``<name>/<version>/`` model versions."""

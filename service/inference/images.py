@@ -6,7 +6,7 @@ decompression bomb (a small file declaring billions of pixels) costs microsecond
 no memory. Then the pixels are decoded, converted to the model's channels (1: gray
 ``L``, 3: ``RGB``, 4: ``RGBA``), resized to its height x width with Pillow's bilinear
 filter when they differ, and mapped from 0..255 onto the values the model was trained
-on (``InputSpec.pixel_range``). Nothing here knows about HTTP: the errors carry their
+on (``ImageInput.pixel_range``). Nothing here knows about HTTP: the errors carry their
 status (422 for a file that is not a whole PNG or JPEG, 413 for too many pixels).
 """
 
@@ -14,25 +14,55 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import ModuleType
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import numpy.typing as npt
-from PIL import Image, UnidentifiedImageError
 
 from service.errors import InvalidInput, PayloadTooLarge
-from service.repository.artifact import InputSpec
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 #: The formats a client may send (Pillow's names).
 FORMATS = ("PNG", "JPEG")
 #: Pillow modes for each channel count a model may take.
 MODES = {1: "L", 3: "RGB", 4: "RGBA"}
-#: Pillow's own decompression-bomb check warns (an exception where warnings are errors)
-#: or refuses as it opens a file; ``decode`` checks the service's tighter limit from the
-#: same header instead, before decoding, so Pillow's is off in the serving process.
-Image.MAX_IMAGE_PIXELS = None
+
+
+class ImageInput(Protocol):
+    """What decoding reads of a model's input (the artifact's ``InputSpec`` is one)."""
+
+    @property
+    def kind(self) -> str:
+        """``"image"`` for a model that takes images."""
+
+    @property
+    def shape(self) -> Sequence[int]:
+        """Height, width, channels."""
+
+    @property
+    def pixel_range(self) -> tuple[float, float] | None:
+        """The values 0 and 255 map onto (``None``: 0..255 as they are)."""
+
+
+@functools.cache
+def pillow() -> ModuleType:
+    """``PIL.Image``, imported on first use: a service with no image model never needs it.
+
+    Pillow's own decompression-bomb check warns (an exception where warnings are errors)
+    or refuses as it opens a file; ``decode`` checks the service's tighter limit from the
+    same header instead, before decoding, so Pillow's is off in the serving process.
+    """
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = None
+    return Image
 
 
 @dataclass(frozen=True)
@@ -71,11 +101,12 @@ def _describe(data: bytes) -> str:
     return f"{len(data)} bytes starting {data[:8]!r}"
 
 
-def decode(data: bytes, spec: InputSpec, max_pixels: int, where: str) -> npt.NDArray[np.float32]:
+def decode(data: bytes, spec: ImageInput, max_pixels: int, where: str) -> npt.NDArray[np.float32]:
     """One PNG or JPEG file as the model's (height, width, channels) float32 pixels."""
+    pil = pillow()
     try:
-        image = Image.open(io.BytesIO(data), formats=FORMATS)
-    except UnidentifiedImageError:
+        image = pil.open(io.BytesIO(data), formats=FORMATS)
+    except pil.UnidentifiedImageError:
         raise InvalidInput(
             f"expected a PNG or JPEG file in {where}, received {_describe(data)}"
         ) from None
@@ -101,17 +132,17 @@ def decode(data: bytes, spec: InputSpec, max_pixels: int, where: str) -> npt.NDA
     return pixels
 
 
-def _pixels(image: Image.Image, spec: InputSpec) -> npt.NDArray[np.float32]:
+def _pixels(image: Image.Image, spec: ImageInput) -> npt.NDArray[np.float32]:
     """The decoded image in the model's channels, size and pixel range."""
     height, width, channels = spec.shape
     if image.mode.startswith("I;16") or image.mode == "I":
         # 16-bit gray: Pillow's convert would clip at 255; scale to 8 bits instead.
         wide = np.asarray(image, dtype=np.float64) / 257.0
-        image = Image.fromarray(np.clip(np.rint(wide), 0, 255).astype(np.uint8), "L")
+        image = pillow().fromarray(np.clip(np.rint(wide), 0, 255).astype(np.uint8), "L")
     if image.mode != MODES[channels]:
         image = image.convert(MODES[channels])
     if image.size != (width, height):
-        image = image.resize((width, height), Image.Resampling.BILINEAR)
+        image = image.resize((width, height), pillow().Resampling.BILINEAR)
     x = np.asarray(image, dtype=np.float32).reshape(height, width, channels)
     low, high = spec.pixel_range or (0.0, 255.0)
     if (low, high) != (0.0, 255.0):
@@ -119,7 +150,7 @@ def _pixels(image: Image.Image, spec: InputSpec) -> npt.NDArray[np.float32]:
     return x
 
 
-def decode_all(images: EncodedImages, spec: InputSpec, max_pixels: int) -> npt.NDArray[np.float32]:
+def decode_all(images: EncodedImages, spec: ImageInput, max_pixels: int) -> npt.NDArray[np.float32]:
     """Every file as the model's pixels: a C-contiguous (n, height, width, channels) batch."""
     if spec.kind != "image":
         kind = spec.kind.replace("_", " ")

@@ -1,13 +1,12 @@
 """Table instances given as objects of named features, encoded into the model's input row.
 
 ``{"island": "Biscoe", "bill_length_mm": 39.1, "sex": null}`` becomes the row the model
-was trained on, column by column as the version's metadata records
-(``service.repository.artifact.Column``): a numeric value as it is (``null``: the
-recorded fill), a category one-hot over the training vocabulary, with a last input for
-values never seen in training (served, and reported back as ``unseen``). A table without
-recorded columns (trained before they existed, or exported) takes its ``feature_names``
-as numeric columns with no fill. Standardization and everything else the model computes
-is inside the model: nothing here re-implements training's arithmetic.
+was trained on, column by column as the version's metadata records them (``Column`` says
+what is read of each; the repository hands over the artifact's): a numeric value as it
+is (``null``: the recorded fill), a category one-hot over the training vocabulary, with a
+last input for values never seen in training (served, and reported back as ``unseen``).
+Standardization and everything else the model computes is inside the model: nothing
+here re-implements training's arithmetic.
 
 A category is matched as follows (the vocabulary holds the CSV cells' text):
 
@@ -29,12 +28,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from service.errors import InvalidInput
-from service.repository.artifact import Column, InputSpec
 
 #: A value of a named feature, as JSON gives it.
 Value = float | str | None
@@ -52,21 +51,32 @@ class NamedRows:
         return len(self.rows)
 
 
+class Column(Protocol):
+    """What encoding reads of one column of a table model (the artifact's ``Column`` is one)."""
+
+    @property
+    def name(self) -> str:
+        """The feature's name, as instances name it."""
+
+    @property
+    def kind(self) -> Literal["numeric", "categorical"]:
+        """How its values are encoded."""
+
+    @property
+    def fill(self) -> float | str | None:
+        """What a missing value (``null``) is filled with; ``None``: it may not be missing."""
+
+    @property
+    def vocabulary(self) -> Sequence[str] | None:
+        """A categorical column's categories, in one-hot order."""
+
+
 @dataclass(frozen=True)
 class EncodedRows:
     """The model's input rows, and per row the categories it had never seen in training."""
 
     x: npt.NDArray[np.float64]
     unseen: list[dict[str, str]]
-
-
-def columns_of(spec: InputSpec, feature_names: Sequence[str]) -> list[Column] | None:
-    """The columns a named instance is encoded by (``None``: the model takes no names)."""
-    if spec.columns is not None:
-        return spec.columns
-    if spec.kind != "table" or len(feature_names) != spec.size:
-        return None
-    return [Column(name=name) for name in feature_names]
 
 
 def _check_names(rows: Sequence[Mapping[str, Value]], names: list[str]) -> None:
@@ -172,7 +182,7 @@ def _one_hot(
     return out
 
 
-def encode(named: NamedRows, columns: list[Column]) -> EncodedRows:
+def encode(named: NamedRows, columns: Sequence[Column]) -> EncodedRows:
     """The model's input rows for named instances (``InvalidInput`` saying what is wrong)."""
     rows = named.rows
     _check_names(rows, [column.name for column in columns])

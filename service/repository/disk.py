@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,6 @@ from pydantic import ValidationError
 
 from service.errors import ModelLoadError
 from service.inference.ood import OODDetector
-from service.inference.tables import columns_of
 from service.repository.artifact import (
     METADATA,
     MODEL_KERAS,
@@ -63,6 +63,19 @@ class ServedMetadata(Metadata):
     def columns(self) -> list[Column] | None:
         """What an instance given as named features is encoded by (``None``: no names)."""
         return columns_of(self.input_spec, self.feature_names)
+
+
+def columns_of(spec: InputSpec, feature_names: Sequence[str]) -> list[Column] | None:
+    """The columns a named instance is encoded by (``None``: the model takes no names).
+
+    A table recorded before columns were (numbers only) has one numeric column per
+    feature name.
+    """
+    if spec.columns is not None:
+        return spec.columns
+    if spec.kind != "table" or len(feature_names) != spec.size:
+        return None
+    return [Column(name=name) for name in feature_names]
 
 
 def read_metadata(version_dir: Path, name: str, version: int) -> ServedMetadata:

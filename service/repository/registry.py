@@ -45,6 +45,7 @@ from service.errors import (
     VersionRefused,
 )
 from service.inference.batching import Batcher, BatchingConfig
+from service.inference.images import pillow
 from service.inference.inputs import Inputs
 from service.inference.runtime import KerasRuntime, LiteRTRuntime, Logits, Runtime
 from service.inference.scores import Scorer
@@ -211,6 +212,8 @@ def load_version(
             raise
         raise ModelLoadError(f"{where}: {exc}") from exc
     _warm_up(runtime, metadata)
+    if metadata.input_spec.kind == "image":
+        pillow()  # imported while loading, not by the first image request
     config = batching(name, runtime)
     batcher = Batcher(runtime, config) if config.enabled else None
     return LoadedVersion(metadata, runtime, runtime_name, np.asarray(metadata.class_names), batcher)

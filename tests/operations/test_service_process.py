@@ -37,15 +37,17 @@ def copy_repository(trained: TrainedRepository, workdir: Path, *names: str) -> P
     return workdir / "models"
 
 
-def test_service_never_imports_tensorflow_for_a_litert_model(
+def test_a_table_model_is_served_without_loading_tensorflow_or_pillow(
     trained: TrainedRepository, tmp_path: Path
 ) -> None:
+    """TensorFlow never (LiteRT serves); Pillow only once an image model is loaded."""
     server = start_server(trained.workdir, tmp_path / "log")
     try:
         assert httpx.post(server.url + "/predict", json=GOOD).status_code == 200
         maps = Path(f"/proc/{server.process.pid}/maps").read_text()
         assert "/tensorflow/" not in maps
         assert "/keras/" not in maps
+        assert "/PIL/" not in maps
     finally:
         assert server.stop() == 0
 
