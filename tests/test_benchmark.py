@@ -737,3 +737,24 @@ Answers other than 200: 25
     without = loadgen.parse_wrk(text.replace("Answers other than 200: 25\n", ""))
     assert without.non_200 == 10
     assert "Answers other than 200" in loadgen.LUA_POST.format(body="b.json", headers="")
+
+
+def test_the_startup_script_times_both_servers_in_turns_and_breaks_the_start_down(
+    tmp_path: Path,
+) -> None:
+    """``benchmarks/startup.py``: times to ready, their paired ratio, the import breakdown."""
+    output = script("benchmarks/startup.py", "--runs", "2", "--out", str(tmp_path))
+    assert output == (tmp_path / "startup.md").read_text()
+    data = json.loads((tmp_path / "startup.json").read_text())
+    ready = data["ready_s"]
+    assert set(ready) == {"service", "FastAPI floor"}
+    assert all(len(times) == 2 and all(0 < t < 30 for t in times) for times in ready.values())
+    pairs = [s / f for s, f in zip(ready["service"], ready["FastAPI floor"], strict=True)]
+    assert math.isclose(data["paired_service_over_floor"], statistics.median(pairs))
+    parts = data["breakdown_ms"]
+    assert 0 < parts["imports"] < parts["ready"]
+    assert math.isclose(sum(parts["by_package"].values()), parts["imports"], rel_tol=1e-9)
+    assert {"fastapi", "numpy", "service"} <= set(parts["by_package"])
+    assert "service.protocols.v2" in parts["service_modules"]
+    assert "PIL" not in parts["by_package"]  # the default model is a table
+    assert f"**{data['paired_service_over_floor']:.2f}x**" in output
