@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import itertools
 import re
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,7 @@ def docstrings(cls: type) -> dict[str, str]:
     )
     return {
         field.target.id: inspect.cleandoc(doc.value.value)
-        for field, doc in zip(body, body[1:], strict=False)
+        for field, doc in itertools.pairwise(body)
         if isinstance(field, ast.AnnAssign)
         and isinstance(field.target, ast.Name)
         and isinstance(doc, ast.Expr)
