@@ -26,7 +26,8 @@ def logistic_regression(
     x_test: npt.NDArray[np.float32],
     y_test: npt.NDArray[np.int64],
 ) -> dict[str, Any] | None:
-    """The baseline's held-out accuracy (and how it was made); ``None`` without scikit-learn."""
+    """The baseline's held-out accuracy and NLL (and how it was made); ``None`` without
+    scikit-learn."""
     try:
         import sklearn  # type: ignore[import-untyped]
         from sklearn.exceptions import ConvergenceWarning  # type: ignore[import-untyped]
@@ -42,14 +43,30 @@ def logistic_regression(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         pipeline.fit(np.asarray(x_train, dtype=np.float64), y_train)
-    predicted = pipeline.predict(np.asarray(x_test, dtype=np.float64))
+    probabilities = pipeline.predict_proba(np.asarray(x_test, dtype=np.float64))
+    predicted = pipeline.classes_[probabilities.argmax(axis=1)]
     return {
         "method": "make_pipeline(StandardScaler(), LogisticRegression("
         f"max_iter={MAX_ITER})), scikit-learn {sklearn.__version__}",
         "fitted_on": "train+validation",
         "train_samples": len(y_train),
         "test_accuracy": float(np.mean(predicted == y_test)),
+        "test_loss": _nll(probabilities, pipeline.classes_, y_test),
         "test_samples": len(y_test),
         "converged": not any(issubclass(w.category, ConvergenceWarning) for w in caught),
         "seconds": round(time.perf_counter() - start, 3),
     }
+
+
+def _nll(
+    probabilities: npt.NDArray[np.float64],
+    classes: npt.NDArray[np.int64],
+    y: npt.NDArray[np.int64],
+) -> float:
+    """Mean negative log-likelihood of the labels ``y`` (the network's ``test_loss``); a class
+    the baseline never saw in training has probability 0, floored at 1e-300 as the network's."""
+    column = {int(k): j for j, k in enumerate(classes)}
+    p = np.array(
+        [probabilities[i, column[int(k)]] if int(k) in column else 0.0 for i, k in enumerate(y)]
+    )
+    return float(-np.log(np.maximum(p, 1e-300)).mean())

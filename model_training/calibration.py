@@ -4,8 +4,9 @@
 probabilities sharper (``T < 1``: the model was under-confident) or softer (``T > 1``:
 over-confident). ``T`` minimises the negative log-likelihood (NLL) of the validation
 split, and is kept only where that is seen to help probabilities it was not fitted on
-(``decide``: enough validation samples, a fit inside its bounds, and a lower NLL when
-cross-validated on the validation split); otherwise the service serves ``T = 1``. NLL
+(``decide``: enough validation samples, a fit inside its bounds, a lower NLL when
+cross-validated on the validation split, and at least two validation errors to set the
+sharpness); otherwise the service serves ``T = 1``. NLL
 and expected calibration error (ECE) are reported before and after, on that
 validation split and on the held-out test split, which never takes part.
 
@@ -32,8 +33,11 @@ CV_FOLDS = 5
 MIN_SAMPLES = 30
 #: and is kept only when it lowers the cross-validated NLL by at least this share
 MIN_GAIN = 0.01
-#: and by more than this many standard errors of that gain.
+#: and by more than this many standard errors of that gain, and only when the validation
+#: split holds at least this many misclassified samples (how sharp is right is set by the
+#: errors: one cannot tell, as none cannot).
 STANDARD_ERRORS = 2.0
+MIN_ERRORS = 2
 
 Float64Array = npt.NDArray[np.float64]
 
@@ -203,7 +207,9 @@ class Decision:
     reason: str
 
 
-def decide(samples: int, fitted: float, cross_validated: CrossValidated | None) -> Decision:
+def decide(
+    samples: int, fitted: float, cross_validated: CrossValidated | None, errors: int | None = None
+) -> Decision:
     """Keep the fitted temperature only where it is seen to improve held-out probabilities.
 
     A temperature fitted on a validation split always lowers that split's own NLL, so
@@ -214,7 +220,11 @@ def decide(samples: int, fitted: float, cross_validated: CrossValidated | None) 
     it does not lower the held-out NLL by at least ``MIN_GAIN`` and by more than
     ``STANDARD_ERRORS`` standard errors: a gain the noise of a few samples could make is
     no evidence (the validation split also chose the epoch the weights come from, when
-    training stops early, so it already favours these probabilities).
+    training stops early, so it already favours these probabilities). A gain that passes
+    is still refused when the validation split holds fewer than ``MIN_ERRORS``
+    misclassified samples (``errors``): the right sharpness is set by the errors, and one
+    sets it as arbitrarily as none (on breast cancer, seed 42, the linear model's single
+    validation error let T = 0.09 pass, and the test NLL went from 0.126 to 1.08).
     """
     if samples < MIN_SAMPLES or cross_validated is None:
         return Decision(
@@ -237,6 +247,13 @@ def decide(samples: int, fitted: float, cross_validated: CrossValidated | None) 
             f"cross-validated on the validation split ({CV_FOLDS} folds), temperature scaling "
             f"does not lower the held-out NLL by {MIN_GAIN:.0%} and {STANDARD_ERRORS:g} "
             f"standard errors {change}",
+        )
+    if errors is not None and errors < MIN_ERRORS:
+        return Decision(
+            False,
+            f"the validation split holds {errors} misclassified sample"
+            f"{'' if errors == 1 else 's'}, fewer than the {MIN_ERRORS} that can tell how sharp "
+            f"is right, though cross-validated temperature scaling lowers its NLL {change}",
         )
     return Decision(
         True,
@@ -266,7 +283,9 @@ def calibrate(
     cross_validated = (
         cross_validated_nll(validation_logits, validation_labels) if n >= MIN_SAMPLES else None
     )
-    decision = decide(n, fitted, cross_validated)
+    z = np.asarray(validation_logits, dtype=np.float64)
+    errors = int((z.argmax(axis=-1) != np.asarray(validation_labels)).sum()) if n else 0
+    decision = decide(n, fitted, cross_validated, errors)
     temperature = fitted if decision.kept else 1.0
     return {
         "method": "temperature_scaling",

@@ -39,6 +39,7 @@ from model_training.pipeline import (
     train_version,
 )
 from model_training.repository import RepositoryError, check_name, versions
+from model_training.table_selection import ARCHITECTURES, FOLDS
 
 #: The kinds of input a version can describe (``--kind``).
 INPUT_KINDS: tuple[str, ...] = get_args(InputSpec.model_fields["kind"].annotation)
@@ -174,6 +175,13 @@ def train_parser() -> argparse.ArgumentParser:
         "1 and 1.0 are two (repeatable, or comma-separated)",
     )
     parser.add_argument(
+        "--architecture",
+        choices=ARCHITECTURES,
+        help="a CSV's model: network (a hidden layer of 64), linear (none: a softmax "
+        f"regression), or auto (the default): the one with the lower {FOLDS}-fold "
+        "cross-validated log loss on the training rows (on a tie, the network)",
+    )
+    parser.add_argument(
         "--no-report",
         action="store_true",
         help="write no report/ (plots and report.md) into the version; calibration and the "
@@ -229,6 +237,16 @@ def _print_summary(written: Written) -> None:
             f"baseline: standardized logistic regression, test accuracy "
             f"{baseline['test_accuracy']:.4f} on the same split"
         )
+    selection = metadata["training"].get("model_selection")
+    if selection is not None:
+        scores = selection.get("scores")
+        why = (
+            f"{selection['folds']}-fold cross-validated NLL on the training rows: network "
+            f"{scores['network']:.4f}, linear {scores['linear']:.4f}"
+            if scores
+            else selection["method"]
+        )
+        print(f"model: {selection['chosen']} ({why})")
     calibration = metadata["calibration"]
     if calibration is None:
         print("calibration: none (no validation split)")
@@ -295,6 +313,7 @@ def training_job(args: argparse.Namespace) -> TrainingJob:
         epochs=args.epochs,
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
+        architecture=args.architecture or "auto",
         report=not args.no_report,
         keras_progress=not args.quiet,
     )
@@ -308,6 +327,8 @@ def _check_combination(parser: argparse.ArgumentParser, args: argparse.Namespace
         parser.error("--image-size applies to --data DIR (a folder of images) only")
     if args.categorical is not None and (args.data is None or args.data.is_dir()):
         parser.error("--categorical applies to --data FILE.csv (a table) only")
+    if args.architecture is not None and (args.data is None or args.data.is_dir()):
+        parser.error("--architecture applies to --data FILE.csv (a table) only")
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -95,6 +95,9 @@ class TrainingJob:
     """``None``: 5 for the blobs, 32 for a CSV and for images."""
     learning_rate: float | None = None
     """``None``: 1e-3 (the blobs, images), 1e-2 (a CSV)."""
+    architecture: str = "auto"
+    """A CSV's recipe: ``network`` (one hidden layer), ``linear`` (none), or ``auto``: the
+    one with the lower cross-validated NLL on the training rows (``table_selection``)."""
     report: bool = True
     """Write the report (plots and report.md) into the version."""
     keras_progress: bool = True
@@ -306,9 +309,11 @@ def _fit_table(
     table: EncodedTable | None,
 ) -> tuple[TrainResult, dict[str, Any]]:
     """The classic recipe for the blobs (``model.train``), the table recipe for a CSV
-    (``table_model.train_table``); the result and its configuration for the metadata."""
+    (``table_model.train_table``, the network or its linear special case as
+    ``table_selection`` chooses); the result and its configuration for the metadata."""
     from model_training.model import TrainConfig, train
     from model_training.table_model import TableConfig, train_table
+    from model_training.table_selection import recipe, select_recipe
 
     verbose = "auto" if job.keras_progress else 0
     if table is None:
@@ -330,8 +335,22 @@ def _fit_table(
         verbose=verbose,
     )
     one_hot = one_hot_inputs(table.columns)
+    selection = select_recipe(
+        parts,
+        dataset.num_classes,
+        one_hot,
+        table_config,
+        job.architecture,
+        job.validation_split,
+    )
+    table_config = recipe(table_config, selection.chosen)
     result = train_table(parts, dataset.num_classes, one_hot, table_config)
-    return result, {**table_config.as_metadata(), "early_stopping": result.early_stopping}
+    return result, {
+        **table_config.as_metadata(),
+        "architecture": selection.chosen,
+        "model_selection": selection.as_metadata(),
+        "early_stopping": result.early_stopping,
+    }
 
 
 def _train_table(

@@ -669,11 +669,12 @@ def _epochs_note(training: dict[str, Any]) -> str:
     early = training.get("early_stopping")
     if not early:
         return f"{training['epochs']} epochs"
-    watched = (
-        "the training loss (no validation split)"
-        if early.get("monitor") == "loss"
-        else "the validation loss"
-    )
+    if early.get("monitor") != "loss":
+        watched = "the validation loss"
+    elif training.get("converge"):
+        watched = "the training loss, until it converged (the linear model)"
+    else:
+        watched = "the training loss (no validation split)"
     return (
         f"{early['epochs_run']} epochs (at most {training['epochs']}; early stopping on "
         f"{watched}, weights of the best epoch, {early['best_epoch']}, restored)"
@@ -685,24 +686,77 @@ def _baseline_rows(metrics: dict[str, Any]) -> list[str]:
     if not baseline:
         return []
     correct = round(baseline["test_accuracy"] * baseline["test_samples"])
-    return [
+    rows = [
         f"| baseline test accuracy: standardized logistic regression | "
         f"{baseline['test_accuracy']:.4f} ({correct} of {baseline['test_samples']}) |"
     ]
+    if "test_loss" in baseline:  # recorded since the table recipes are chosen between
+        rows.append(f"| baseline test loss (cross-entropy) | {_fmt(baseline['test_loss'])} |")
+    return rows
 
 
-def _baseline_section(metrics: dict[str, Any]) -> list[str]:
+#: How the report names each table recipe.
+RECIPE_NAMES = {
+    "network": "network (a hidden layer of 64)",
+    "linear": "linear (no hidden layer: a softmax regression)",
+}
+
+
+def _selection_section(training: dict[str, Any]) -> list[str]:
+    """Which table recipe was trained and, when it was chosen, the scores that chose it."""
+    selection = training.get("model_selection")
+    if not selection:
+        return []
+    chosen = selection["chosen"]
+    scores = selection.get("scores")
+    if not scores:
+        return [
+            "## Model selection",
+            "",
+            f"The model is the **{RECIPE_NAMES[chosen]}** ({selection['method']}): no "
+            "cross-validation was run.",
+            "",
+        ]
+    accuracy = selection.get("accuracy") or {}
+    rows = []
+    for name, label in RECIPE_NAMES.items():
+        mark = "**" if name == chosen else ""
+        chose = " (chosen)" if name == chosen else ""
+        rows.append(
+            f"| {mark}{label}{chose}{mark} | {mark}{scores[name]:.4f}{mark} | "
+            f"{accuracy.get(name, float('nan')):.4f} |"
+        )
+    return [
+        "## Model selection",
+        "",
+        f"The trainer chose the **{RECIPE_NAMES[chosen]}** by {selection['folds']}-fold "
+        "stratified cross-validation on the training rows (the test rows untouched): each "
+        "model was fitted on every fold's complement as the final model is, and scored on "
+        "the fold. The lower out-of-fold NLL wins (on a tie, the network); the chosen one is "
+        f"then fitted on the training rows. Cross-validation took {selection['seconds']:.1f} s.",
+        "",
+        "| model | cross-validated NLL | cross-validated accuracy |",
+        "|---|---:|---:|",
+        *rows,
+        "",
+        "`--architecture network` or `--architecture linear` trains one of them without choosing.",
+        "",
+    ]
+
+
+def _baseline_section(metrics: dict[str, Any], training: dict[str, Any]) -> list[str]:
     baseline = metrics.get("baseline")
     if not baseline:
         return []
+    model = "linear model" if training.get("architecture") == "linear" else "network"
     gap = metrics["test_accuracy"] - baseline["test_accuracy"]
     if gap == 0:
-        verdict = "The network is exactly as accurate on the test split."
+        verdict = f"The {model} is exactly as accurate on the test split."
     elif gap > 0:
-        verdict = f"The network is {gap:.4f} more accurate on the test split."
+        verdict = f"The {model} is {gap:.4f} more accurate on the test split."
     else:
         verdict = (
-            f"**The network is {-gap:.4f} less accurate than the baseline on the test split**"
+            f"**The {model} is {-gap:.4f} less accurate than the baseline on the test split**"
             + (
                 ": on this data the one-liner serves users better."
                 if -gap > BASELINE_MARGIN
@@ -710,14 +764,20 @@ def _baseline_section(metrics: dict[str, Any]) -> list[str]:
                 "that much)."
             )
         )
+    losses = (
+        f" Test loss (cross-entropy) {_fmt(baseline['test_loss'])} against the {model}'s "
+        f"{_fmt(metrics['test_loss'])}."
+        if "test_loss" in baseline
+        else ""
+    )
     return [
         "## Baseline",
         "",
         f"A standardized logistic regression (`{baseline['method']}`), fitted on the same "
-        f"{baseline['train_samples']} training rows the network could learn from (those it "
+        f"{baseline['train_samples']} training rows the {model} could learn from (those it "
         "was fitted on and the validation split) and scored on the same "
         f"{baseline['test_samples']} test rows: accuracy {baseline['test_accuracy']:.4f} "
-        f"against the network's {metrics['test_accuracy']:.4f}. {verdict}",
+        f"against the {model}'s {metrics['test_accuracy']:.4f}. {verdict}{losses}",
         "",
     ]
 
@@ -781,7 +841,8 @@ def markdown(data: ReportData, files: Sequence[str]) -> str:
     lines += [
         f"| OOD threshold (distance) | {detector['threshold']:.4g} |" if detector else "",
         "",
-        *_baseline_section(metrics),
+        *_baseline_section(metrics, training),
+        *_selection_section(training),
         "## Per class",
         "",
         *_per_class_section(data),

@@ -13,6 +13,10 @@ default flags, on tables of any scale:
 - Dense 64 (ReLU, He-uniform) -> ``logits`` -> softmax, both kernels with the L2
   penalty logistic regression has by default (scikit-learn's ``C = 1``: ``|w|^2 / 2``
   over the rows, ``1 / (2 n)`` per row of the mean loss);
+- with ``hidden_units=()`` and ``converge``, its linear special case: ``Normalization``
+  -> ``logits`` -> softmax, a softmax regression with the same penalty, trained until
+  its fitted rows' NLL converges as LogisticRegression is (``table_selection`` chooses
+  between the two by cross-validation on the training rows);
 - Adam, learning rate 1e-2, batch size 32, shuffled every epoch;
 - **early stopping** on the validation split's NLL: training stops after ``patience``
   epochs without a better one (``epochs`` is only an upper bound) and the weights of the
@@ -39,10 +43,11 @@ import tensorflow as tf
 
 from model_training.data import Split, Validation, carve_validation
 from model_training.model import INPUT_NAME, LOGITS_LAYER, TrainResult, seed_everything
+from model_training.table_selection import RECIPES
 
 #: The hidden layers and the early-stopping patience of the table recipe (its epochs,
 #: batch size and learning rate are the job's: ``pipeline.CSV_MAX_EPOCHS`` and so on).
-HIDDEN_UNITS = (64,)
+HIDDEN_UNITS = RECIPES["network"][0]
 PATIENCE = 20
 #: Without a validation split, an epoch must lower the fitted rows' NLL by this much (in
 #: nats per row) to count as better: a thousandth of a nat is far below what moves a
@@ -64,6 +69,9 @@ class TableConfig:
     validation_split: float
     hidden_units: tuple[int, ...] = HIDDEN_UNITS
     patience: int = PATIENCE
+    converge: bool = False
+    """Stop on the fitted rows' NLL (``TRAIN_LOSS_MIN_DELTA``), not the validation split's:
+    the linear model's, whose L2 penalty alone regularizes it, as LogisticRegression's."""
     verbose: int | str = "auto"
 
     def as_metadata(self) -> dict[str, Any]:
@@ -75,12 +83,12 @@ class TableConfig:
             recipe="table",
             optimizer="adam",
             loss="categorical_crossentropy",
-            hidden_activation="relu",
-            kernel_initializer="he_uniform",
             l2="1 / (2 * train_samples) on every kernel, as LogisticRegression(C=1)",
             standardization="Normalization layer: numeric inputs by the training rows' mean "
             "and standard deviation; one-hot inputs unchanged",
         )
+        if self.hidden_units:  # the linear special case has no hidden layer to describe
+            data.update(hidden_activation="relu", kernel_initializer="he_uniform")
         return data
 
 
@@ -174,8 +182,9 @@ def train_table(
     The validation split is the last ``config.validation_split`` of the training part
     (``carve_validation``), as for the other recipes; the standardization is fitted on
     the whole training part (validation included: no labels are used); the test
-    split takes no part in anything but the final scores. Without a validation split
-    early stopping watches the fitted rows' NLL (``TRAIN_LOSS_MIN_DELTA``).
+    split takes no part in anything but the final scores. Without a validation split, or
+    with ``config.converge`` (the linear model), early stopping watches the fitted rows'
+    NLL (``TRAIN_LOSS_MIN_DELTA``).
     """
     parts = carve_validation(data.x_train, data.y_train, config.validation_split)
     seed_everything(config.seed)
@@ -186,7 +195,7 @@ def train_table(
         optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate),
         loss="categorical_crossentropy",
     )
-    validated = bool(len(parts.y_val))
+    validated = bool(len(parts.y_val)) and not config.converge
     # HeldOutScores first: it writes the NLLs the early stopping after it reads.
     stopping = keras.callbacks.EarlyStopping(
         monitor="val_loss" if validated else "loss",
@@ -231,7 +240,14 @@ def _early_stopping_record(
         "stopped_early": epochs_run < config.epochs,
         "restored_best_weights": True,
     }
-    if monitor == "loss":
+    if monitor == "loss" and config.converge:
+        record.update(
+            min_delta=TRAIN_LOSS_MIN_DELTA,
+            reason="the linear model: watched the fitted rows' NLL (without the L2 penalty) "
+            "until it converged, as LogisticRegression fits; its penalty, not the epoch, "
+            "regularizes it, and the validation split only calibrates",
+        )
+    elif monitor == "loss":
         record.update(
             min_delta=TRAIN_LOSS_MIN_DELTA,
             reason="no validation split: watched the fitted rows' NLL (without the L2 "

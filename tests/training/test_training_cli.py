@@ -249,6 +249,8 @@ def test_missing_csv_file_exits_1(tmp_path: Path) -> None:
         ("--bogus",),
         ("--validation-split", "1.5"),
         ("--categorical", "a"),  # without a CSV
+        ("--architecture", "linear"),  # without a CSV: the blobs keep their recipe
+        ("--data", "t.csv", "--architecture", "deep"),
     ],
 )
 def test_bad_arguments_exit_2_with_usage(tmp_path: Path, args: tuple[str, ...]) -> None:
