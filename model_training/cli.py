@@ -43,6 +43,8 @@ from model_training.table_selection import ARCHITECTURES, FOLDS
 
 #: The kinds of input a version can describe (``--kind``).
 INPUT_KINDS: tuple[str, ...] = get_args(InputSpec.model_fields["kind"].annotation)
+#: ``heads.OUTPUTS``, named here so that parsing arguments imports no Keras.
+OUTPUTS = ("auto", "probabilities", "logits", "sigmoid")
 
 
 def _positive_int(text: str) -> int:
@@ -202,7 +204,9 @@ def export_parser() -> argparse.ArgumentParser:
         description="Export a Keras softmax classifier (.keras) into the model repository as a "
         "new version: its LiteRT serving export, metadata and hashes.",
     )
-    parser.add_argument("model", type=Path, help="the .keras file")
+    parser.add_argument(
+        "model", type=Path, help="the .keras file, a legacy .h5 file, or a SavedModel directory"
+    )
     parser.add_argument("--name", required=True, help="model name in the repository")
     parser.add_argument(
         "--feature-names", type=_names, help="comma-separated (default x1, x2, ...)"
@@ -222,6 +226,23 @@ def export_parser() -> argparse.ArgumentParser:
         metavar=("LOW", "HIGH"),
         help="an image model's input values for a black and a white pixel (default: 0 255 when "
         "the model's first layer rescales 0..255 itself, e.g. Rescaling(1/255), else 0 1)",
+    )
+    parser.add_argument(
+        "--output",
+        choices=OUTPUTS,
+        default="auto",
+        help="what the model outputs: probabilities (a softmax), logits (K >= 2, trained with "
+        "from_logits=True), sigmoid (one binary probability, or with a linear last layer its "
+        "logit); default auto: read from its last layers",
+    )
+    parser.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        metavar="MODULE",
+        default=[],
+        help="import MODULE before loading (it registers the model's custom classes with "
+        "@keras.saving.register_keras_serializable); repeatable",
     )
     _common(parser)
     return parser
@@ -357,8 +378,11 @@ def _export(args: argparse.Namespace) -> int:
         class_names=args.class_names,
         kind=args.kind,
         pixel_range=tuple(args.pixel_range) if args.pixel_range else None,
+        output=args.output,
+        imports=tuple(args.imports),
     )
     written = export_version(job)
+    print(f"head: {written.metadata['training']['head']}")
     print(f"wrote {written.name} version {written.version} to {written.path}")
     return 0
 

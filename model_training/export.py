@@ -1,10 +1,11 @@
 """Turn a Keras softmax classifier into the serving export: the network up to its logits, as LiteRT.
 
 The service applies the softmax itself in float64, so the export must end at the
-logits. A model built here has a layer named ``logits``; a model trained elsewhere
-is accepted when its last layer is a softmax (a ``Softmax``/``Activation`` layer, or
-a ``Dense`` layer with softmax activation), and refused otherwise. Any single input
-(a table's row, an image, a sequence, token ids) is accepted.
+logits. A model built here ends in a softmax after a layer named ``logits``; a model
+trained elsewhere (a ``.keras`` or legacy ``.h5`` file) is first read by
+``heads.read_head``, which gives a classifier ending in a softmax of its logits
+whatever its head (softmax, logits, binary sigmoid). Any single input (a table's
+row, an image, a sequence, token ids) is accepted.
 
 An image model trained here measures out-of-distribution distances on its own
 features (what enters the ``logits`` layer), so its export outputs them too, after
@@ -14,10 +15,13 @@ the logits, in one tensor ``(batch, classes + D)`` (``serving_model``).
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import json
 import re
+import sys
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +31,7 @@ import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
 from model_training import tensorflow_logs
+from model_training.heads import Head, graph, reference
 from model_training.model import LOGITS_LAYER
 
 #: The export must reproduce the Keras model's probabilities to this absolute tolerance,
@@ -36,6 +41,9 @@ TOLERANCE = 1e-5
 UNIT_ROUNDOFF = float(np.finfo(np.float32).eps) / 2
 #: How Keras's refusals under safe_mode=True suggest turning it off, which export does not offer.
 UNSAFE_ADVICE = ("safe_mode=False", "enable_unsafe_deserialization")
+#: Legacy Keras files (HDF5), loaded like ``.keras`` ones.
+H5_SUFFIXES = (".h5", ".hdf5")
+KERAS_SUFFIXES = (".keras", *H5_SUFFIXES)
 
 
 class ExportError(ValueError):
@@ -46,37 +54,15 @@ def _is_softmax(activation: object) -> bool:
     return getattr(activation, "__name__", "") == "softmax"
 
 
-def _graph(model: keras.Model) -> tuple[Any, dict[str, Any], dict[str, Any]]:
-    """The input tensor, and each layer's output and input tensor by name.
-
-    A loaded Sequential model's layers have no symbolic inputs, so its graph is rebuilt
-    (on an input of the model's own dtype: token ids stay integers).
-    """
-    if isinstance(model, keras.Sequential):
-        inputs = keras.Input(
-            shape=model.input_shape[1:], dtype=model.inputs[0].dtype, name="features"
-        )
-        outputs: dict[str, Any] = {}
-        entering: dict[str, Any] = {}
-        x = inputs
-        for layer in model.layers:
-            entering[layer.name] = x
-            x = layer(x)
-            outputs[layer.name] = x
-        return inputs, outputs, entering
-    layers = model.layers[1:]
-    outputs = {layer.name: layer.output for layer in layers}
-    entering = {layer.name: layer.input for layer in layers}
-    return model.inputs[0], outputs, entering
-
-
 def logits_model(model: keras.Model) -> keras.Model:
-    """A model sharing ``model``'s weights whose output is the logits before its final softmax."""
-    inputs, outputs, entering = _graph(model)
-    if LOGITS_LAYER in outputs:
-        return keras.Model(inputs, outputs[LOGITS_LAYER])
+    """A model sharing ``model``'s weights whose output is the logits before its final softmax.
+
+    ``model`` ends in a softmax (a model trained here, or ``heads.read_head``'s
+    classifier); failing that, its layer named ``logits`` gives them.
+    """
+    inputs, _, outputs, entering = graph(model)
     last = model.layers[-1]
-    before_last = entering[last.name]
+    before_last = entering.get(last.name)
     if isinstance(last, keras.layers.Softmax) or (
         isinstance(last, keras.layers.Activation) and _is_softmax(last.activation)
     ):
@@ -86,6 +72,8 @@ def logits_model(model: keras.Model) -> keras.Model:
         logits = linear(before_last)
         linear.set_weights(last.get_weights())
         return keras.Model(inputs, logits)
+    if LOGITS_LAYER in outputs and len(outputs[LOGITS_LAYER].shape) == 2:
+        return keras.Model(inputs, outputs[LOGITS_LAYER])
     raise ExportError(
         "expected a classifier whose last layer applies softmax (a Softmax or "
         "Activation('softmax') layer, or Dense(..., activation='softmax')) or that has a "
@@ -99,7 +87,7 @@ def features_model(model: keras.Model) -> keras.Model:
     The network's own features, on which the out-of-distribution reference of an
     image model is measured.
     """
-    inputs, _, entering = _graph(model)
+    inputs, _, _, entering = graph(model)
     if LOGITS_LAYER not in entering:
         raise ExportError(
             f"expected a layer named {LOGITS_LAYER!r} to read the features from. "
@@ -283,6 +271,22 @@ def check_export(model: keras.Model, head: keras.Model, content: bytes, probe: n
         )
 
 
+def check_head(model: keras.Model, head: Head, probe: np.ndarray) -> None:
+    """Prove that ``head.classifier`` gives the distribution the user's ``model`` gives
+    (as its head reads: softmax of logits, ``[1 - p, p]``, or the probabilities), within
+    ``TOLERANCE`` on ``probe``; raise ``ExportError`` if not."""
+    expected = reference(model, head, probe)
+    served = np.asarray(head.classifier(probe, training=False), dtype=np.float64)
+    error = float(np.abs(served - expected).max()) if served.shape == expected.shape else np.inf
+    if not error <= TOLERANCE:
+        raise ExportError(
+            f"expected the classifier read from the model ({head.how}) to give the model's "
+            f"distribution within {TOLERANCE:g}, received a largest difference of {error:.3g} "
+            f"(shapes {served.shape} and {expected.shape}); say what the model outputs with "
+            "--output probabilities|logits|sigmoid"
+        )
+
+
 def to_tflite(model: keras.Model, probe: np.ndarray, with_features: bool = False) -> bytes:
     """Convert the logits part of ``model`` to LiteRT and prove it gives the model's probabilities.
 
@@ -301,16 +305,28 @@ def to_tflite(model: keras.Model, probe: np.ndarray, with_features: bool = False
     return content
 
 
-def lambda_layers(path: Path) -> list[str]:
-    """The names of the ``Lambda`` layers in a ``.keras`` file (nested models included).
+def _model_config(path: Path) -> Any:
+    """The model's config as saved (``config.json`` in a ``.keras`` archive, the
+    ``model_config`` attribute of a legacy HDF5 file), read without loading anything."""
+    if path.suffix in H5_SUFFIXES:
+        import h5py
 
-    Read from the archive's ``config.json`` without loading anything; an unreadable file
-    gives ``[]`` and ``load_model`` says what is wrong with it.
+        with h5py.File(path, "r") as handle:
+            raw = handle.attrs.get("model_config")
+        return json.loads(raw.decode() if isinstance(raw, bytes) else str(raw))
+    with zipfile.ZipFile(path) as archive:
+        return json.loads(archive.read("config.json"))
+
+
+def lambda_layers(path: Path) -> list[str]:
+    """The names of the ``Lambda`` layers in a ``.keras`` or ``.h5`` file (nested models included).
+
+    Read from the saved config without loading anything; an unreadable file gives
+    ``[]`` and ``load_model`` says what is wrong with it.
     """
     try:
-        with zipfile.ZipFile(path) as archive:
-            config = json.loads(archive.read("config.json"))
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        config = _model_config(path)
+    except (OSError, KeyError, ValueError, TypeError, zipfile.BadZipFile):
         return []
     names: list[str] = []
     pending: list[Any] = [config]
@@ -326,6 +342,23 @@ def lambda_layers(path: Path) -> list[str]:
     return sorted(names)
 
 
+def import_modules(modules: Sequence[str]) -> None:
+    """Import the user's modules that register the model's custom classes (``--import``).
+
+    The working directory is searched first, as ``python -m`` does, so that a console
+    script finds the user's package too.
+    """
+    if modules and str(Path.cwd()) not in sys.path and "" not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # a user's module can raise anything while importing
+            raise ExportError(
+                f"cannot import {module!r} (given by --import): {type(exc).__name__}: {exc}"
+            ) from exc
+
+
 def _without_unsafe_advice(reason: str) -> str | None:
     """Keras's refusal without its advice to turn safe mode off (None if it gives none)."""
     sentences = re.split(r"(?<=\.)\s+", reason)
@@ -335,16 +368,22 @@ def _without_unsafe_advice(reason: str) -> str | None:
     return " ".join(kept) or "Keras refuses to load it with safe_mode=True."
 
 
-def load_keras(path: Path) -> keras.Model:
-    """Load a user's ``.keras`` file the safe way (no arbitrary code, no optimizer state).
+def load_keras(path: Path, imports: Sequence[str] = ()) -> keras.Model:
+    """Load a user's ``.keras`` (or legacy ``.h5``) file the safe way (no arbitrary code,
+    no optimizer state), after importing the modules that define its custom classes.
 
     Python code stored in the file (a ``Lambda`` layer's function, any lambda) is
     never run: Keras refuses it under ``safe_mode=True`` and suggests
     ``safe_mode=False``, which this command does not offer (nor does the service),
-    so the message says what to change in the model instead.
+    so the message says what to change in the model instead. A custom class that is
+    not registered is named, with the flag that imports it.
     """
-    if path.suffix != ".keras":
-        raise ExportError(f"expected a Keras v3 '.keras' file. Received: filepath={path}")
+    if path.suffix not in KERAS_SUFFIXES:
+        raise ExportError(
+            "expected a Keras '.keras' file, a legacy '.h5' file or a TensorFlow SavedModel "
+            f"directory. Received: filepath={path}"
+        )
+    import_modules(imports)
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:  # Keras raises many types; all mean "not loadable".
@@ -357,6 +396,14 @@ def load_keras(path: Path) -> keras.Model:
                 "each Lambda (e.g. Rescaling for x * a + b, Activation for a function of each "
                 "value), copy the other layers' weights over with set_weights, save it and "
                 f"export that file. Received: filepath={path}"
+            ) from exc
+        if missing := re.search(r"Could not locate (class|function) '([^']+)'", reason):
+            kind, name = missing.groups()
+            raise ExportError(
+                f"cannot export {path}: it needs the custom {kind} {name!r}, which is not "
+                "registered: pass --import with the module that defines it (decorated with "
+                "@keras.saving.register_keras_serializable), e.g. --import mypackage.layers"
+                + (f"; imported: {', '.join(imports)}" if imports else "")
             ) from exc
         if (kept := _without_unsafe_advice(reason)) is not None:
             raise ExportError(

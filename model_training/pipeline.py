@@ -117,6 +117,11 @@ class ExportJob:
     """What the input is (table, image, sequence, token_ids); ``None``: read from the model."""
     pixel_range: tuple[float, float] | None = None
     """An image model's values for a black and a white pixel; ``None``: read from the model."""
+    output: str = "auto"
+    """What the model outputs: ``probabilities``, ``logits``, ``sigmoid``, or ``auto`` (read
+    from its last layers, ``heads.read_head``)."""
+    imports: Sequence[str] = ()
+    """Modules to import before loading: they register the model's custom classes."""
 
 
 @dataclass(frozen=True)
@@ -589,16 +594,30 @@ def _train_images(
 
 
 def export_version(job: ExportJob) -> Written:
-    """Bring a Keras softmax classifier trained elsewhere in as a new version."""
+    """Bring a Keras classifier trained elsewhere in as a new version.
+
+    Its head is read (``heads.read_head``): the version's ``model.keras`` is the
+    classifier ending in a softmax of the logits found, checked against the user's
+    model on probes before anything is written.
+    """
     check_name(job.name)
     tensorflow_logs.import_tensorflow()
-    from model_training.export import ExportError, load_keras, logits_model
-    from model_training.inputs import describe_input, probe
+    from model_training.export import ExportError, check_head, load_keras
+    from model_training.heads import HeadError, functional, read_head
+    from model_training.inputs import InputError, describe_input, probe
 
-    model = load_keras(job.model)
-    description = describe_input(model, job.kind, job.pixel_range)
+    model = load_keras(job.model, job.imports)
+    try:
+        model = functional(model)
+        description = describe_input(model, job.kind, job.pixel_range)
+        probes = probe(description)
+        head = read_head(model, job.output, probes)  # type: ignore[arg-type]
+    except (HeadError, InputError) as exc:
+        raise ExportError(f"cannot export {job.model}: {exc}") from exc
+    check_head(model, head, probes)
+    classifier = head.classifier
     input_dim = math.prod(description["shape"])
-    num_classes = int(logits_model(model).output.shape[-1])
+    num_classes = int(classifier.outputs[0].shape[-1])
     table = description["kind"] == "table"
     if job.feature_names and not table:
         raise ExportError(
@@ -618,7 +637,12 @@ def export_version(job: ExportJob) -> Written:
         "feature_names": features,
         "class_names": classes,
         "metrics": None,
-        "training": {"exported_from": str(job.model)},
+        "training": {
+            "exported_from": str(job.model),
+            "output": head.output,
+            "head": head.how,
+            **({"imports": list(job.imports)} if job.imports else {}),
+        },
         "libraries": _libraries(),
     }
-    return _write(job.repository, job.name, model, probe(description), metadata)
+    return _write(job.repository, job.name, classifier, probes, metadata)

@@ -98,8 +98,9 @@ def test_a_model_with_more_than_a_softmax_after_its_logits_fails_the_check() -> 
     inputs = keras.Input(shape=(FEATURES,))
     hidden = keras.layers.Dense(8, activation="relu")(inputs)
     logits = keras.layers.Dense(3, name="logits")(hidden)
-    sharpened = keras.layers.Rescaling(2.0)(logits)  # a temperature the export would drop
-    model = keras.Model(inputs, keras.layers.Softmax()(sharpened))
+    # Something after the softmax, which the export, cut at the named logits, would drop.
+    scaled = keras.layers.Rescaling(0.5)(keras.layers.Softmax()(logits))
+    model = keras.Model(inputs, scaled)
     probe = np.random.default_rng(0).normal(size=(64, FEATURES)).astype(np.float32)
     with pytest.raises(ExportError, match="the only thing after the logits"):
         to_tflite(model, probe)

@@ -208,7 +208,8 @@ def test_a_multi_input_model_is_refused_with_one_clear_line(
     model.save(tmp_path / "model.keras")
     assert export_main(tmp_path / "model.keras", tmp_path / "repo") == 1
     err = capsys.readouterr().err
-    assert err.startswith("error: expected a model with one input, received 2 inputs")
+    assert err.startswith(f"error: cannot export {tmp_path / 'model.keras'}: ")
+    assert "expected a model with one input, received 2 inputs" in err
     assert "single-input" in err
     assert err.count("\n") == 1
     assert not list((tmp_path / "repo").rglob("*.keras"))
