@@ -35,7 +35,7 @@ from model_training.pipeline import (
     ExportJob,
     TrainingJob,
     Written,
-    export_version,
+    export_versions,
     train_version,
 )
 from model_training.repository import RepositoryError, check_name, versions
@@ -244,6 +244,12 @@ def export_parser() -> argparse.ArgumentParser:
         help="import MODULE before loading (it registers the model's custom classes with "
         "@keras.saving.register_keras_serializable); repeatable",
     )
+    parser.add_argument(
+        "--signature",
+        default="serving_default",
+        help="a SavedModel's signature to serve, as TF Serving's signature_name "
+        "(default serving_default)",
+    )
     _common(parser)
     return parser
 
@@ -380,10 +386,18 @@ def _export(args: argparse.Namespace) -> int:
         pixel_range=tuple(args.pixel_range) if args.pixel_range else None,
         output=args.output,
         imports=tuple(args.imports),
+        signature=args.signature,
     )
-    written = export_version(job)
-    print(f"head: {written.metadata['training']['head']}")
-    print(f"wrote {written.name} version {written.version} to {written.path}")
+    for written in export_versions(job):
+        training, described = written.metadata["training"], written.metadata["input"]
+        print(f"head: {training['head']}")
+        if "saved_model" in training and described["kind"] == "image":
+            low, high = described["pixel_range"]
+            print(
+                f"pixel range: {low:g} {high:g} (a SavedModel does not show how it scales "
+                "pixels: pass --pixel-range 0 255 if it takes 0..255)"
+            )
+        print(f"wrote {written.name} version {written.version} to {written.path}")
     return 0
 
 

@@ -130,26 +130,46 @@ def describe_input(
             "export serves single-input classifiers only"
         )
     tensor = model.inputs[0]
-    dtype = str(tensor.dtype)
+    dims, dtype = list(tensor.shape[1:]), str(tensor.dtype)
+    first = _first_layer(model)
+    chosen = kind or guess_kind([d or 0 for d in dims], dtype, first)
+    guessed = guess_pixel_range(model) if chosen == "image" and dtype in DTYPES else None
+    return describe_tensor(
+        dims,
+        dtype,
+        chosen,
+        pixel_range or guessed,
+        int(first.input_dim) - 1 if isinstance(first, keras.layers.Embedding) else None,
+        pixel_range_given=pixel_range is not None,
+    )
+
+
+def describe_tensor(
+    dims: Sequence[int | None],
+    dtype: str,
+    kind: str,
+    pixel_range: tuple[float, float] | None,
+    largest_id: int | None = None,
+    pixel_range_given: bool = False,
+) -> dict[str, Any]:
+    """The description of an input tensor of shape ``(batch, *dims)``: ``describe_input``
+    for a model whose layers cannot be read (a SavedModel's signature)."""
     if dtype not in DTYPES:
         raise InputError(f"expected an input of dtype {' or '.join(DTYPES)}, received {dtype}")
-    dims = list(tensor.shape[1:])
     if not dims or any(d is None for d in dims):
         raise InputError(
             "expected an input of fixed shape (every dimension but the batch known), received "
-            f"{tuple(tensor.shape)}; rebuild the model with keras.Input(shape=...) of fixed sizes"
+            f"{(None, *dims)}; rebuild the model with keras.Input(shape=...) of fixed sizes"
         )
-    shape = [int(d) for d in dims]
-    first = _first_layer(model)
-    chosen = kind or guess_kind(shape, dtype, first)
-    _check_kind(chosen, shape, dtype)
-    if pixel_range is not None and chosen != "image":
-        raise InputError(f"expected --pixel-range only for an image input, received kind {chosen}")
-    description: dict[str, Any] = {"shape": shape, "dtype": dtype, "kind": chosen}
-    if isinstance(first, keras.layers.Embedding):
-        description["id_range"] = [0, int(first.input_dim) - 1]
-    if chosen == "image":
-        low, high = pixel_range or guess_pixel_range(model)
+    shape = [int(d) for d in dims if d is not None]
+    _check_kind(kind, shape, dtype)
+    if pixel_range_given and kind != "image":
+        raise InputError(f"expected --pixel-range only for an image input, received kind {kind}")
+    description: dict[str, Any] = {"shape": shape, "dtype": dtype, "kind": kind}
+    if largest_id is not None:
+        description["id_range"] = [0, largest_id]
+    if kind == "image":
+        low, high = pixel_range or (0.0, 1.0)
         if not (np.isfinite(low) and np.isfinite(high) and low < high):
             raise InputError(
                 f"expected a pixel range LOW HIGH with LOW < HIGH, received {low} {high}"

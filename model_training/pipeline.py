@@ -122,6 +122,8 @@ class ExportJob:
     from its last layers, ``heads.read_head``)."""
     imports: Sequence[str] = ()
     """Modules to import before loading: they register the model's custom classes."""
+    signature: str = "serving_default"
+    """A SavedModel's signature to serve (TF Serving's ``signature_name``)."""
 
 
 @dataclass(frozen=True)
@@ -594,7 +596,13 @@ def _train_images(
 
 
 def export_version(job: ExportJob) -> Written:
-    """Bring a Keras classifier trained elsewhere in as a new version.
+    """``export_versions``' last (for a single model, its only) version."""
+    return export_versions(job)[-1]
+
+
+def export_versions(job: ExportJob) -> list[Written]:
+    """Bring a classifier trained elsewhere in as a new version (every version of a TF
+    Serving base path, numbers kept).
 
     Its head is read (``heads.read_head``): the version's ``model.keras`` is the
     classifier ending in a softmax of the logits found, checked against the user's
@@ -602,6 +610,10 @@ def export_version(job: ExportJob) -> Written:
     """
     check_name(job.name)
     tensorflow_logs.import_tensorflow()
+    from model_training.saved_model import base_path_versions, is_saved_model
+
+    if is_saved_model(job.model) or base_path_versions(job.model):
+        return _export_saved_models(job)
     from model_training.export import ExportError, check_head, load_keras
     from model_training.heads import HeadError, functional, read_head
     from model_training.inputs import InputError, describe_input, probe
@@ -616,8 +628,22 @@ def export_version(job: ExportJob) -> Written:
         raise ExportError(f"cannot export {job.model}: {exc}") from exc
     check_head(model, head, probes)
     classifier = head.classifier
+    metadata = _export_metadata(job, description, int(classifier.outputs[0].shape[-1]))
+    metadata["training"].update(
+        output=head.output,
+        head=head.how,
+        **({"imports": list(job.imports)} if job.imports else {}),
+    )
+    return [_write(job.repository, job.name, classifier, probes, metadata)]
+
+
+def _export_metadata(
+    job: ExportJob, description: dict[str, Any], num_classes: int, source: Path | None = None
+) -> dict[str, Any]:
+    """An exported version's metadata (names checked against the input and the classes)."""
+    from model_training.export import ExportError
+
     input_dim = math.prod(description["shape"])
-    num_classes = int(classifier.outputs[0].shape[-1])
     table = description["kind"] == "table"
     if job.feature_names and not table:
         raise ExportError(
@@ -630,19 +656,59 @@ def export_version(job: ExportJob) -> Written:
         raise ExportError(f"expected {input_dim} feature names, received {len(features)}")
     if len(classes) != num_classes:
         raise ExportError(f"expected {num_classes} class names, received {len(classes)}")
-    metadata = {
+    return {
         "created_at": _now(),
         "input_dim": input_dim,
         "input": description,
         "feature_names": features,
         "class_names": classes,
         "metrics": None,
-        "training": {
-            "exported_from": str(job.model),
-            "output": head.output,
-            "head": head.how,
-            **({"imports": list(job.imports)} if job.imports else {}),
-        },
+        "training": {"exported_from": str(source or job.model)},
         "libraries": _libraries(),
     }
-    return _write(job.repository, job.name, classifier, probes, metadata)
+
+
+def _export_saved_models(job: ExportJob) -> list[Written]:
+    """A SavedModel as a new version, or every version of a TF Serving base path with its
+    number kept. All are converted and checked before the first is written; a number
+    already taken in the repository is refused before anything is written."""
+    from model_training.export import ExportError
+    from model_training.repository import RepositoryError
+    from model_training.saved_model import base_path_versions, export_saved_model
+
+    numbered = base_path_versions(job.model)
+    sources: list[tuple[int | None, Path]] = [(n, job.model / str(n)) for n in numbered]
+    if not sources:
+        sources = [(None, job.model)]
+    model_dir = job.repository / job.name
+    taken = [n for n, _ in sources if n is not None and (model_dir / str(n)).exists()]
+    if taken:
+        raise RepositoryError(
+            f"expected versions {taken} of {job.name!r} to be free in {job.repository} (a TF "
+            "Serving base path keeps its version numbers): export into another name or repository"
+        )
+    converted = []
+    for number, source in sources:
+        try:
+            export = export_saved_model(
+                source, job.signature, job.output, job.kind, job.pixel_range
+            )
+        except ValueError as exc:
+            raise ExportError(f"cannot export {source}: {exc}") from exc
+        metadata = _export_metadata(job, export.description, export.classes, source)
+        metadata["training"].update(
+            output=export.output,
+            head=export.how,
+            saved_model={"signature": export.signature, **({"version": number} if number else {})},
+        )
+        converted.append((number, export, metadata))
+    written = []
+    for number, export, metadata in converted:
+        tflite = export.tflite
+
+        def write_files(directory: Path, content: bytes = tflite) -> None:
+            (directory / "model.tflite").write_bytes(content)
+
+        version, path = write_version(job.repository, job.name, write_files, metadata, number)
+        written.append(Written(job.name, version, path, metadata))
+    return written

@@ -76,8 +76,12 @@ def write_version(
     name: str,
     write_files: Callable[[Path], dict[str, Any] | None],
     metadata: dict[str, Any],
+    number: int | None = None,
 ) -> tuple[int, Path]:
     """Write a new version of ``name`` atomically and return its number and directory.
+
+    ``number``: that version exactly (a TF Serving base path's numbers are kept);
+    ``RepositoryError`` if it is taken. ``None``: the next free number.
 
     ``write_files(tmp_dir)`` writes the model files; every regular file it leaves at
     the top of ``tmp_dir`` is hashed into ``metadata["files"]`` (which the service
@@ -95,7 +99,7 @@ def write_version(
         files = sorted(p for p in tmp.iterdir() if p.is_file())
         hashes = file_hashes(tmp, [p.name for p in files])
         for _ in range(100):
-            version = _taken(model_dir) + 1
+            version = number if number is not None else _taken(model_dir) + 1
             head = {"format_version": FORMAT_VERSION, "name": name, "version": version}
             document = {**head, **metadata, **extra, "files": hashes}
             Metadata.model_validate(document)  # what the service will read: checked here
@@ -104,6 +108,10 @@ def write_version(
             try:
                 os.rename(tmp, target)  # atomic; fails if the target exists and is not empty
             except OSError:
+                if target.exists() and number is not None:
+                    raise RepositoryError(
+                        f"expected version {number} of {name!r} to be free, but {target} exists"
+                    ) from None
                 if target.exists():
                     continue  # another trainer won this number: take the next
                 raise
