@@ -47,8 +47,10 @@ SHAPE_ONLY = (
     keras.layers.ActivityRegularization,
     keras.layers.Identity,
 )
-#: The smallest float32 normal: a probability that underflowed to 0 has this as its log's argument.
-TINY = float(np.finfo(np.float32).tiny)
+#: The smallest probability whose log is taken as it is: below it, two float32
+#: implementations' exp underflow differently (to a subnormal, or to 0), and any
+#: probability under 1e-30 is served as at most 1e-30, far inside the contract's 1e-5.
+TINY = 1e-30
 #: An opaque output is taken as probabilities when every row sums to 1 this closely.
 SUM_TOLERANCE = 1e-4
 OVERRIDE = "--output probabilities|logits|sigmoid"
@@ -302,6 +304,6 @@ def reference(model: keras.Model, head: Head, x: Any) -> np.ndarray:
         z = np.exp(values - values.max(axis=1, keepdims=True))
         return np.asarray(z / z.sum(axis=1, keepdims=True))
     if head.output == "sigmoid":
-        p = 1.0 / (1.0 + np.exp(-values)) if head.gives_logit else values
+        p = 0.5 * (1.0 + np.tanh(values / 2.0)) if head.gives_logit else values
         return np.concatenate([1.0 - p, p], axis=1)
     return values

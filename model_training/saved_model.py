@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -166,7 +167,8 @@ def export_saved_model(
 
     def run(x: Any) -> Any:
         scores = function(**{input_name: tf.convert_to_tensor(x, dtype=spec.dtype)})[key]
-        return tf.reshape(tf.cast(scores, tf.float32), [tf.shape(scores)[0], -1])
+        width = math.prod(int(d) for d in scores.shape[1:] if d is not None) or -1
+        return tf.reshape(tf.cast(scores, tf.float32), [-1, width])  # (batch, K), K static
 
     values = np.asarray(run(probes), dtype=np.float64)
     read, how = _read_output(values, output)
@@ -227,6 +229,6 @@ def _distribution(values: np.ndarray, read: str, logit_in: bool) -> np.ndarray:
         z = np.exp(values - values.max(axis=1, keepdims=True))
         return np.asarray(z / z.sum(axis=1, keepdims=True))
     if read == "sigmoid":
-        p = 1.0 / (1.0 + np.exp(-values)) if logit_in else values
+        p = 0.5 * (1.0 + np.tanh(values / 2.0)) if logit_in else values
         return np.concatenate([1.0 - p, p], axis=1)
     return values
