@@ -618,23 +618,23 @@ def export_versions(job: ExportJob) -> list[Written]:
     from model_training.heads import HeadError, functional, read_head
     from model_training.inputs import InputError, describe_input, probe
 
-    model = load_keras(job.model, job.imports)
+    model = load_keras(job.model, job.imports)  # its refusals name the file
     try:
         model = functional(model)
         description = describe_input(model, job.kind, job.pixel_range)
         probes = probe(description)
         head = read_head(model, job.output, probes)  # type: ignore[arg-type]
-    except (HeadError, InputError) as exc:
+        check_head(model, head, probes)
+        classifier = head.classifier
+        metadata = _export_metadata(job, description, int(classifier.outputs[0].shape[-1]))
+        metadata["training"].update(
+            output=head.output,
+            head=head.how,
+            **({"imports": list(job.imports)} if job.imports else {}),
+        )
+        return [_write(job.repository, job.name, classifier, probes, metadata)]
+    except (HeadError, InputError, ExportError) as exc:
         raise ExportError(f"cannot export {job.model}: {exc}") from exc
-    check_head(model, head, probes)
-    classifier = head.classifier
-    metadata = _export_metadata(job, description, int(classifier.outputs[0].shape[-1]))
-    metadata["training"].update(
-        output=head.output,
-        head=head.how,
-        **({"imports": list(job.imports)} if job.imports else {}),
-    )
-    return [_write(job.repository, job.name, classifier, probes, metadata)]
 
 
 def _export_metadata(
@@ -693,9 +693,9 @@ def _export_saved_models(job: ExportJob) -> list[Written]:
             export = export_saved_model(
                 source, job.signature, job.output, job.kind, job.pixel_range
             )
+            metadata = _export_metadata(job, export.description, export.classes, source)
         except ValueError as exc:
             raise ExportError(f"cannot export {source}: {exc}") from exc
-        metadata = _export_metadata(job, export.description, export.classes, source)
         metadata["training"].update(
             output=export.output,
             head=export.how,

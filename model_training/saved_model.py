@@ -77,11 +77,11 @@ def _signature(path: Path, name: str) -> tuple[Any, Any]:
             loaded = tf.saved_model.load(str(path))
     except Exception as exc:  # TensorFlow raises many types for a directory it cannot read
         reason = " ".join(str(exc).split())[:300]
-        raise ExportError(f"cannot load the SavedModel {path}: {reason}") from exc
+        raise ExportError(f"cannot load it as a SavedModel: {reason}") from exc
     signatures = dict(loaded.signatures)
     if name not in signatures:
         raise ExportError(
-            f"expected a signature named {name!r} in the SavedModel {path}, received "
+            f"expected a signature named {name!r} in the SavedModel, received "
             f"{sorted(signatures) or 'none'}; choose one with --signature"
         )
     return loaded, signatures[name]
@@ -97,7 +97,7 @@ def _output_key(outputs: dict[str, Any], path: Path) -> str:
             return found[0]
     raise ExportError(
         f"expected one float output, or one named {LOGIT_KEYS + PROBABILITY_KEYS}, in the "
-        f"SavedModel {path}'s signature, received outputs {sorted(outputs)}"
+        f"SavedModel's signature, received outputs {sorted(outputs)}"
     )
 
 
@@ -154,9 +154,7 @@ def export_saved_model(
     loaded, function = _signature(path, signature)
     _, named = function.structured_input_signature
     if len(named) != 1:
-        raise ExportError(
-            f"expected a signature with one input, received {sorted(named)} in {path}"
-        )
+        raise ExportError(f"expected a signature with one input, received {sorted(named)}")
     ((input_name, spec),) = named.items()
     dims = list(spec.shape[1:])
     dtype = spec.dtype.name
@@ -201,7 +199,7 @@ def export_saved_model(
         lines = [line.strip() for line in str(exc).splitlines() if "error" in line.lower()]
         reason = (lines or [str(exc).strip() or type(exc).__name__])[0][:300]
         raise ExportError(
-            f"LiteRT cannot convert the SavedModel {path} (built-in TFLite ops only): {reason}"
+            f"LiteRT cannot convert the signature (built-in TFLite ops only): {reason}"
         ) from exc
     expected = _distribution(values, read, logit_in)
     exported = litert_logits(content, probes)
@@ -210,7 +208,7 @@ def export_saved_model(
     error = float(np.abs(served - expected).max()) if served.shape == expected.shape else np.inf
     if not error <= TOLERANCE:
         raise ExportError(
-            f"expected the export of {path} to give the signature's distribution within "
+            "expected the export to give the signature's distribution within "
             f"{TOLERANCE:g}, received a largest difference of {error:.3g} ({how})"
         )
     return SavedModelExport(
