@@ -146,6 +146,12 @@ class Column(BaseModel):
         return 1 if self.vocabulary is None else len(self.vocabulary) + 1
 
 
+#: Kinds of input that may have any number of steps (a first axis of -1).
+VARIABLE_KINDS = ("sequence", "token_ids")
+#: The number of steps in the probes of an input of any length.
+PROBE_STEPS = 8
+
+
 class InputSpec(BaseModel):
     """What the model takes, per instance (``metadata.json``'s ``input``).
 
@@ -156,7 +162,8 @@ class InputSpec(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
     shape: list[int] = Field(min_length=1)
-    """The instance's shape, without the batch dimension: ``[2]``, ``[12]``, ``[28, 28, 1]``."""
+    """The instance's shape, without the batch dimension: ``[2]``, ``[12]``, ``[28, 28, 1]``;
+    ``-1`` first for a sequence or token ids of any length: ``[-1]``, ``[-1, 3]``."""
 
     dtype: Literal["float32", "int32", "int64"] = "float32"
     """The dtype of the model's input tensor."""
@@ -179,8 +186,12 @@ class InputSpec(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> InputSpec:
-        if any(d < 1 for d in self.shape):
-            raise ValueError(f"expected a shape of positive sizes, received {self.shape}")
+        steps = self.shape[0] == -1 and self.kind in VARIABLE_KINDS
+        if any(d < 1 for d in self.shape[1 if steps else 0 :]):
+            raise ValueError(
+                f"expected a shape of positive sizes (-1 first for a sequence or token ids of "
+                f"any length), received {self.shape} for a {self.kind}"
+            )
         if self.id_range is not None and not 0 <= self.id_range[0] <= self.id_range[1]:
             raise ValueError(f"expected an id_range [low, high], received {list(self.id_range)}")
         if self.columns is not None:
@@ -205,9 +216,15 @@ class InputSpec(BaseModel):
         return self
 
     @property
+    def variable(self) -> bool:
+        """True when instances may have any number of steps (``shape`` starts with -1)."""
+        return self.shape[0] == -1
+
+    @property
     def size(self) -> int:
-        """How many values one instance holds (the product of ``shape``)."""
-        return math.prod(self.shape)
+        """How many values one instance holds (the product of ``shape``); of any length,
+        how many one step holds."""
+        return math.prod(self.shape[1:] if self.variable else self.shape)
 
     @property
     def integral(self) -> bool:
@@ -216,7 +233,7 @@ class InputSpec(BaseModel):
 
     def probe(self, rows: int, rng: np.random.Generator) -> npt.NDArray[Any]:
         """A batch of valid instances, for self-checks and warming a version up."""
-        shape = (rows, *self.shape)
+        shape = (rows, PROBE_STEPS, *self.shape[1:]) if self.variable else (rows, *self.shape)
         if self.id_range is not None:
             low, high = self.id_range
             return rng.integers(low, high, size=shape, endpoint=True).astype(self.dtype)
@@ -278,7 +295,8 @@ class Metadata(BaseModel):
     name: str
     version: int = Field(ge=1)
     input_dim: int = Field(ge=1)
-    """How many values one instance holds: a table's features, or the product of ``input.shape``."""
+    """How many values one instance holds: a table's features, or the product of ``input.shape``
+    (of an input of any length, the values one step holds)."""
     input: InputSpec | None = None
     feature_names: list[str]
     """A table's column names, one per feature; empty for images, sequences and token ids."""

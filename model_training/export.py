@@ -194,13 +194,32 @@ def unrolled(model: keras.Model) -> keras.Model:
     return copy
 
 
+def any_length(model: keras.Model) -> bool:
+    """True when ``model`` takes sequences of any number of steps (its first axis unknown)."""
+    shape = model.inputs[0].shape
+    return len(shape) >= 2 and shape[1] is None
+
+
+def _one_row(model: keras.Model) -> keras.Model:
+    """``model`` taking one instance of any length: LiteRT converts a recurrent loop over
+    unknown steps only when everything else in its shapes is static, the batch included."""
+    tensor = model.inputs[0]
+    inputs = keras.Input(batch_shape=(1, *tensor.shape[1:]), dtype=tensor.dtype, name="features")
+    return keras.Model(inputs, model(inputs))
+
+
 def convert(head: keras.Model) -> bytes:
     """The LiteRT flatbuffer of ``head`` (a model ending at the logits).
 
-    Recurrent layers are unrolled first (``unrolled``); a model LiteRT still cannot
-    convert raises ``ExportError`` with the converter's first complaint.
+    Recurrent layers over a fixed number of steps are unrolled first (``unrolled``); a
+    model taking sequences of any length is converted for one instance at a time
+    (``_one_row``: the service runs each at its own length). A model LiteRT still
+    cannot convert raises ``ExportError`` with the converter's first complaint.
     """
-    source = unrolled(head) if _has_recurrent_layer(head) else head
+    if any_length(head):
+        source = _one_row(head)
+    else:
+        source = unrolled(head) if _has_recurrent_layer(head) else head
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # the converter prints its SavedModel trace
             return bytes(tf.lite.TFLiteConverter.from_keras_model(source).convert())
@@ -214,16 +233,22 @@ def convert(head: keras.Model) -> bytes:
 
 
 def litert_logits(content: bytes, x: np.ndarray) -> np.ndarray:
-    """Run the export on ``x`` in the interpreter the service uses."""
+    """Run the export on ``x`` in the interpreter the service uses (one row at a time
+    for an export that takes one instance, as the service runs it)."""
     with tensorflow_logs.filtered():  # allocating applies XNNPACK, which says so on stderr
         interpreter = Interpreter(model_content=content, num_threads=1)
         (inp,) = interpreter.get_input_details()
         (out,) = interpreter.get_output_details()
-        interpreter.resize_tensor_input(inp["index"], list(x.shape))
-        interpreter.allocate_tensors()
-    interpreter.set_tensor(inp["index"], x.astype(inp["dtype"]))
-    interpreter.invoke()
-    return np.asarray(interpreter.get_tensor(out["index"]), dtype=np.float64)
+        one_row = int(inp["shape_signature"][0]) == 1
+        rows = [x[i : i + 1] for i in range(len(x))] if one_row else [x]
+        results = []
+        for batch in rows:
+            interpreter.resize_tensor_input(inp["index"], list(batch.shape))
+            interpreter.allocate_tensors()
+            interpreter.set_tensor(inp["index"], batch.astype(inp["dtype"]))
+            interpreter.invoke()
+            results.append(np.asarray(interpreter.get_tensor(out["index"]), dtype=np.float64))
+    return np.concatenate(results)
 
 
 def check_export(model: keras.Model, head: keras.Model, content: bytes, probe: np.ndarray) -> None:
@@ -302,6 +327,11 @@ def to_tflite(model: keras.Model, probe: np.ndarray, with_features: bool = False
     head = serving_model(model, with_features)
     content = convert(head)
     check_export(model, head, content, probe)
+    if any_length(head):  # the probe's length, and others: one step, and five times as many
+        for steps in (1, probe.shape[1] * 5):
+            check_export(
+                model, head, content, np.resize(probe, (len(probe), steps, *probe.shape[2:]))
+            )
     return content
 
 

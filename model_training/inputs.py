@@ -12,6 +12,10 @@ The kind is read from the input tensor and the layers right after it:
 - rank 3, float, with 1, 3 or 4 channels ``(height, width, channels)``: ``image``;
 - rank 1: ``table``; any other rank: ``sequence`` (an array of that shape).
 
+A sequence or token ids may have any number of steps (``keras.Input((None, ...))``):
+the shape is recorded with ``-1`` first, and the service takes each instance at its
+own length.
+
 An image's ``pixel_range`` (what the model takes for a black and a white pixel) is
 ``[0, 255]`` when the model's first processing layer brings 0..255 down to a small
 range itself (``Rescaling(1/255)``, ``Rescaling(1/127.5, offset=-1)``, or a
@@ -28,7 +32,7 @@ from typing import Any, get_args
 import keras
 import numpy as np
 
-from model_training.artifact import InputSpec
+from model_training.artifact import VARIABLE_KINDS, InputSpec
 
 #: Input dtypes the serving runtime takes.
 DTYPES = ("float32", "int32", "int64")
@@ -87,9 +91,12 @@ def guess_pixel_range(model: keras.Model) -> tuple[float, float]:
 
 
 def guess_kind(shape: Sequence[int], dtype: str, first: Any) -> str:
-    """The kind a model's input most likely is (see the module docstring)."""
+    """The kind a model's input most likely is (see the module docstring); a first axis of
+    unknown size (0 here) is a sequence's steps."""
     if isinstance(first, keras.layers.Embedding):
         return "token_ids"
+    if shape and shape[0] == 0:
+        return "sequence"
     if len(shape) == 3 and shape[2] in IMAGE_CHANNELS and dtype == "float32":
         return "image"
     return "table" if len(shape) == 1 else "sequence"
@@ -156,12 +163,14 @@ def describe_tensor(
     for a model whose layers cannot be read (a SavedModel's signature)."""
     if dtype not in DTYPES:
         raise InputError(f"expected an input of dtype {' or '.join(DTYPES)}, received {dtype}")
-    if not dims or any(d is None for d in dims):
+    steps = bool(dims) and dims[0] is None and kind in VARIABLE_KINDS
+    if not dims or any(d is None for d in dims[1 if steps else 0 :]):
         raise InputError(
-            "expected an input of fixed shape (every dimension but the batch known), received "
-            f"{(None, *dims)}; rebuild the model with keras.Input(shape=...) of fixed sizes"
+            "expected an input of fixed shape (every dimension but the batch known; a sequence "
+            f"or token ids may have any length), received {(None, *dims)} for a {kind}; rebuild "
+            "the model with keras.Input(shape=...) of fixed sizes"
         )
-    shape = [int(d) for d in dims if d is not None]
+    shape = [-1 if d is None else int(d) for d in dims]
     _check_kind(kind, shape, dtype)
     if pixel_range_given and kind != "image":
         raise InputError(f"expected --pixel-range only for an image input, received kind {kind}")

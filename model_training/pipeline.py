@@ -10,7 +10,6 @@ elsewhere into the repository. ``model_training.cli`` only parses and prints.
 from __future__ import annotations
 
 import datetime as dt
-import math
 import platform
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from model_training import __version__, tensorflow_logs
-from model_training.artifact import Column
+from model_training.artifact import Column, InputSpec
 from model_training.baseline import logistic_regression
 from model_training.calibration import calibrate
 from model_training.data import (
@@ -643,7 +642,7 @@ def _export_metadata(
     """An exported version's metadata (names checked against the input and the classes)."""
     from model_training.export import ExportError
 
-    input_dim = math.prod(description["shape"])
+    input_dim = InputSpec.model_validate(description).size  # of any length: one step's
     table = description["kind"] == "table"
     if job.feature_names and not table:
         raise ExportError(

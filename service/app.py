@@ -62,6 +62,7 @@ def _lifespan(settings: Settings, metrics: Metrics) -> Any:
             max_batch_rows=settings.max_batch_rows,
             max_values_per_row=settings.max_values_per_row,
             max_image_pixels=settings.max_image_pixels,
+            max_steps=settings.max_steps,
             max_json_depth=settings.max_json_depth,
             metrics=metrics,
             model_control=settings.model_control,

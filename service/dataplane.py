@@ -122,6 +122,7 @@ class DataPlane:
         max_batch_rows: int = 100_000,
         max_values_per_row: int = 10_000,
         max_image_pixels: int = 16_777_216,
+        max_steps: int = 4096,
         max_json_depth: int = 32,
         metrics: Metrics | None = None,
         model_control: bool = False,
@@ -132,6 +133,7 @@ class DataPlane:
         self.max_batch_rows = max_batch_rows
         self.max_values_per_row = max_values_per_row
         self.max_image_pixels = max_image_pixels
+        self.max_steps = max_steps
         self.max_json_depth = max_json_depth
 
     # --- what is served -------------------------------------------------------------
@@ -259,11 +261,10 @@ class DataPlane:
             )
         return encode(named, columns)
 
-    @staticmethod
-    def _checked(served: LoadedVersion, instances: Instances) -> tuple[Inputs, Features]:
+    def _checked(self, served: LoadedVersion, instances: Instances) -> tuple[Inputs, Features]:
         """The checked instances (``service.inference.inputs``) and the model's input batch."""
         spec = served.metadata.input_spec
-        x, x32 = features(instances, spec.shape)
+        x, x32 = features(instances, spec.shape, self.max_steps)
         if spec.integral:
             what = "token ids" if spec.kind == "token_ids" else f"{spec.dtype} inputs"
             x32 = whole_numbers(x, spec.shape, spec.dtype, spec.id_range, what)

@@ -91,6 +91,11 @@ class Settings(BaseSettings):
     file declaring a huge image (a decompression bomb) costs nothing. The default is
     4096 x 4096; the ceiling is Pillow's own limit."""
 
+    max_steps: int = Field(default=4096, ge=1)
+    """Most steps one instance may have for a model that takes sequences or token ids of
+    any length (413 beyond). Such a model runs each instance at its own length, so its
+    cost grows with the steps."""
+
     max_json_depth: int = Field(default=32, ge=2)
     """Deepest nesting of arrays and objects in a request body (400 beyond)."""
 

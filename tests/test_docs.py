@@ -281,12 +281,32 @@ def _token_model() -> Any:
     )
 
 
+def _any_length_model() -> Any:
+    import keras
+
+    keras.utils.set_random_seed(13)
+    return keras.Sequential(
+        [
+            keras.Input(shape=(None,), dtype="int64"),
+            keras.layers.Embedding(1000, 8, mask_zero=True),
+            keras.layers.Bidirectional(keras.layers.LSTM(4)),
+            keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
+
+
 @pytest.fixture(scope="module")
 def exported_kinds(tmp_path_factory: pytest.TempPathFactory) -> TrainedRepository:
-    """docs/inputs.md's models trained elsewhere: a sequence and a token-id model, brought
-    in with the real ``python -m model_training export``."""
+    """docs/inputs.md's models trained elsewhere: a sequence, a token-id model and one
+    over token ids of any length, brought in with the real ``python -m model_training
+    export``."""
     workdir = tmp_path_factory.mktemp("kinds")
-    for name, model in (("sequence", _sequence_model()), ("tokens", _token_model())):
+    models = (
+        ("sequence", _sequence_model()),
+        ("tokens", _token_model()),
+        ("reviews", _any_length_model()),
+    )
+    for name, model in models:
         source = workdir / f"{name}.keras"
         model.save(source)
         argv = ("python", "-m", "model_training", "export", str(source), "--name", name)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from service.errors import InvalidInput
+from service.errors import InvalidInput, PayloadTooLarge
 from service.inference.runtime import Features
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -81,14 +81,19 @@ def _plain_rows(instances: Instances, input_dim: int) -> bool:
     return True
 
 
-def features(instances: Instances, shape: Sequence[int]) -> tuple[Inputs, Features]:
+def features(
+    instances: Instances, shape: Sequence[int], max_steps: int = 0
+) -> tuple[Inputs, Features]:
     """``instances`` checked (``InvalidInput`` saying why not), and the model's float32 input.
 
-    ``shape`` is one instance's shape. The first value is what the scores compute
-    about the input itself (the out-of-distribution distance), in float64: the rows as
-    given when they are a few plain rows of numbers, else a float64 array of the
-    instances' values flattened, one row each.
+    ``shape`` is one instance's shape; ``-1`` first: any number of steps, at most
+    ``max_steps`` (``steps``). The first value is what the scores compute about the
+    input itself (the out-of-distribution distance), in float64: the rows as given when
+    they are a few plain rows of numbers, else a float64 array of the instances' values
+    flattened, one row each.
     """
+    if shape[0] == -1:
+        return steps(instances, shape, max_steps)
     if len(shape) != 1:
         return _tensors(instances, shape)
     input_dim = shape[0]
@@ -121,6 +126,61 @@ def _tensors(instances: Instances, shape: Sequence[int]) -> tuple[Inputs, Featur
     return x.reshape(len(x), -1), np.ascontiguousarray(x, dtype=np.float32)
 
 
+def steps(instances: Instances, shape: Sequence[int], max_steps: int) -> tuple[Inputs, Features]:
+    """``features`` for instances of any number of steps (``shape`` starts with -1), each
+    at its own length from 1 to ``max_steps``.
+
+    They come back as one-dimensional object arrays of per-instance arrays, whatever
+    their lengths: the runtime runs such a model one instance at a time, and the
+    batcher joins such arrays as it joins any other.
+    """
+    rest = tuple(shape[1:])
+    expected = f"[steps{''.join(f', {d}' for d in rest)}] with 1 <= steps <= {max_steps}"
+    if isinstance(instances, np.ndarray) and instances.dtype != object:  # binary tensors
+        x = instances.astype(np.float64)
+        if x.ndim != 1 + len(shape) or x.shape[2:] != rest or 0 in x.shape[:2]:
+            raise InvalidInput(
+                f"expected instances of shape [rows, {expected[1:]}, received {list(x.shape)}"
+            )
+        rows: list[npt.NDArray[np.float64]] = list(x)
+    else:
+        if len(instances) == 0:
+            raise InvalidInput("expected at least one instance, received none")
+        rows = []
+        for i, instance in enumerate(instances):
+            try:
+                row = np.asarray(instance, dtype=np.float64)
+            except (ValueError, TypeError):  # ragged inside, or not numbers at all
+                raise InvalidInput(
+                    f"expected each instance of shape {expected}, received a ragged array or "
+                    f"something other than numbers in instances[{i}]"
+                ) from None
+            if row.ndim != len(shape) or row.shape[1:] != rest or len(row) == 0:
+                raise InvalidInput(
+                    f"expected each instance of shape {expected}, received shape "
+                    f"{list(row.shape)} in instances[{i}]"
+                )
+            rows.append(row)
+    for i, row in enumerate(rows):
+        if len(row) > max_steps:
+            raise PayloadTooLarge(
+                f"expected at most {max_steps} steps per instance (SERVICE_MAX_STEPS), "
+                f"received {len(row)} in instances[{i}]"
+            )
+        if not np.abs(row).max() <= FLOAT32_MAX:
+            index = (i, *np.argwhere(~(np.abs(row) <= FLOAT32_MAX))[0])
+            raise InvalidInput(
+                f"expected finite values within the model's float32 range "
+                f"(|x| <= {FLOAT32_MAX:.4g}), received {float(row[index[1:]])!r} in "
+                f"{_where(index)}"
+            )
+    exact, ragged = np.empty(len(rows), dtype=object), np.empty(len(rows), dtype=object)
+    for i, row in enumerate(rows):  # one by one: rows of one length must not become 2-D
+        exact[i] = row  # float64, as given: whole_numbers checks ids beyond float32's 2**24
+        ragged[i] = np.ascontiguousarray(row, dtype=np.float32)
+    return exact, ragged
+
+
 def _check_range(x: npt.NDArray[np.float64]) -> None:
     """Refuse values a float32 input cannot hold (and NaN, which binary tensors can carry)."""
     if not np.abs(x).max() <= FLOAT32_MAX:
@@ -142,7 +202,17 @@ def whole_numbers(
     the runtime fail, and a fraction would be silently truncated. ``InvalidInput``
     names the first value that is not.
     """
-    values = np.asarray(x, dtype=np.float64).reshape(-1, *shape)
+    if isinstance(x, np.ndarray) and x.dtype == object:  # instances of any length (steps)
+        ragged = np.empty(len(x), dtype=object)
+        for i, row in enumerate(x):
+            try:
+                ragged[i] = whole_numbers(row[None], shape, dtype, id_range, what)[0]
+            except InvalidInput as exc:  # name the instance, not row 0 of a batch of one
+                raise InvalidInput(str(exc).replace("instances[0]", f"instances[{i}]", 1)) from None
+        return ragged
+    values = np.asarray(x, dtype=np.float64)
+    if shape[0] != -1:
+        values = values.reshape(-1, *shape)
     fractional = values != np.floor(values)
     if fractional.any():
         index = np.argwhere(fractional)[0]

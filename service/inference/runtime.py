@@ -82,20 +82,34 @@ class LiteRTRuntime:
         self._output = int(results[0]["index"])
         self._shape: tuple[int, ...] = ()
         self._lock = threading.Lock()
-        # A model that computes (a CNN: milliseconds) belongs on a worker thread.
-        self.blocking = math.prod(shape) > INLINE_VALUES
+        #: An export for sequences of any length takes one instance at a time (batch 1).
+        self.one_row = bool(shape) and shape[0] == -1 and in_shape[0] == 1
+        # A model that computes (a CNN, a recurrent loop: milliseconds) belongs on a worker
+        # thread.
+        self.blocking = self.one_row or math.prod(shape) > INLINE_VALUES
 
     def logits(self, features: Features) -> Logits:
-        """Run the interpreter; resizes its input only when the batch size changes."""
+        """Run the interpreter; resizes its input only when the batch's shape changes.
+
+        A one-instance export runs each row of ``features`` (an array, or an object array
+        of instances of several lengths) at its own length.
+        """
+        if self.one_row:
+            rows = [np.asarray(row)[None] for row in features]
+            with self._lock:
+                return np.concatenate([self._run(row) for row in rows])
         with self._lock:
-            if features.shape != self._shape:
-                self._interpreter.resize_tensor_input(self._input, list(features.shape))
-                self._interpreter.allocate_tensors()
-                self._shape = features.shape
-            self._interpreter.set_tensor(self._input, features)
-            self._interpreter.invoke()
-            result: Logits = self._interpreter.get_tensor(self._output)
-            return result
+            return self._run(features)
+
+    def _run(self, features: Features) -> Logits:
+        if features.shape != self._shape:
+            self._interpreter.resize_tensor_input(self._input, list(features.shape))
+            self._interpreter.allocate_tensors()
+            self._shape = features.shape
+        self._interpreter.set_tensor(self._input, features)
+        self._interpreter.invoke()
+        result: Logits = self._interpreter.get_tensor(self._output)
+        return result
 
 
 def _is_softmax(activation: object) -> bool:

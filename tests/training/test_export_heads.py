@@ -383,7 +383,7 @@ def tf_serving_base_path(base: Path) -> dict[int, tuple[Callable[[np.ndarray], A
     softmax.compile("adam", "sparse_categorical_crossentropy")
     softmax.fit(x, y, epochs=1, verbose=0)
     tf.saved_model.save(softmax, str(base / "3"))
-    signatures = {}
+    signatures: dict[int, tuple[Callable[[np.ndarray], Any], str]] = {}
     for number, output in ((1, "logits"), (3, "probabilities")):
         loaded = tf.saved_model.load(str(base / str(number)))
         function = loaded.signatures["serving_default"]
