@@ -34,6 +34,9 @@ VERSION_DIR = re.compile(r"[1-9][0-9]{0,17}")
 METADATA = "metadata.json"
 MODEL_KERAS = "model.keras"
 MODEL_TFLITE = "model.tflite"
+#: A text model's string preprocessing (``TextVectorization``/``StringLookup``), vocabulary
+#: included, which the service runs before ``model.tflite``.
+TEXT = "text.json"
 REPORT_DIR = "report"
 
 
@@ -147,7 +150,7 @@ class Column(BaseModel):
 
 
 #: Kinds of input that may have any number of steps (a first axis of -1).
-VARIABLE_KINDS = ("sequence", "token_ids")
+VARIABLE_KINDS = ("sequence", "token_ids", "text")
 #: The number of steps in the probes of an input of any length.
 PROBE_STEPS = 8
 
@@ -168,9 +171,11 @@ class InputSpec(BaseModel):
     dtype: Literal["float32", "int32", "int64"] = "float32"
     """The dtype of the model's input tensor."""
 
-    kind: Literal["table", "image", "sequence", "token_ids"] = "table"
+    kind: Literal["table", "image", "sequence", "token_ids", "text"] = "table"
     """What an instance is: a row of features, an image (height, width, channels), a
-    sequence of steps (steps, features), or token ids."""
+    sequence of steps (steps, features), token ids, or a string (``text``: the service
+    runs the preprocessing in ``text.json``, and ``shape``/``dtype`` are what it gives
+    ``model.tflite``)."""
 
     id_range: tuple[int, int] | None = None
     """For token ids: the smallest and largest id the model accepts (its embedding's rows)."""

@@ -10,6 +10,7 @@ elsewhere into the repository. ``model_training.cli`` only parses and prints.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import platform
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from model_training import __version__, tensorflow_logs
-from model_training.artifact import Column, InputSpec
+from model_training.artifact import TEXT, Column, InputSpec
 from model_training.baseline import logistic_regression
 from model_training.calibration import calibrate
 from model_training.data import (
@@ -166,19 +167,25 @@ def _write(
     metadata: dict[str, Any],
     report: ReportData | None = None,
     with_features: bool = False,
+    saved: Any = None,
+    files: dict[str, bytes] | None = None,
 ) -> Written:
     """Export ``model`` (self-checked), then write the version atomically.
 
     ``with_features``: ``model.tflite`` outputs the features after the logits (the
-    version's OOD reference is measured on them).
+    version's OOD reference is measured on them). ``saved``: the Keras model saved as
+    ``model.keras``, when it is not ``model`` (a text model's, which takes strings);
+    ``files``: more files for the version (hashed with the others).
     """
     from model_training.export import to_tflite
 
     tflite = to_tflite(model, probe, with_features)
 
     def write_files(directory: Path) -> dict[str, Any]:
-        model.save(directory / "model.keras")
+        (model if saved is None else saved).save(directory / "model.keras")
         (directory / "model.tflite").write_bytes(tflite)
+        for file_name, content in (files or {}).items():
+            (directory / file_name).write_bytes(content)
         if report is None:
             return {"report": None}
         from model_training.report import write_report
@@ -616,14 +623,19 @@ def export_versions(job: ExportJob) -> list[Written]:
     from model_training.export import ExportError, check_head, load_keras
     from model_training.heads import HeadError, functional, read_head
     from model_training.inputs import InputError, describe_input, probe
+    from model_training.text import TextLayerError, is_text_model, split_text
 
     model = load_keras(job.model, job.imports)  # its refusals name the file
     try:
         model = functional(model)
-        description = describe_input(model, job.kind, job.pixel_range)
+        text = split_text(model) if is_text_model(model) else None
+        network = model if text is None else text.network  # what LiteRT runs
+        description = describe_input(network, job.kind, job.pixel_range)
+        if text is not None:
+            description = _text_input(description, text.largest_index)
         probes = probe(description)
-        head = read_head(model, job.output, probes)  # type: ignore[arg-type]
-        check_head(model, head, probes)
+        head = read_head(network, job.output, probes)  # type: ignore[arg-type]
+        check_head(network, head, probes)
         classifier = head.classifier
         metadata = _export_metadata(job, description, int(classifier.outputs[0].shape[-1]))
         metadata["training"].update(
@@ -631,9 +643,37 @@ def export_versions(job: ExportJob) -> list[Written]:
             head=head.how,
             **({"imports": list(job.imports)} if job.imports else {}),
         )
-        return [_write(job.repository, job.name, classifier, probes, metadata)]
-    except (HeadError, InputError, ExportError) as exc:
+        if text is None:
+            return [_write(job.repository, job.name, classifier, probes, metadata)]
+        metadata["training"]["text_layer"] = text.description["layer"]
+        document = json.dumps(text.description, ensure_ascii=False, allow_nan=False)
+        return [
+            _write(
+                job.repository,
+                job.name,
+                classifier,
+                probes,
+                metadata,
+                saved=text.join(classifier),
+                files={TEXT: document.encode("utf-8")},
+            )
+        ]
+    except (HeadError, InputError, ExportError, TextLayerError) as exc:
         raise ExportError(f"cannot export {job.model}: {exc}") from exc
+
+
+def _text_input(description: dict[str, Any], largest_index: int | None) -> dict[str, Any]:
+    """A raw-text model's input: strings, which the service turns into what ``description``
+    says ``model.tflite`` takes; indices from 0 to ``largest_index`` (which also bound
+    the export's probes), or counts."""
+    text = {**description, "kind": "text"}
+    if largest_index is None:
+        text.pop("id_range", None)
+    else:
+        high = min(largest_index, description.get("id_range", [0, largest_index])[1])
+        text["id_range"] = [0, high]
+    InputSpec.model_validate(text)
+    return text
 
 
 def _export_metadata(

@@ -13,6 +13,7 @@ vocabulary yet.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import keras
@@ -156,3 +157,78 @@ def _lookup(layer: keras.layers.Layer, config: dict[str, Any], token_start: int)
         "pad_to_max_tokens": bool(config["pad_to_max_tokens"]),
         "idf_weights": idf_weights,
     }
+
+
+def is_text_model(model: keras.Model) -> bool:
+    """True when ``model`` takes strings (its one input is a string tensor)."""
+    return len(model.inputs) == 1 and str(model.inputs[0].dtype) == "string"
+
+
+@dataclass(frozen=True)
+class TextSplit:
+    """A raw-text model split where LiteRT can start."""
+
+    network: keras.Model
+    """The rest of the model, taking what the string layer outputs."""
+    description: dict[str, Any]
+    """The string layer, as the service reproduces it (``text.json``)."""
+    largest_index: int | None
+    """The largest index the string layer gives (``None``: it counts, in floats)."""
+    inputs: Any
+    """The model's string input tensor."""
+    preprocessed: Any
+    """The string layer's output tensor, on which ``network`` is called."""
+
+    def join(self, classifier: keras.Model) -> keras.Model:
+        """The whole classifier again, taking strings: the string layer, then ``classifier``
+        (``network`` read for its logits)."""
+        preprocessed = self.preprocessed
+        wanted = tuple(classifier.inputs[0].shape[1:])
+        if tuple(preprocessed.shape[1:]) != wanted:  # Keras's symbolic shape, (None, 1, V)
+            preprocessed = keras.layers.Reshape(wanted, name="preprocessed_shape")(preprocessed)
+        return keras.Model(self.inputs, classifier(preprocessed))
+
+
+def split_text(model: keras.Model) -> TextSplit:
+    """``model`` split after its string layer (``TextSplit``).
+
+    The string input must go into one ``TextVectorization`` or ``StringLookup`` and
+    nowhere else, with the shape the guides give it, ``keras.Input((1,), dtype="string")``.
+    """
+    from model_training.heads import graph
+
+    inputs, out, outputs, entering = graph(model)
+    readers = [
+        layer for layer in model.layers if layer.name in entering and entering[layer.name] is inputs
+    ]
+    if len(readers) != 1:
+        raise TextLayerError(
+            "expected the string input to go into one TextVectorization or StringLookup layer "
+            f"and nowhere else, received it going into {[layer.name for layer in readers]}"
+        )
+    (layer,) = readers
+    if tuple(inputs.shape[1:]) != (1,):
+        raise TextLayerError(
+            f"expected a string input of shape (1,) (keras.Input((1,), dtype='string')), "
+            f"received {tuple(inputs.shape[1:])}"
+        )
+    description = describe_text_layer(layer)
+    preprocessed = outputs[layer.name]
+    integer = str(preprocessed.dtype).startswith("int")
+    largest = int(layer.vocabulary_size()) - 1 if integer else None
+    # A graph of its own (cloned layers, the same weights): the layers' recorded inputs and
+    # outputs then belong to it, as reading its head needs, not to the whole model's graph.
+    # Its input has the shape the layer really gives: Keras's symbolic shape has an extra
+    # axis in the counting modes ((None, 1, V) for (batch, V)).
+    given = np.asarray(layer(np.array([["a"]], dtype=object)))
+    dims: list[int | None] = list(given.shape[1:])
+    if (
+        description.get("output_mode") == "int"
+        and description.get("output_sequence_length") is None
+    ):
+        dims[0] = None  # as many ids as the text has tokens
+    fresh = keras.Input(shape=tuple(dims), dtype=str(given.dtype), name="preprocessed")
+    rest = keras.Model(preprocessed, out)
+    network = keras.models.clone_model(rest, input_tensors=fresh)
+    network.set_weights(rest.get_weights())
+    return TextSplit(network, description, largest, inputs, preprocessed)

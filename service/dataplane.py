@@ -36,6 +36,7 @@ from service.inference.runtime import Features, Logits
 from service.inference.scores import NotFinite, Scores
 from service.inference.softmax import softmax
 from service.inference.tables import EncodedRows, NamedRows, encode
+from service.inference.text import Texts
 from service.operations.metrics import Metrics
 from service.repository.registry import LoadedVersion, ModelRegistry, VersionStatus
 
@@ -112,6 +113,22 @@ class SoftmaxResult:
     argmax: npt.NDArray[np.intp]
 
 
+def _named_strings(named: NamedRows) -> Texts:
+    """Strings each under the model's one input name (``{"text": "..."}``, as TF Serving's
+    clients send them to a text model), or a 422 saying what was expected."""
+    strings = []
+    for i, row in enumerate(named.rows):
+        values = list(row.values())
+        if len(values) != 1 or not isinstance(values[0], str):
+            raise InvalidInput(
+                "expected each instance to be a string, or an object naming the model's one "
+                f"input with a string, received an object of {len(values)} values in "
+                f"instances[{i}]"
+            )
+        strings.append(values[0])
+    return Texts(strings)
+
+
 class DataPlane:
     """Predictions and softmax for the routes."""
 
@@ -180,7 +197,7 @@ class DataPlane:
 
     async def predict(
         self,
-        instances: Instances | EncodedImages | NamedRows,
+        instances: Instances | EncodedImages | NamedRows | Texts,
         *,
         model: str | None = None,
         version: str | None = None,
@@ -197,11 +214,20 @@ class DataPlane:
         unseen = None
         if isinstance(instances, EncodedImages):
             x, x32 = await self._images(served, instances)
+        elif isinstance(instances, NamedRows) and served.text is not None:
+            x, x32 = self._texts(served, _named_strings(instances))
         elif isinstance(instances, NamedRows):
             encoded = self._named(served, instances)
             x, x32 = self._checked(served, encoded.x)
             unseen = encoded.unseen if served.metadata.categorical else None
+        elif isinstance(instances, Texts):
+            x, x32 = self._texts(served, instances)
         else:
+            if served.text is not None:
+                raise InvalidInput(
+                    f"expected instances as strings (model {served.name!r} takes raw text), "
+                    "received arrays"
+                )
             x, x32 = self._checked(served, instances)
         started = time.perf_counter()
         try:
@@ -248,6 +274,35 @@ class DataPlane:
         else:
             pixels = decode_all(images, spec, self.max_image_pixels)
         return pixels.reshape(len(pixels), -1), pixels
+
+    def _texts(self, served: LoadedVersion, texts: Texts) -> tuple[Inputs, Features]:
+        """Strings turned into the model's input by its preprocessing (``text.json``): all
+        at once, or, for a model of any length, each alone at its own number of tokens."""
+        spec = served.metadata.input_spec
+        if served.text is None:
+            raise InvalidInput(
+                f"expected instances as nested arrays of shape {spec.shape} (model "
+                f"{served.name!r} takes {spec.kind.replace('_', ' ')}, not text), received a "
+                "string in instances[0]"
+            )
+        if not spec.variable:
+            x32 = np.ascontiguousarray(served.text(texts.strings), dtype=spec.dtype)
+            return x32, x32
+        rows = np.empty(len(texts), dtype=object)
+        for i, text in enumerate(texts.strings):
+            row = np.ascontiguousarray(served.text([text])[0], dtype=spec.dtype)
+            if len(row) == 0:
+                raise InvalidInput(
+                    f"expected text with at least one token (model {served.name!r} takes as "
+                    f"many ids as the text has tokens), received none in instances[{i}]"
+                )
+            if len(row) > self.max_steps:
+                raise PayloadTooLarge(
+                    f"expected at most {self.max_steps} tokens per instance "
+                    f"(SERVICE_MAX_STEPS), received {len(row)} in instances[{i}]"
+                )
+            rows[i] = row
+        return rows, rows
 
     @staticmethod
     def _named(served: LoadedVersion, named: NamedRows) -> EncodedRows:

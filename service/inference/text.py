@@ -44,6 +44,7 @@ TensorFlow refuses to encode them.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -229,9 +230,21 @@ def describe(data: Mapping[str, Any]) -> TextVectorizationSpec | StringLookupSpe
 # --- the computation ----------------------------------------------------------------------
 
 
-def vectorizer(
-    spec: TextVectorizationSpec | StringLookupSpec,
-) -> Callable[[Sequence[Any]], npt.NDArray[Any]]:
+#: A batch of instances (strings) in, what the Keras layer outputs for them out.
+Vectorizer = Callable[[Sequence[Any]], npt.NDArray[Any]]
+
+
+@dataclass(frozen=True)
+class Texts:
+    """Instances as strings, for a model that takes raw text."""
+
+    strings: Sequence[Any]
+
+    def __len__(self) -> int:
+        return len(self.strings)
+
+
+def vectorizer(spec: TextVectorizationSpec | StringLookupSpec) -> Vectorizer:
     """A function from a batch of instances to what the Keras layer outputs for them."""
     return _TextVectorizer(spec) if isinstance(spec, TextVectorizationSpec) else _Lookuper(spec)
 

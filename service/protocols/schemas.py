@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 from service.errors import InvalidInput
 from service.inference.images import EncodedImages, from_base64
 from service.inference.tables import NamedRows
+from service.inference.text import Texts
 
 FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 Row = list[FiniteFloat]
@@ -40,6 +41,7 @@ class ImageFile(StrictBody):
 RANKS = ("<1 axis>", "<2 axes>", "<3 axes>", "<4 axes>")
 FILE = "<file>"
 NAMED = "<named>"
+TEXT = "<text>"
 
 
 def instance_tag(value: Any) -> str:
@@ -47,6 +49,8 @@ def instance_tag(value: Any) -> str:
     (named features), else its number of axes."""
     if isinstance(value, dict):
         return FILE if value.keys() == {"b64"} else NAMED
+    if isinstance(value, str):
+        return TEXT
     axes = 0
     while isinstance(value, list):
         axes += 1
@@ -75,7 +79,8 @@ Instance = Annotated[
     | Annotated[Tensor3, Tag(RANKS[2])]
     | Annotated[Tensor4, Tag(RANKS[3])]
     | Annotated[ImageFile, Tag(FILE)]
-    | Annotated[NamedFeatures, Tag(NAMED)],
+    | Annotated[NamedFeatures, Tag(NAMED)]
+    | Annotated[str, Tag(TEXT)],
     Discriminator(instance_tag),
 ]
 
@@ -86,7 +91,8 @@ Batch = Annotated[
     | Annotated[list[Tensor3], Field(min_length=1), Tag(RANKS[2])]
     | Annotated[list[Tensor4], Field(min_length=1), Tag(RANKS[3])]
     | Annotated[list[ImageFile], Field(min_length=1), Tag(FILE)]
-    | Annotated[list[NamedFeatures], Field(min_length=1), Tag(NAMED)],
+    | Annotated[list[NamedFeatures], Field(min_length=1), Tag(NAMED)]
+    | Annotated[list[str], Field(min_length=1), Tag(TEXT)],
     Discriminator(batch_tag),
 ]
 
@@ -94,8 +100,12 @@ Batch = Annotated[
 def core_instances(instances: Sequence[Any], where: str = "instances") -> Any:
     """Validated instances in the data plane's terms: ``EncodedImages`` for image files
     (base64 decoded here, 422 saying where if it is not base64), ``NamedRows`` for objects
-    of named features, else the numbers as given."""
+    of named features, ``Texts`` for strings, else the numbers as given."""
     first = instances[0] if instances else None
+    if isinstance(first, str):
+        if not all(isinstance(x, str) for x in instances):
+            raise InvalidInput(f"expected {where} to be all strings or all arrays, received a mix")
+        return Texts(instances)
     if isinstance(first, dict):
         if not all(isinstance(x, dict) for x in instances):
             raise InvalidInput(f"expected {where} to be all objects or all arrays, received a mix")

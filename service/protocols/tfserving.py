@@ -36,6 +36,7 @@ from service.protocols.schemas import (
     NAMED,
     NOT_A_FILE,
     RANKS,
+    TEXT,
     Batch,
     ErrorResponse,
     FiniteFloat,
@@ -83,15 +84,17 @@ def _columns_form(value: Any) -> str:
     return NAMED if isinstance(value, dict) else BATCH
 
 
-#: One instance: a nested array of the input's shape, an image file ``{"b64": ...}``,
-#: either under the input's name (``{"<input name>": ...}``), or a table's named features.
+#: One instance: a nested array of the input's shape, an image file ``{"b64": ...}``, a
+#: string, either under the input's name (``{"<input name>": ...}``), or a table's named
+#: features.
 Instance = Annotated[
     Annotated[Row, Tag(RANKS[0])]
     | Annotated[Matrix, Tag(RANKS[1])]
     | Annotated[Tensor3, Tag(RANKS[2])]
     | Annotated[Tensor4, Tag(RANKS[3])]
     | Annotated[ImageFile, Tag(FILE)]
-    | Annotated[dict[str, NamedValue], NOT_A_FILE, Tag(NAMED)],
+    | Annotated[dict[str, NamedValue], NOT_A_FILE, Tag(NAMED)]
+    | Annotated[str, Tag(TEXT)],
     Discriminator(_form),
 ]
 #: The columnar input: the instances, or ``{"<input name>": [...]}``.
@@ -482,7 +485,9 @@ def _metadata(served: LoadedVersion) -> dict[str, Any]:
     signature = {
         # The model's input dtype; the probabilities are computed and sent in float64.
         "inputs": {
-            INPUT: _tensor(
+            INPUT: _tensor("DT_STRING", [], f"{SIGNATURE}_{INPUT}:0")  # one string an instance
+            if meta.input_spec.kind == "text"
+            else _tensor(
                 TF_DTYPES[meta.input_spec.dtype], meta.input_spec.shape, f"{SIGNATURE}_{INPUT}:0"
             )
         },

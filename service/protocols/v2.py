@@ -38,6 +38,7 @@ from service.http.responses import JSONResponse
 from service.http.routing import route_classes
 from service.http.state import dataplane
 from service.inference.images import EncodedImages
+from service.inference.text import Texts
 from service.protocols import v2_tensors as tensors
 from service.protocols.schemas import (
     FILE,
@@ -352,8 +353,9 @@ def _count(parameters: Parameters, where: str) -> int | None:
 
 def _input(
     body: InferenceRequest, tail: tensors.BinaryTail, spec: InputSpec
-) -> tuple[npt.NDArray[Any] | EncodedImages, str]:
-    """The one input as an ``[N, *shape]`` array (or image files), and its datatype."""
+) -> tuple[npt.NDArray[Any] | EncodedImages | Texts, str]:
+    """The one input as an ``[N, *shape]`` array (or image files, or strings), and its
+    datatype."""
     if len(body.inputs) != 1:
         raise InvalidInput(
             f"expected one input tensor ({INPUT!r}), received {len(body.inputs)}: "
@@ -375,6 +377,15 @@ def _input(
         files = tensors.decode_files(given.name, given.shape, given.data, size, tail)
         tail.finish()
         return files, given.datatype
+    if spec.kind == "text":
+        if given.datatype != "BYTES":
+            raise InvalidInput(
+                f"expected input {given.name!r} of datatype BYTES (strings: this model takes "
+                f"raw text), received {given.datatype}"
+            )
+        strings = tensors.decode_strings(given.name, given.shape, given.data, size, tail)
+        tail.finish()
+        return strings, given.datatype
     expected = [*spec.shape]
     steps = spec.variable and len(given.shape) == 1 + len(expected) and given.shape[1] > 0
     if steps:  # one length per request: a V2 tensor is rectangular
@@ -462,7 +473,7 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
     plane = dataplane(request)
     if bodies.is_image(request):
         served = plane.resolve(name, version)
-        x: npt.NDArray[Any] | EncodedImages = await bodies.image(request)
+        x: npt.NDArray[Any] | EncodedImages | Texts = await bodies.image(request)
         request_id, datatype, calibrated, wanted = None, "BYTES", True, _requested(None)
     else:
         raw = await request.body()
@@ -559,7 +570,9 @@ def _model_metadata(served: LoadedVersion, versions: list[int]) -> dict[str, Any
         "versions": [str(v) for v in versions],
         "platform": PLATFORMS.get(served.runtime_name, served.runtime_name),
         "inputs": [
-            {
+            {"name": INPUT, "datatype": "BYTES", "shape": [-1]}  # one string per instance
+            if spec.kind == "text"
+            else {
                 "name": INPUT,
                 "datatype": tensors.MODEL_DATATYPES[spec.dtype],
                 "shape": [-1, *spec.shape],

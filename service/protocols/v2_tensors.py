@@ -23,6 +23,7 @@ import numpy.typing as npt
 
 from service.errors import BadRequest, InvalidInput
 from service.inference.images import EncodedImages, from_base64
+from service.inference.text import Texts
 
 #: Datatypes an input may have (integers: token ids and other integer inputs).
 DTYPES: dict[str, np.dtype[Any]] = {
@@ -146,18 +147,19 @@ def decode_input(
     return values.reshape(shape)
 
 
-def decode_files(
+def _elements(
     name: str,
     shape: Sequence[int],
     data: Sequence[Any] | None,
     binary_data_size: int | None,
     tail: BinaryTail,
-) -> EncodedImages:
-    """A ``BYTES`` input of encoded image files, ``[N]`` or ``[N, 1]``: each element a file,
-    length-prefixed in the binary tail, or a base64 string in JSON."""
+    what: str,
+) -> tuple[list[bytes] | list[str], list[str]]:
+    """The elements of a ``BYTES`` input of shape ``[N]`` or ``[N, 1]``, one per instance:
+    bytes when length-prefixed in the binary tail, strings when in JSON; and where each is."""
     if len(shape) not in (1, 2) or shape[0] == 0 or shape[1:] not in ([], [1]):
         raise InvalidInput(
-            f"expected BYTES input {name!r} of shape [N] or [N, 1] (one image file per "
+            f"expected BYTES input {name!r} of shape [N] or [N, 1] (one {what} per "
             f"instance) with N >= 1, received {list(shape)}"
         )
     count = shape[0]
@@ -169,24 +171,24 @@ def decode_files(
                 "(binary_data_size), received both"
             )
         raw = tail.take(binary_data_size, f"input {name!r}")
-        files, offset = [], 0
+        items, offset = [], 0
         for place in places:
             if offset + 4 > len(raw):
                 break
             (length,) = struct.unpack_from("<I", raw, offset)
-            files.append(bytes(raw[offset + 4 : offset + 4 + length]))
+            items.append(bytes(raw[offset + 4 : offset + 4 + length]))
             offset += 4 + length
             if offset > len(raw):
                 raise InvalidInput(
                     f"expected {length} bytes for {place} (its length prefix), received "
                     f"{len(raw) - offset + length}"
                 )
-        if len(files) != count or offset != len(raw):
+        if len(items) != count or offset != len(raw):
             raise InvalidInput(
-                f"expected {count} length-prefixed files in the {binary_data_size} bytes of "
-                f"input {name!r}, received {len(files)} and {len(raw) - offset} bytes more"
+                f"expected {count} length-prefixed elements in the {binary_data_size} bytes of "
+                f"input {name!r}, received {len(items)} and {len(raw) - offset} bytes more"
             )
-        return EncodedImages(files, places)
+        return items, places
     if data is None:
         raise InvalidInput(
             f"expected input {name!r} to carry 'data' or a binary_data_size parameter, "
@@ -195,9 +197,50 @@ def decode_files(
     flat = [item for row in data for item in (row if isinstance(row, list) else [row])]
     if len(flat) != count or not all(isinstance(item, str) for item in flat):
         raise InvalidInput(
-            f"expected {count} base64 strings in BYTES input {name!r}, received {len(flat)} values"
+            f"expected {count} strings in BYTES input {name!r}, received {len(flat)} values"
         )
-    return EncodedImages([from_base64(t, w) for t, w in zip(flat, places, strict=True)], places)
+    return flat, places
+
+
+def decode_files(
+    name: str,
+    shape: Sequence[int],
+    data: Sequence[Any] | None,
+    binary_data_size: int | None,
+    tail: BinaryTail,
+) -> EncodedImages:
+    """A ``BYTES`` input of encoded image files, ``[N]`` or ``[N, 1]``: each element a file,
+    length-prefixed in the binary tail, or a base64 string in JSON."""
+    items, places = _elements(name, shape, data, binary_data_size, tail, "image file")
+    if binary_data_size is not None:
+        return EncodedImages([bytes(item) for item in items], places)  # type: ignore[arg-type]
+    return EncodedImages(
+        [from_base64(str(t), w) for t, w in zip(items, places, strict=True)], places
+    )
+
+
+def decode_strings(
+    name: str,
+    shape: Sequence[int],
+    data: Sequence[Any] | None,
+    binary_data_size: int | None,
+    tail: BinaryTail,
+) -> Texts:
+    """A ``BYTES`` input of strings for a raw-text model, ``[N]`` or ``[N, 1]``: UTF-8,
+    length-prefixed in the binary tail, or JSON strings."""
+    items, places = _elements(name, shape, data, binary_data_size, tail, "string")
+    if binary_data_size is None:
+        return Texts(items)
+    strings = []
+    for item, place in zip(items, places, strict=True):
+        try:
+            strings.append(bytes(item).decode("utf-8"))  # type: ignore[arg-type]
+        except UnicodeDecodeError as exc:
+            raise InvalidInput(
+                f"expected UTF-8 text in {place}, received bytes that are not ({exc.reason} "
+                f"at byte {exc.start})"
+            ) from None
+    return Texts(strings)
 
 
 def classify(

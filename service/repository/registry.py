@@ -25,6 +25,7 @@ is asked for.
 from __future__ import annotations
 
 import enum
+import json
 import logging
 import threading
 import time
@@ -50,8 +51,9 @@ from service.inference.inputs import Inputs
 from service.inference.runtime import KerasRuntime, LiteRTRuntime, Logits, Runtime
 from service.inference.scores import Scorer
 from service.inference.softmax import softmax
+from service.inference.text import Vectorizer, describe, vectorizer
 from service.repository import disk
-from service.repository.artifact import METADATA, MODEL_KERAS, MODEL_TFLITE
+from service.repository.artifact import METADATA, MODEL_KERAS, MODEL_TFLITE, TEXT
 from service.repository.disk import ServedMetadata
 from service.repository.policy import VersionPolicy
 
@@ -67,6 +69,8 @@ class LoadedVersion:
     runtime_name: str
     labels: npt.NDArray[np.str_] = field(repr=False)
     batcher: Batcher | None = field(default=None, repr=False)
+    text: Vectorizer | None = field(default=None, repr=False)
+    """A raw-text model's string preprocessing (``text.json``), run before the runtime."""
     scorer: Scorer = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -206,6 +210,7 @@ def load_version(
             metadata = disk.read_metadata(version_dir, name, version)
             disk.verify_files(version_dir, metadata)
             runtime, runtime_name = _open_runtime(version_dir, metadata)
+        text = _open_text(version_dir, metadata)
     except ModelLoadError as exc:
         where = f"model {name!r} version {version}"
         if str(exc).startswith(where):
@@ -216,7 +221,21 @@ def load_version(
         pillow()  # imported while loading, not by the first image request
     config = batching(name, runtime)
     batcher = Batcher(runtime, config) if config.enabled else None
-    return LoadedVersion(metadata, runtime, runtime_name, np.asarray(metadata.class_names), batcher)
+    labels = np.asarray(metadata.class_names)
+    return LoadedVersion(metadata, runtime, runtime_name, labels, batcher, text)
+
+
+def _open_text(version_dir: Path, metadata: ServedMetadata) -> Vectorizer | None:
+    """A text model's preprocessing, from its ``text.json`` (hashed like the other files)."""
+    if metadata.input_spec.kind != "text":
+        return None
+    if TEXT not in metadata.files:
+        raise ModelLoadError(f"expected {TEXT} among the files of a text model, received none")
+    try:
+        description = json.loads((version_dir / TEXT).read_text(encoding="utf-8"))
+        return vectorizer(describe(description))
+    except (OSError, ValueError) as exc:  # a pydantic ValidationError is a ValueError
+        raise ModelLoadError(f"expected a readable {TEXT}: {exc}") from exc
 
 
 #: Told of every status change, with the model's name; called from whichever thread made it.
