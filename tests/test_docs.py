@@ -295,16 +295,35 @@ def _any_length_model() -> Any:
     )
 
 
+def _text_model() -> Any:
+    import keras
+    import numpy as np
+
+    keras.utils.set_random_seed(14)
+    vectorize = keras.layers.TextVectorization(max_tokens=100, output_sequence_length=8)
+    vectorize.adapt(np.array([["what a great film"], ["an awful plot"], ["fine, not great"]]))
+    return keras.Sequential(
+        [
+            keras.Input(shape=(1,), dtype="string"),
+            vectorize,
+            keras.layers.Embedding(100, 4),
+            keras.layers.GlobalAveragePooling1D(),
+            keras.layers.Dense(1, activation="sigmoid"),
+        ]
+    )
+
+
 @pytest.fixture(scope="module")
 def exported_kinds(tmp_path_factory: pytest.TempPathFactory) -> TrainedRepository:
-    """docs/inputs.md's models trained elsewhere: a sequence, a token-id model and one
-    over token ids of any length, brought in with the real ``python -m model_training
-    export``."""
+    """docs/inputs.md's models trained elsewhere: a sequence, a token-id model, one over
+    token ids of any length and one taking raw text, brought in with the real ``python -m
+    model_training export``."""
     workdir = tmp_path_factory.mktemp("kinds")
     models = (
         ("sequence", _sequence_model()),
         ("tokens", _token_model()),
         ("reviews", _any_length_model()),
+        ("words", _text_model()),
     )
     for name, model in models:
         source = workdir / f"{name}.keras"

@@ -214,10 +214,11 @@ def test_export_brings_a_foreign_model_in_and_it_serves_the_same_probabilities(
     assert np.abs(served - np.asarray(model(x), dtype=np.float64)).max() < TOLERANCE
 
 
-def test_export_refuses_a_model_without_softmax(
+def test_export_refuses_a_model_whose_output_is_no_distribution(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    model = keras.Sequential([keras.Input(shape=(2,)), keras.layers.Dense(3)])
+    # Neither a softmax, nor logits (a linear last layer), nor one sigmoid output.
+    model = keras.Sequential([keras.Input(shape=(2,)), keras.layers.Dense(3, activation="relu")])
     model.save(tmp_path / "regressor.keras")
     code = train_main(
         [
@@ -230,7 +231,9 @@ def test_export_refuses_a_model_without_softmax(
         ]
     )
     assert code == 1
-    assert "expected a classifier whose last layer applies softmax" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "expected a classifier whose output is a distribution" in err
+    assert "--output probabilities|logits|sigmoid" in err
     assert not (tmp_path / "repo" / "r").exists() or not any((tmp_path / "repo" / "r").iterdir())
 
 
