@@ -244,7 +244,7 @@ def decide(
     if not (cv.gain > MIN_GAIN * cv.before and cv.gain > STANDARD_ERRORS * cv.standard_error):
         return Decision(
             False,
-            f"cross-validated on the validation split ({CV_FOLDS} folds), temperature scaling "
+            f"cross-validated on the held-out scores ({CV_FOLDS} folds), temperature scaling "
             f"does not lower the held-out NLL by {MIN_GAIN:.0%} and {STANDARD_ERRORS:g} "
             f"standard errors {change}",
         )
@@ -257,7 +257,7 @@ def decide(
         )
     return Decision(
         True,
-        f"cross-validated on the validation split ({CV_FOLDS} folds), temperature scaling "
+        f"cross-validated on the held-out scores ({CV_FOLDS} folds), temperature scaling "
         f"lowers the held-out NLL by {MIN_GAIN:.0%} and {STANDARD_ERRORS:g} standard errors "
         f"or more {change}",
     )

@@ -180,8 +180,9 @@ def train_parser() -> argparse.ArgumentParser:
         "--architecture",
         choices=ARCHITECTURES,
         help="a CSV's model: network (a hidden layer of 64), linear (none: a softmax "
-        f"regression), or auto (the default): the one with the lower {FOLDS}-fold "
-        "cross-validated log loss on the training rows (on a tie, the network)",
+        f"regression), or auto (the default): the network when its {FOLDS}-fold "
+        "cross-validated log loss on the training rows is lower than the linear model's by "
+        "more than a standard error, else the linear model",
     )
     parser.add_argument(
         "--no-report",

@@ -320,10 +320,12 @@ def _fit_table(
     parts: Split,
     validation_split: float,
     table: EncodedTable | None,
-) -> tuple[TrainResult, dict[str, Any]]:
+) -> tuple[TrainResult, dict[str, Any], np.ndarray | None]:
     """The classic recipe for the blobs (``model.train``), the table recipe for a CSV
     (``table_model.train_table``, the network or its linear special case as
-    ``table_selection`` chooses); the result and its configuration for the metadata."""
+    ``table_selection`` chooses); the result, its configuration for the metadata, and the
+    training rows' out-of-fold logits to calibrate on when the model holds no validation
+    split out (the linear model; ``None``: calibrate on the validation split)."""
     from model_training.model import TrainConfig, train
     from model_training.table_model import TableConfig, train_table
     from model_training.table_selection import recipe, select_recipe
@@ -338,7 +340,7 @@ def _fit_table(
             validation_split=validation_split,
             verbose=verbose,
         )
-        return train(parts, dataset.num_classes, config), config.as_metadata()
+        return train(parts, dataset.num_classes, config), config.as_metadata(), None
     table_config = TableConfig(
         seed=job.seed,
         epochs=job.epochs or CSV_MAX_EPOCHS,
@@ -358,12 +360,19 @@ def _fit_table(
     )
     table_config = recipe(table_config, selection.chosen)
     result = train_table(parts, dataset.num_classes, one_hot, table_config)
-    return result, {
-        **table_config.as_metadata(),
-        "architecture": selection.chosen,
-        "model_selection": selection.as_metadata(),
-        "early_stopping": result.early_stopping,
-    }
+    held_out = None
+    if selection.chosen == "linear" and selection.logits is not None:
+        held_out = selection.logits["linear"]
+    return (
+        result,
+        {
+            **table_config.as_metadata(),
+            "architecture": selection.chosen,
+            "model_selection": selection.as_metadata(),
+            "early_stopping": result.early_stopping,
+        },
+        held_out,
+    )
 
 
 def _train_table(
@@ -380,7 +389,7 @@ def _train_table(
     """
     from model_training.model import logits, probe_inputs
 
-    result, configuration = _fit_table(job, dataset, parts, validation_split, table)
+    result, configuration, out_of_fold = _fit_table(job, dataset, parts, validation_split, table)
     model = result.model
     held = result.validation
     test_logits = logits(model, parts.x_test)
@@ -389,11 +398,14 @@ def _train_table(
         if len(held.y_val)
         else np.empty((0, dataset.num_classes), dtype=np.float64)
     )
+    y_val = held.y_val
+    if out_of_fold is not None:  # the linear model: every training row, scored out of fold
+        validation_logits, y_val = out_of_fold, parts.y_train
     calibration = (
-        calibrate(validation_logits, held.y_val, test_logits, parts.y_test)
-        if len(held.y_val)
-        else None
+        calibrate(validation_logits, y_val, test_logits, parts.y_test) if len(y_val) else None
     )
+    if calibration is not None and out_of_fold is not None:
+        calibration["fitted_on"] = "out_of_fold"
     input_dim = int(dataset.x.shape[1])
     description: dict[str, Any] = {"shape": [input_dim], "dtype": "float32", "kind": "table"}
     if table is not None:
@@ -427,7 +439,14 @@ def _train_table(
         "libraries": _libraries(),
     }
     report = _report_data(
-        job, metadata, result, parts, validation_logits, test_logits, lambda x: logits(model, x)
+        job,
+        metadata,
+        result,
+        parts,
+        validation_logits,
+        test_logits,
+        lambda x: logits(model, x),
+        y_val=y_val,
     )
     probe = probe_inputs(dataset.x)
     return _write(job.repository, job.name, model, probe, metadata, report)
@@ -441,8 +460,11 @@ def _report_data(
     validation_logits: np.ndarray,
     test_logits: np.ndarray,
     logits: Callable[[np.ndarray], np.ndarray],
+    y_val: np.ndarray | None = None,
 ) -> ReportData | None:
-    """What the report is drawn from (``None`` when the job asks for no report)."""
+    """What the report is drawn from (``None`` when the job asks for no report); the
+    calibration's held-out rows are ``validation_logits`` and ``y_val`` (default: the
+    validation split's labels)."""
     if not job.report:
         return None
     from model_training.report import ReportData
@@ -454,7 +476,7 @@ def _report_data(
         x_train=parts.x_train,
         y_train=parts.y_train,
         validation_logits=validation_logits,
-        y_val=result.validation.y_val,
+        y_val=result.validation.y_val if y_val is None else y_val,
         x_test=parts.x_test,
         y_test=parts.y_test,
         test_logits=test_logits,

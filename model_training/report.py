@@ -429,7 +429,9 @@ def reliability_diagram(data: ReportData, path: Path) -> None:
     temperature = data.temperature if data.metadata.get("calibration") else None
     panels = [("test split (held out)", data.test_logits, data.y_test)]
     if len(data.y_val):
-        title = "validation split (T fitted here)" if temperature else "validation split"
+        block = data.metadata.get("calibration") or {}
+        title = _held_out_name(block, short=True)
+        title = f"{title} (T fitted here)" if temperature else title
         panels.insert(0, (title, data.validation_logits, data.y_val))
     fig, axes = plt.subplots(
         2,
@@ -451,6 +453,19 @@ def _fmt(value: float) -> str:
     return f"{value:.4g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
 
 
+def _held_out_name(block: dict[str, Any], short: bool = False) -> str:
+    """What the temperature was fitted on: the validation split, or (the linear model,
+    which holds none out) the training rows' out-of-fold logits."""
+    if block.get("fitted_on") != "out_of_fold":
+        return "validation split"
+    if short:
+        return "training rows, out of fold"
+    return (
+        "training rows' out-of-fold logits (each scored by the model fitted on the other "
+        "folds: the linear model holds no validation split out)"
+    )
+
+
 def _calibration_decision(block: dict[str, Any]) -> list[str]:
     """Whether the fitted temperature is served, and why (older blocks have no decision)."""
     if "kept" not in block:
@@ -465,7 +480,8 @@ def _calibration_decision(block: dict[str, Any]) -> list[str]:
     if cv and not block["at_bound"]:
         lines += [
             "",
-            f"Cross-validated on the validation split ({cv['folds']} folds: each fold's "
+            f"Cross-validated on the {_held_out_name(block, short=True)} ({cv['folds']} "
+            "folds: each fold's "
             "temperature fitted on the other folds, scored on that fold only), held-out NLL "
             f"{_fmt(cv['nll_before'])} without and {_fmt(cv['nll_after'])} with temperature "
             f"scaling (standard error of the difference {cv['standard_error']:.2g}); it is "
@@ -493,7 +509,7 @@ def _calibration_section(block: dict[str, Any] | None) -> list[str]:
     lines = [
         f"Temperature scaling: the service divides the logits by **T = {t:.4g}** before the "
         f'softmax (unless a request says `"calibrated": false`). T is {sense}. A temperature '
-        "is fitted to minimise the negative log-likelihood (NLL) of the validation split; "
+        f"is fitted to minimise the negative log-likelihood (NLL) of the {_held_out_name(block)}; "
         "the test split never takes part. The argmax, hence the accuracy, is the same "
         "either way.",
         *_calibration_decision(block),
@@ -503,7 +519,9 @@ def _calibration_section(block: dict[str, Any] | None) -> list[str]:
         "| split | samples | NLL before | NLL after | ECE before | ECE after |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    for key, label in (("validation", "validation (T fitted here)"), ("test", "test (held out)")):
+    out_of_fold = block.get("fitted_on") == "out_of_fold"
+    fitted = f"{_held_out_name(block, short=True) if out_of_fold else 'validation'} (T fitted here)"
+    for key, label in (("validation", fitted), ("test", "test (held out)")):
         s = block[key]
         lines.append(
             f"| {label} | {s['samples']} | {_fmt(s['nll_before'])} | {_fmt(s['nll_after'])} "
@@ -666,18 +684,29 @@ def _columns_note(meta: dict[str, Any]) -> str:
 
 
 def _epochs_note(training: dict[str, Any]) -> str:
+    """How the weights were fitted: epochs (and how early stopping ended them), batch size
+    and learning rate, or the linear model's solver."""
+    if "epochs" not in training:  # the linear model: solved, not trained by epochs
+        iterations = (training.get("history") or {}).get("lbfgs_iterations") or [0]
+        return (
+            f"The linear model was solved by {training['optimizer']} ({iterations[-1]:.0f} "
+            "iterations)"
+        )
     early = training.get("early_stopping")
     if not early:
-        return f"{training['epochs']} epochs"
-    if early.get("monitor") != "loss":
-        watched = "the validation loss"
-    elif training.get("converge"):
-        watched = "the training loss, until it converged (the linear model)"
+        epochs = f"{training['epochs']} epochs"
     else:
-        watched = "the training loss (no validation split)"
+        if early.get("monitor") != "loss":
+            watched = "the validation loss"
+        else:
+            watched = "the training loss (no validation split)"
+        epochs = (
+            f"{early['epochs_run']} epochs (at most {training['epochs']}; early stopping on "
+            f"{watched}, weights of the best epoch, {early['best_epoch']}, restored)"
+        )
     return (
-        f"{early['epochs_run']} epochs (at most {training['epochs']}; early stopping on "
-        f"{watched}, weights of the best epoch, {early['best_epoch']}, restored)"
+        f"{epochs}, batch size {training['batch_size']}, learning rate "
+        f"{training['learning_rate']:g}"
     )
 
 
@@ -714,7 +743,12 @@ def _selection_section(training: dict[str, Any]) -> list[str]:
             "## Model selection",
             "",
             f"The model is the **{RECIPE_NAMES[chosen]}** ({selection['method']}): no "
-            "cross-validation was run.",
+            "cross-validation was run"
+            + (
+                " to choose (the linear model's folds only fit its temperature)."
+                if chosen == "linear"
+                else "."
+            ),
             "",
         ]
     accuracy = selection.get("accuracy") or {}
@@ -732,8 +766,11 @@ def _selection_section(training: dict[str, Any]) -> list[str]:
         f"The trainer chose the **{RECIPE_NAMES[chosen]}** by {selection['folds']}-fold "
         "stratified cross-validation on the training rows (the test rows untouched): each "
         "model was fitted on every fold's complement as the final model is, and scored on "
-        "the fold. The lower out-of-fold NLL wins (on a tie, the network); the chosen one is "
-        f"then fitted on the training rows. Cross-validation took {selection['seconds']:.1f} s.",
+        "the fold. The network is chosen only when its out-of-fold NLL is lower by more than "
+        "one standard error of the per-row difference (here "
+        f"{selection.get('standard_error') or 0:.4f}), else the linear model, the simpler "
+        "one (the one-standard-error rule); the chosen one is then fitted on the training "
+        f"rows. Cross-validation took {selection['seconds']:.1f} s.",
         "",
         "| model | cross-validated NLL | cross-validated accuracy |",
         "|---|---:|---:|",
@@ -812,7 +849,6 @@ def markdown(data: ReportData, files: Sequence[str]) -> str:
         f"Created {meta['created_at']} from {where}: {training['train_samples']} samples to "
         f"fit the weights, {training['validation_samples']} for validation, "
         f"{metrics['test_samples']} held out for testing. {_epochs_note(training)}, "
-        f"batch size {training['batch_size']}, learning rate {training['learning_rate']:g}, "
         f"seed {training['seed']}.",
         "",
         "## Metrics",

@@ -1,26 +1,34 @@
 """A table's two recipes, and which one to train: by cross-validation on the training rows.
 
-The table recipe (``table_model``) has a linear special case: the same standardization,
-penalty and optimizer with no hidden layer, a softmax regression with logistic
-regression's penalty, fitted until its loss converges (its penalty, not the epoch,
-regularizes it). On most tables the network is as good or better; on some small ones a
-straight line wins (HELPrct, 453 rows, 3 classes, seed 42: test accuracy 0.670 and log
-loss 0.746 for the network, 0.769 and 0.672 for the line, 0.736 and 0.653 for a logistic
-regression). Which one a table needs is decided on the rows a trainer may look at, never
-the test rows:
+The table recipe (``table_model``) has a linear special case: the same standardization
+and penalty with no hidden layer, a softmax regression with logistic regression's
+penalty, solved to convergence on all the rows it may learn from (``fit_linear``: its
+penalty, not an epoch, regularizes it). On most tables the network is as good or better;
+on some small ones a straight line wins (HELPrct, 453 rows, 3 classes, seed 42: test
+accuracy 0.670 and log loss 0.746 for the network, 0.747 and 0.650 for the line, 0.736
+and 0.653 for a logistic regression). Which one a table needs is decided on the rows a
+trainer may look at, never the test rows:
 
 - the training part is dealt into ``FOLDS`` stratified folds (seeded by the job's seed);
-- each recipe is fitted on every fold's complement exactly as the final model is (its
-  own validation split carved from those rows) and every training row is scored by the
-  model that did not see it: its out-of-fold NLL;
-- ``RULE``: the lower mean out-of-fold NLL wins; on a tie the network, the default
-  recipe, stays. The chosen recipe is then fitted on the training part as before.
+- each recipe is fitted on every fold's complement exactly as the final model is (the
+  network with its own validation split carved from those rows, the line on all of
+  them) and every training row is scored by the model that did not see it: its
+  out-of-fold logits and NLL;
+- ``RULE``, the one-standard-error rule: the network only when its mean out-of-fold NLL
+  is lower than the line's by more than ``STANDARD_ERRORS`` standard error of the mean
+  per-row difference; else the line, the simpler model, as good within the noise of
+  the folds (Breiman's rule, as in Hastie, Tibshirani and Friedman, section 7.10). The
+  chosen recipe is then fitted on the training part as before; the line's out-of-fold
+  logits are what its temperature is fitted on (it holds no validation split out), also
+  with ``--architecture linear``.
 
 NLL, not accuracy, decides, as it decides early stopping and calibration: it moves with
-every row's probability, where accuracy moves by whole rows. Three folds: six fits, about
-7 s on a 450-row table and 15 to 20 s on iris and the 1,797-row digits table (measured in
-docs/training.md). ``--architecture network|linear`` skips the cross-validation and trains
-that one. Nothing here imports TensorFlow until a recipe is fitted.
+every row's probability, where accuracy moves by whole rows. Three folds: three network
+fits (about 5 s on a 450-row table, 10 to 30 s on iris and the 1,797-row digits table)
+and three of the line (well under a second; measured in docs/training.md).
+``--architecture network|linear`` skips the choice and trains that one (the line still
+scores its folds, for its temperature). Nothing here imports TensorFlow until a recipe is
+fitted.
 """
 
 from __future__ import annotations
@@ -37,19 +45,20 @@ from model_training.data import Split, default_validation_split
 if TYPE_CHECKING:
     from model_training.table_model import TableConfig
 
-#: The two recipes: their hidden layers (the network's are ``table_model.HIDDEN_UNITS``),
-#: and whether early stopping watches the fitted rows' NLL until it converges (the linear
-#: model, regularized by its L2 penalty alone) rather than the validation split's.
-RECIPES: dict[str, tuple[tuple[int, ...], bool]] = {
-    "network": ((64,), False),
-    "linear": ((), True),
-}
+#: The two recipes: their hidden layers (the network's are ``table_model.HIDDEN_UNITS``;
+#: none: the linear special case, solved by ``table_model.fit_linear``).
+RECIPES: dict[str, tuple[int, ...]] = {"network": (64,), "linear": ()}
 #: ``--architecture``: choose by cross-validation, or force one recipe.
 ARCHITECTURES = ("auto", *RECIPES)
 #: Stratified folds of the training rows the choice is made on.
 FOLDS = 3
+#: The network must beat the line's mean out-of-fold NLL by this many standard errors.
+STANDARD_ERRORS = 1.0
 #: How the out-of-fold NLLs decide.
-RULE = "the lower mean out-of-fold NLL; on a tie, the network"
+RULE = (
+    "one standard error: the network when its mean out-of-fold NLL is lower by more than "
+    "one standard error of the mean per-row difference, else the linear model"
+)
 
 
 @dataclass(frozen=True)
@@ -63,11 +72,15 @@ class Selection:
     accuracy: dict[str, float] | None = None
     """Each recipe's out-of-fold accuracy, for information: the NLL decides."""
     standard_error: float | None = None
-    """The standard error of the mean per-row difference of the two NLLs."""
+    """The standard error of the mean per-row difference of the two NLLs: the margin the
+    network must win by (``STANDARD_ERRORS`` of them)."""
     folds: int = FOLDS
     seconds: float = 0.0
     rows: dict[str, npt.NDArray[np.float64]] | None = field(default=None, repr=False)
     """Each recipe's out-of-fold NLL of every training row (not recorded in the metadata)."""
+    logits: dict[str, npt.NDArray[np.float64]] | None = field(default=None, repr=False)
+    """Each cross-validated recipe's out-of-fold logits of every training row: the line's
+    calibrate it (not recorded in the metadata)."""
 
     def as_metadata(self) -> dict[str, Any]:
         """The metadata's ``training.model_selection``."""
@@ -87,8 +100,7 @@ class Selection:
 
 def recipe(config: TableConfig, name: str) -> TableConfig:
     """``config`` made the recipe ``name`` (``RECIPES``)."""
-    hidden, converge = RECIPES[name]
-    return replace(config, hidden_units=hidden, converge=converge)
+    return replace(config, hidden_units=RECIPES[name])
 
 
 def stratified_folds(y: npt.NDArray[np.int64], folds: int, seed: int) -> npt.NDArray[np.int64]:
@@ -113,20 +125,19 @@ def out_of_fold(
     config: TableConfig,
     validation_split: float | None,
     folds: int = FOLDS,
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
-    """Each row's NLL and whether it was classified right, by the recipe ``config`` fitted
-    without it: on the other folds.
+) -> npt.NDArray[np.float64]:
+    """Each row's logits by the recipe ``config`` fitted without it: on the other folds.
 
     Each fold's model is trained by ``train_table`` on the other folds (their rows in
-    their own order, which is random: the training part's), with ``validation_split``
-    of them for early stopping (``None``: the default for that many rows), and scored
-    on the fold.
+    their own order, which is random: the training part's), the network with
+    ``validation_split`` of them for early stopping (``None``: the default for that many
+    rows), and scored on the fold.
     """
+    from model_training.model import logits
     from model_training.table_model import train_table
 
     fold = stratified_folds(y, folds, config.seed)
-    nll = np.zeros(len(y), dtype=np.float64)
-    right = np.zeros(len(y), dtype=bool)
+    scores = np.zeros((len(y), num_classes), dtype=np.float64)
     for f in range(folds):
         held = fold == f
         if not held.any():
@@ -138,11 +149,15 @@ def out_of_fold(
         result = train_table(
             part, num_classes, one_hot, replace(config, validation_split=split, verbose=0)
         )
-        p = np.asarray(result.model(part.x_test, training=False), dtype=np.float64)
-        truth = p[np.arange(len(part.y_test)), part.y_test]
-        nll[held] = -np.log(np.maximum(truth, 1e-300))
-        right[held] = p.argmax(axis=1) == part.y_test
-    return nll, right
+        scores[held] = logits(result.model, part.x_test)
+    return scores
+
+
+def row_nll(logits: npt.NDArray[np.float64], y: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+    """Each row's NLL under ``softmax(logits)``, in float64."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return np.asarray(-log_p[np.arange(len(y)), y], dtype=np.float64)
 
 
 def select_recipe(
@@ -157,23 +172,31 @@ def select_recipe(
     """The recipe to train on ``data``'s training part: ``architecture`` when it names one,
     else the one ``RULE`` picks from their out-of-fold NLLs there (``data``'s test part is
     not read)."""
+    enough = len(data.y_train) >= 2 * folds
     if architecture in RECIPES:
-        return Selection(architecture, f"forced: --architecture {architecture}")
+        forced = f"forced: --architecture {architecture}"
+        if architecture == "linear" and enough:  # no validation split: calibrated on these
+            line = out_of_fold(
+                data.x_train, data.y_train, num_classes, one_hot, recipe(config, "linear"), None
+            )
+            return Selection(architecture, forced, logits={"linear": line}, folds=folds)
+        return Selection(architecture, forced)
     if architecture != "auto":
         raise ValueError(
             f"expected an architecture in {list(ARCHITECTURES)}, received {architecture!r}"
         )
-    if len(data.y_train) < 2 * folds:
+    if not enough:
         return Selection(
             "network",
             f"not cross-validated: {len(data.y_train)} training rows, fewer than two per "
             f"fold of {folds}; the default recipe",
         )
     start = time.perf_counter()
+    scores: dict[str, npt.NDArray[np.float64]] = {}
     rows: dict[str, npt.NDArray[np.float64]] = {}
     accuracy: dict[str, float] = {}
     for name in RECIPES:
-        rows[name], right = out_of_fold(
+        scores[name] = out_of_fold(
             data.x_train,
             data.y_train,
             num_classes,
@@ -182,10 +205,11 @@ def select_recipe(
             validation_split,
             folds,
         )
-        accuracy[name] = float(right.mean())
+        rows[name] = row_nll(scores[name], data.y_train)
+        accuracy[name] = float((scores[name].argmax(axis=1) == data.y_train).mean())
     gain = rows["linear"] - rows["network"]  # > 0 where the network predicts the row better
-    standard_error = float(gain.std(ddof=1) / np.sqrt(len(gain)))  # recorded, not a margin
-    chosen = "network" if gain.mean() >= 0 else "linear"
+    standard_error = float(gain.std(ddof=1) / np.sqrt(len(gain)))
+    chosen = "network" if gain.mean() > STANDARD_ERRORS * standard_error else "linear"
     return Selection(
         chosen,
         f"{folds}-fold stratified cross-validation on the training rows (the test rows "
@@ -197,4 +221,5 @@ def select_recipe(
         folds,
         time.perf_counter() - start,
         rows,
+        scores,
     )

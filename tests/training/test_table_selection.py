@@ -22,6 +22,8 @@ from sklearn.metrics import log_loss
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from model_training import table_selection
+from model_training.baseline import MAX_ITER
 from model_training.cli import main as train_main
 from model_training.data import Split, default_test_size, split_rows
 from model_training.table_selection import FOLDS, select_recipe, stratified_folds
@@ -59,6 +61,62 @@ def test_too_few_training_rows_keep_the_network_and_an_unknown_architecture_is_r
     }
     with pytest.raises(ValueError, match="expected an architecture in"):
         select_recipe(data, 2, np.zeros(2, dtype=bool), config, "deep")
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_the_linear_model_is_logistic_regression_on_the_standardized_rows(classes: int) -> None:
+    from model_training.table_model import fit_linear
+
+    rng = np.random.default_rng(classes)
+    y = rng.integers(0, classes, 120)
+    numeric = rng.normal(y[:, None] * [1.0, -2.0], [1.0, 40.0], (120, 2)) + np.array([0, 500])
+    one_hot = np.eye(3)[rng.integers(0, 3, 120)]  # a categorical column, one-hot, unscaled
+    x = np.hstack([numeric, one_hot]).astype(np.float32)
+    is_one_hot = np.array([False, False, True, True, True])
+    data = Split(x[:90], y[:90], x[90:], y[90:])
+    result = fit_linear(data, classes, is_one_hot)
+    # An independent fit: standardize the numeric inputs only, C = 1, to convergence.
+    train = x[:90].astype(np.float64)
+    mean, std = train.mean(axis=0), train.std(axis=0)
+    mean[is_one_hot], std[is_one_hot] = 0.0, 1.0
+    reference = LogisticRegression(max_iter=5000, tol=1e-8)
+    reference.fit((train - mean) / std, y[:90])
+    expected = reference.predict_proba((x[90:] - mean) / std)
+    served = np.asarray(result.model(x[90:]), dtype=np.float64)
+    np.testing.assert_allclose(served, expected, atol=2e-3)
+    assert result.validation.y_val.size == 0  # every training row was fitted
+    assert result.test_loss == pytest.approx(log_loss(y[90:], expected), rel=1e-2)
+
+
+def test_the_network_must_win_by_more_than_a_standard_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from model_training.table_model import TableConfig
+
+    y = np.tile([0, 1], 30)
+    # Out-of-fold logits by recipe: the line's NLL is 0.05 higher on every other row.
+    rows = {"network": np.full(60, 0.30), "linear": 0.30 + np.tile([0.0, 0.10], 30)}
+
+    def out_of_fold(x: Any, y: Any, num_classes: int, *args: Any) -> np.ndarray:
+        nll = rows["linear" if not args[1].hidden_units else "network"]
+        logits = np.zeros((len(y), num_classes))
+        logits[np.arange(len(y)), y] = np.log(np.expm1(nll) ** -1)  # p(y) = exp(-nll)
+        return logits
+
+    monkeypatch.setattr(table_selection, "out_of_fold", out_of_fold)
+    data = Split(np.zeros((60, 1), dtype=np.float32), y, np.zeros((1, 1), np.float32), y[:1])
+    config = TableConfig(seed=0, epochs=5, batch_size=32, learning_rate=1e-2, validation_split=0)
+    selection = select_recipe(data, 2, np.zeros(1, dtype=bool), config)
+    gap = selection.nll["linear"] - selection.nll["network"]
+    assert gap == pytest.approx(0.05)
+    # Differences of 0 and 0.1, half each: sample standard deviation 0.05 * sqrt(60 / 59).
+    assert selection.standard_error == pytest.approx(0.05 / np.sqrt(59), rel=1e-6)
+    assert selection.chosen == "network"  # 7.7 standard errors
+    rows["linear"] = 0.30 + np.tile([0.0, 0.10], 30) * np.repeat([1.0, -0.8], 30)
+    selection = select_recipe(data, 2, np.zeros(1, dtype=bool), config)
+    gap = selection.nll["linear"] - selection.nll["network"]
+    assert 0 < gap < selection.standard_error  # better on the folds, within the noise
+    assert selection.chosen == "linear"
 
 
 def write_help(path: Path) -> pd.DataFrame:
@@ -130,11 +188,16 @@ def test_where_a_straight_line_wins_it_is_chosen_and_matches_logistic_regression
     assert training["hidden_units"] == []
     assert selection["folds"] == FOLDS
     scores = selection["scores"]
-    assert scores["linear"] < scores["network"]  # the rule: the lower out-of-fold NLL
+    assert scores["linear"] < scores["network"]  # better on the folds, not only within noise
     assert selection["standard_error"] > 0
-    assert training["early_stopping"]["monitor"] == "loss"  # converged, as LogisticRegression
-    assert training["validation_samples"] > 0  # it still calibrates
-    assert metadata["calibration"] is not None
+    # Solved to convergence on every training row, as LogisticRegression is ...
+    assert training["early_stopping"] is None
+    assert training["history"]["lbfgs_iterations"][0] < MAX_ITER
+    assert training["validation_samples"] == 0
+    # ... and calibrated on the training rows' out-of-fold logits.
+    calibration = metadata["calibration"]
+    assert calibration["fitted_on"] == "out_of_fold"
+    assert calibration["validation"]["samples"] == training["train_samples"]
 
     accuracy, loss = baseline(frame, seed)
     metrics = metadata["metrics"]
@@ -157,6 +220,7 @@ def test_where_a_straight_line_wins_it_is_chosen_and_matches_logistic_regression
     assert f"**{scores['linear']:.4f}**" in report
     assert f"| {scores['network']:.4f} |" in report
     assert "The linear model is" in report  # the baseline section names the model served
+    assert "The linear model was solved by lbfgs" in report
 
 
 def test_architecture_network_trains_the_network_without_cross_validation(
@@ -180,3 +244,22 @@ def test_architecture_network_trains_the_network_without_cross_validation(
     assert metrics["test_loss"] > LOSS_RATIO * loss
     report = (Path(metadata["path"]) / "report" / "report.md").read_text()
     assert "(forced: --architecture network): no cross-validation was run." in report
+
+
+def test_architecture_linear_is_calibrated_on_its_folds_without_choosing(
+    help_table: tuple[Path, pd.DataFrame], tmp_path: Path
+) -> None:
+    csv, frame = help_table
+    metadata = train(csv, tmp_path / "models", 0, "--architecture", "linear", "--no-report")
+    training = metadata["training"]
+    assert training["architecture"] == "linear"
+    assert training["model_selection"] == {
+        "method": "forced: --architecture linear",
+        "chosen": "linear",
+        "scores": None,
+    }
+    assert metadata["calibration"]["fitted_on"] == "out_of_fold"
+    assert metadata["calibration"]["validation"]["samples"] == training["train_samples"]
+    accuracy, loss = baseline(frame, 0)
+    assert metadata["metrics"]["test_accuracy"] >= accuracy - ACCURACY_MARGIN
+    assert metadata["metrics"]["test_loss"] <= LOSS_RATIO * loss

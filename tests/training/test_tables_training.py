@@ -23,6 +23,7 @@ from sklearn.preprocessing import StandardScaler
 from starlette.testclient import TestClient
 
 from model_training.artifact import Metadata
+from model_training.baseline import MAX_ITER
 from model_training.cli import main as train_main
 from model_training.data import default_test_size, split_rows
 from model_training.pipeline import TrainingJob, Written, load_table, train_version
@@ -87,11 +88,11 @@ TABLES = {
 }
 
 
-#: Measured (docs/training.md): on these runs neither recipe's held-out log loss is within
-#: LOSS_RATIO of the baseline's (the network's and the linear model's: wine 0, 1.31 and 1.19;
-#: breast cancer 42, 1.22 and 1.22; breast cancer 1, 1.18 and 1.07, the network chosen),
-#: on test losses of 0.05 to 0.18; they stay visible, held to what was measured.
-LOSS_SHORT = {("wine", 0): 1.35, ("breast_cancer", 42): 1.25, ("breast_cancer", 1): 1.2}
+#: Measured (docs/training.md): on this run the cross-validation keeps the network, better
+#: on the training rows' folds by 1.2 standard errors, and its held-out log loss is 1.18
+#: times the baseline's (0.177 against 0.150, on 114 test rows; the linear model would
+#: have matched it); it stays visible, held to what was measured.
+LOSS_SHORT = {("breast_cancer", 1): 1.2}
 
 
 @pytest.mark.parametrize("seed", [0, 1, 42])
@@ -109,15 +110,26 @@ def test_default_flags_are_as_accurate_as_logistic_regression_and_calibration_ne
     assert metrics["test_accuracy"] >= baseline - MARGIN, (metrics["test_accuracy"], baseline)
     ratio = LOSS_SHORT.get((table, seed), LOSS_RATIO)
     assert metrics["test_loss"] <= ratio * baseline_loss, (metrics["test_loss"], baseline_loss)
-    selection = metadata["training"]["model_selection"]
-    assert selection["chosen"] in ("network", "linear")
-    assert selection["scores"][selection["chosen"]] <= min(selection["scores"].values())
+    training = metadata["training"]
+    selection = training["model_selection"]
+    scores = selection["scores"]
+    # The one-standard-error rule: the network only when clearly better on the folds.
+    clearly = scores["linear"] - scores["network"] > selection["standard_error"]
+    assert selection["chosen"] == training["architecture"] == ("network" if clearly else "linear")
     calibration = metadata["calibration"]
     test = calibration["test"]
     assert test["nll_after"] <= (1 + NLL_SLACK) * test["nll_before"], calibration["reason"]
-    # Early stopping ended training, and --epochs stayed an upper bound.
-    early = metadata["training"]["early_stopping"]
-    assert early["epochs_run"] < metadata["training"]["epochs"] == 500
+    if training["architecture"] == "network":
+        # Early stopping ended training, and --epochs stayed an upper bound.
+        early = training["early_stopping"]
+        assert early["epochs_run"] < training["epochs"] == 500
+        assert calibration["fitted_on"] == "validation"
+    else:  # solved to convergence on every training row; calibrated on their folds
+        assert training["early_stopping"] is None
+        assert training["history"]["lbfgs_iterations"][0] < MAX_ITER
+        assert training["validation_samples"] == 0
+        assert calibration["fitted_on"] == "out_of_fold"
+        assert calibration["validation"]["samples"] == training["train_samples"]
     # Numeric-only: every column numeric, filled with the training rows' mean.
     train_rows, _ = split_rows(len(y), default_test_size(len(y), len(set(y))), seed)
     columns = metadata["input"]["columns"]
