@@ -238,7 +238,9 @@ def in_process(settings: Settings, *, wait_ready: bool = True) -> Iterator[TestC
 #: What starts a real process, in a test or in a fixture it uses (calls, not mentions).
 _PROCESS_CALLS = re.compile(r"\bstart_server\(|\bsubprocess\.\w+\(|\bPopen\(")
 #: What trains or exports a Keras model in the test process.
-_TRAINING_CALLS = re.compile(r"\b(train_main|to_tflite|train_version|export_versions?)\(|\.fit\(")
+_TRAINING_CALLS = re.compile(
+    r"\b(train_main|to_tflite|train_version|export_versions?|export_keras)\(|\.fit\("
+)
 
 
 def _calls(item: pytest.Item, calls: re.Pattern[str]) -> bool:

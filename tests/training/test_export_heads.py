@@ -29,6 +29,7 @@ from sklearn.datasets import load_breast_cancer, load_digits
 
 from model_training.cli import main as train_main
 from tests.conftest import ROOT, Server, start_server, subprocess_env
+from tests.training.exported import export_keras, native_and_v1
 from tests.training.test_export_kinds import served_probabilities
 
 TOLERANCE = 1e-5
@@ -460,8 +461,7 @@ def served_heads(
         ("binary", binary_sigmoid, "sigmoid"),
     ):
         model, x = build()
-        model.save(workdir / f"{name}.keras")
-        assert export(workdir / f"{name}.keras", workdir / "models", name) == 0
+        export_keras(model, workdir, name)
         cases[name] = (x, expected_distribution(model, x, output))
     signatures = tf_serving_base_path(workdir / "tfs" / "tfs")
     assert export(workdir / "tfs" / "tfs", workdir / "models", "tfs") == 0
@@ -486,14 +486,8 @@ def test_every_protocol_answers_the_distribution_the_users_model_stands_for(
     server, cases = served_heads
     with httpx.Client(base_url=server.url, timeout=30) as client:
         for path, (x, expected) in cases.items():
-            instances = x.tolist()
-            native = client.post(f"/models/{path}/predict", json={"instances": instances})
-            assert native.status_code == 200, native.text
-            got = [p["probabilities"] for p in native.json()["predictions"]]
-            np.testing.assert_allclose(got, expected, atol=TOLERANCE, rtol=0, err_msg=path)
-            v1 = client.post(f"/v1/models/{path}:predict", json={"instances": instances})
-            assert v1.status_code == 200, v1.text
-            np.testing.assert_allclose(v1.json()["predictions"], expected, atol=TOLERANCE)
+            for protocol, got in native_and_v1(client, path, x.tolist()).items():
+                np.testing.assert_allclose(got, expected, atol=TOLERANCE, err_msg=protocol)
             tensor = {
                 "name": "input",
                 "datatype": "FP32",

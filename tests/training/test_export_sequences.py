@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter
 
-from model_training.cli import main as train_main
 from tests.conftest import Server, start_server
+from tests.training.exported import export_keras, native_and_v1
 
 TOLERANCE = 1e-5
 MAX_STEPS = 64
@@ -87,9 +87,7 @@ def sequences(
         ("steps", float_gru, float_rows(rng, LENGTHS), True),
     ):
         model = build()
-        model.save(workdir / f"{name}.keras")
-        argv = ["export", str(workdir / f"{name}.keras"), "--name", name]
-        assert train_main([*argv, "--model-repository", str(workdir / "models")]) == 0
+        export_keras(model, workdir, name)
         cases[name] = (rows, one_by_one(model, rows, logits))
     server = start_server(
         workdir,
@@ -144,13 +142,8 @@ def test_rows_of_different_lengths_are_each_served_as_keras_serves_them_alone(
     with httpx.Client(base_url=server.url, timeout=60) as client:
         for name, (rows, expected) in cases.items():
             instances = [row.tolist() for row in rows]
-            native = client.post(f"/models/{name}/predict", json={"instances": instances})
-            assert native.status_code == 200, native.text
-            got = [p["probabilities"] for p in native.json()["predictions"]]
-            np.testing.assert_allclose(got, expected, atol=TOLERANCE, rtol=0, err_msg=name)
-            v1 = client.post(f"/v1/models/{name}:predict", json={"instances": instances})
-            assert v1.status_code == 200, v1.text
-            np.testing.assert_allclose(v1.json()["predictions"], expected, atol=TOLERANCE)
+            for protocol, got in native_and_v1(client, name, instances).items():
+                np.testing.assert_allclose(got, expected, atol=TOLERANCE, err_msg=protocol)
             columnar = client.post(f"/v1/models/{name}:predict", json={"inputs": instances})
             assert columnar.status_code == 200, columnar.text
             np.testing.assert_allclose(columnar.json()["outputs"], expected, atol=TOLERANCE)

@@ -27,6 +27,7 @@ import tritonclient.http as triton
 
 from model_training.cli import main as train_main
 from tests.conftest import Server, start_server
+from tests.training.exported import export_keras, native_and_v1
 
 TOLERANCE = 1e-5
 
@@ -140,9 +141,7 @@ def text_models(
     cases: dict[str, tuple[list[str], np.ndarray]] = {}
     for name, (build, output, strings) in MODELS.items():
         model = build()
-        model.save(workdir / f"{name}.keras")
-        argv = ["export", str(workdir / f"{name}.keras"), "--name", name]
-        assert train_main([*argv, "--model-repository", str(workdir / "models")]) == 0
+        export_keras(model, workdir, name)
         cases[name] = (strings, keras_alone(model, strings, output))
     server = start_server(
         workdir,
@@ -179,11 +178,7 @@ def test_every_protocol_answers_keras_for_raw_strings(
     server, cases, _ = text_models
     with httpx.Client(base_url=server.url, timeout=60) as client:
         for name, (strings, expected) in cases.items():
-            answers: dict[str, Any] = {}
-            native = client.post(f"/models/{name}/predict", json={"instances": strings})
-            answers["native"] = [p["probabilities"] for p in native.json()["predictions"]]
-            v1 = client.post(f"/v1/models/{name}:predict", json={"instances": strings})
-            answers["v1 instances"] = v1.json()["predictions"]
+            answers = native_and_v1(client, name, strings)
             named = [{"text": s} for s in strings]
             answers["v1 named"] = client.post(
                 f"/v1/models/{name}:predict", json={"instances": named}
