@@ -193,6 +193,26 @@ def test_mobilenet_v3_whose_logits_sit_before_a_flatten_exports(tmp_path: Path) 
     np.testing.assert_allclose(served, np.asarray(model(x), np.float64), atol=TOLERANCE, rtol=0)
 
 
+@pytest.mark.parametrize("reshape", ["flatten", "reshape"])
+def test_a_softmax_over_a_1x1_convolution_then_reshaped_cuts_at_its_logits(
+    reshape: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A fully convolutional head: the softmax over the channels of a 1x1 map, then
+    flattened or reshaped to (batch, K): the logits are the map before the softmax."""
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(6, 3, activation="relu")(inputs)
+    x = keras.layers.GlobalAveragePooling2D(keepdims=True)(x)
+    x = keras.layers.Softmax(name="class_softmax")(keras.layers.Conv2D(4, 1)(x))
+    last = keras.layers.Flatten() if reshape == "flatten" else keras.layers.Reshape((4,))
+    model = keras.Model(inputs, last(x))
+    model.save(tmp_path / "model.keras")
+    assert export(tmp_path / "model.keras", tmp_path / "repo", "conv") == 0
+    assert "enters the softmax of 'class_softmax'" in capsys.readouterr().out
+    x_in = np.random.default_rng(2).uniform(0, 1, size=(6, 8, 8, 3)).astype(np.float32)
+    served = served_probabilities(tmp_path / "repo/conv/1/model.tflite", x_in)
+    np.testing.assert_allclose(served, np.asarray(model(x_in), np.float64), atol=TOLERANCE)
+
+
 def refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], model: keras.Model, *extra: str
 ) -> str:
