@@ -5,8 +5,9 @@
 // Elements the tests rely on: #logits, #temperature, #temperature-value, #bars (each
 // .bar with data-probability), #softmax-error, #model-select, #regions,
 // #point-probabilities; for image models #drawing, #sketch, #sketch-clear, #image-file and
-// #image-probabilities (data-state, data-label, [data-probability] cells). Text from the
-// server is only ever set with textContent.
+// #image-probabilities (data-state, data-label, [data-probability] cells); for text models
+// #text-panel, #text-input, #text-classify and #text-probabilities (likewise). Text from
+// the server is only ever set with textContent.
 "use strict";
 
 (() => {
@@ -395,6 +396,11 @@
     canvas.dataset.state = "ready";
   }
 
+  /** True when the model takes raw strings (its preprocessing runs in the server). */
+  function takesText(model) {
+    return Boolean(model.input && model.input.kind === "text");
+  }
+
   /** The model's input description when it takes images, null otherwise. */
   function imageInput(model) {
     const input = model.input;
@@ -408,7 +414,9 @@
       `version ${model.version}`,
       image
         ? `${image.shape.join("x")} images` + (range ? ` (pixel values ${range.join(" to ")})` : "")
-        : `${model.input_dim} features (${model.feature_names.join(", ")})`,
+        : takesText(model)
+          ? "raw text"
+          : `${model.input_dim} features (${model.feature_names.join(", ")})`,
       `${model.class_names.length} classes`,
       `runtime ${model.runtime}`,
     ];
@@ -428,12 +436,17 @@
     map.model = null;
     resetPoint();
     hideDrawing();
+    hideText();
     try {
       const model = await api(`models/${encodeURIComponent(name)}`);
       if (request !== modelRequest) return;
       modelSummary.textContent = describe(model);
       if (imageInput(model)) {
         showDrawing(model);
+        return;
+      }
+      if (takesText(model)) {
+        showText(model);
         return;
       }
       if (model.input_dim !== 2) {
@@ -780,6 +793,66 @@
   $("sketch-clear").addEventListener("click", clearSketch);
   brush.addEventListener("input", () => {
     brushValue.textContent = `${brush.value} px`;
+  });
+
+  // --- A text box (text models) ------------------------------------------------------------
+
+  const textPanel = $("text-panel");
+  const textInput = $("text-input");
+  const textLabel = $("text-label");
+  const textProbabilities = $("text-probabilities");
+  /** The text model shown, and the number of the latest request (older answers are dropped). */
+  const text = { model: null, request: 0 };
+
+  function hideText() {
+    ++text.request;
+    text.model = null;
+    textPanel.hidden = true;
+    textLabel.hidden = true;
+    textProbabilities.replaceChildren();
+    textProbabilities.dataset.state = "idle";
+    delete textProbabilities.dataset.label;
+  }
+
+  function showText(model) {
+    text.model = model;
+    textPanel.hidden = false;
+  }
+
+  async function predictText() {
+    const request = ++text.request;
+    const model = text.model;
+    if (!model) return;
+    textProbabilities.dataset.state = "loading";
+    try {
+      const answer = await api(predictPath(model), { instances: [textInput.value] });
+      if (request !== text.request) return;
+      const { probabilities, argmax, label } = answer.predictions[0];
+      const top = document.createElement("strong");
+      top.textContent = label;
+      textLabel.replaceChildren(
+        document.createTextNode("Most probable class: "),
+        top,
+        document.createTextNode(` (${formatProbability(probabilities[argmax])})`),
+      );
+      textLabel.hidden = false;
+      textProbabilities.replaceChildren(probabilityTable(model, probabilities, argmax));
+      Object.assign(textProbabilities.dataset, { label, state: "ready" });
+    } catch (error) {
+      if (request !== text.request) return;
+      textLabel.hidden = true;
+      textProbabilities.dataset.state = "error";
+      delete textProbabilities.dataset.label;
+      const message = document.createElement("p");
+      message.className = "error";
+      message.textContent = error.message;
+      textProbabilities.replaceChildren(message);
+    }
+  }
+
+  textPanel.addEventListener("submit", (event) => {
+    event.preventDefault();
+    predictText();
   });
 
   // --- The API key: in memory only, sent as X-API-Key -------------------------------------
