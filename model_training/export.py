@@ -216,6 +216,8 @@ def convert(head: keras.Model) -> bytes:
     (``_one_row``: the service runs each at its own length). A model LiteRT still
     cannot convert raises ``ExportError`` with the converter's first complaint.
     """
+    if len(head.inputs) > 1:
+        return _convert_named(head)
     if any_length(head):
         source = _one_row(head)
     else:
@@ -232,9 +234,55 @@ def convert(head: keras.Model) -> bytes:
         ) from exc
 
 
-def litert_logits(content: bytes, x: np.ndarray) -> np.ndarray:
+def _convert_named(head: keras.Model) -> bytes:
+    """The LiteRT flatbuffer of a model of several inputs (a dict keyed by name), whose
+    signature names each input: through a SavedModel, as the converter's Keras path
+    takes one input only."""
+    import tempfile
+
+    specs = {
+        str(name): tf.TensorSpec([None, *tensor.shape[1:]], tensor.dtype, name=str(name))
+        for name, tensor in head.input.items()
+    }
+    archive = keras.export.ExportArchive()
+    archive.track(head)
+    archive.add_endpoint(
+        "serving_default", lambda inputs: head(inputs, training=False), input_signature=[specs]
+    )
+    try:
+        with tempfile.TemporaryDirectory() as directory, contextlib.redirect_stdout(io.StringIO()):
+            archive.write_out(directory, verbose=False)
+            return bytes(tf.lite.TFLiteConverter.from_saved_model(directory).convert())
+    except Exception as exc:  # the converter raises its own ConverterError, and others
+        lines = [line.strip() for line in str(exc).splitlines() if "error" in line.lower()]
+        reason = (lines or [str(exc).strip() or type(exc).__name__])[0][:300]
+        raise ExportError(
+            "LiteRT cannot convert this model (built-in TFLite ops only): "
+            f"{reason}. Received: layers {[layer.name for layer in head.layers]}"
+        ) from exc
+
+
+def _litert_named(content: bytes, x: dict[str, np.ndarray]) -> np.ndarray:
+    """Run an export of several inputs on ``x`` (arrays by input name), each input set
+    by its name in the signature, as the service does."""
+    with tensorflow_logs.filtered():
+        interpreter = Interpreter(model_content=content, num_threads=1)
+        details = interpreter.get_signature_runner().get_input_details()
+        for name, values in x.items():
+            interpreter.resize_tensor_input(details[name]["index"], list(values.shape))
+        interpreter.allocate_tensors()
+        for name, values in x.items():
+            interpreter.set_tensor(details[name]["index"], values.astype(details[name]["dtype"]))
+        interpreter.invoke()
+        (out,) = interpreter.get_output_details()
+        return np.asarray(interpreter.get_tensor(out["index"]), dtype=np.float64)
+
+
+def litert_logits(content: bytes, x: Any) -> np.ndarray:
     """Run the export on ``x`` in the interpreter the service uses (one row at a time
     for an export that takes one instance, as the service runs it)."""
+    if isinstance(x, dict):
+        return _litert_named(content, x)
     with tensorflow_logs.filtered():  # allocating applies XNNPACK, which says so on stderr
         interpreter = Interpreter(model_content=content, num_threads=1)
         (inp,) = interpreter.get_input_details()
@@ -251,7 +299,7 @@ def litert_logits(content: bytes, x: np.ndarray) -> np.ndarray:
     return np.concatenate(results)
 
 
-def check_export(model: keras.Model, head: keras.Model, content: bytes, probe: np.ndarray) -> None:
+def check_export(model: keras.Model, head: keras.Model, content: bytes, probe: Any) -> None:
     """Prove that serving ``content`` gives ``model``'s probabilities; raise ``ExportError`` if not.
 
     ``head`` is what was converted: the logits, possibly followed by the features
@@ -296,7 +344,7 @@ def check_export(model: keras.Model, head: keras.Model, content: bytes, probe: n
         )
 
 
-def check_head(model: keras.Model, head: Head, probe: np.ndarray) -> None:
+def check_head(model: keras.Model, head: Head, probe: Any) -> None:
     """Prove that ``head.classifier`` gives the distribution the user's ``model`` gives
     (as its head reads: softmax of logits, ``[1 - p, p]``, or the probabilities), within
     ``TOLERANCE`` on ``probe``; raise ``ExportError`` if not."""
@@ -312,16 +360,16 @@ def check_head(model: keras.Model, head: Head, probe: np.ndarray) -> None:
         )
 
 
-def to_tflite(model: keras.Model, probe: np.ndarray, with_features: bool = False) -> bytes:
+def to_tflite(model: keras.Model, probe: Any, with_features: bool = False) -> bytes:
     """Convert the logits part of ``model`` to LiteRT and prove it gives the model's probabilities.
 
     ``with_features``: the export outputs the features entering the ``logits`` layer
     after the logits (``serving_model``). The proof (``check_export``) runs the export
     in the same interpreter the service uses, on ``probe``.
     """
-    if len(model.inputs) != 1:
+    if len(model.inputs) != 1 and (with_features or not isinstance(model.input, dict)):
         raise ExportError(
-            "expected a model with one input. "
+            "expected a model with one input, or several as a dict by name. "
             f"Received: inputs {[tuple(t.shape) for t in model.inputs]}"
         )
     head = serving_model(model, with_features)

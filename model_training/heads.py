@@ -108,6 +108,11 @@ def graph(model: keras.Model) -> tuple[Any, Any, dict[str, Any], dict[str, Any]]
             x = layer(x)
             outputs[layer.name] = x
         return inputs, x, outputs, entering
+    if len(model.inputs) > 1:  # several inputs: the model's own structure (a dict, a list)
+        layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+        outputs = {layer.name: layer.output for layer in layers}
+        entering = {layer.name: layer.input for layer in layers}
+        return model.input, model.outputs[0], outputs, entering
     layers = model.layers[1:]
     outputs = {layer.name: layer.output for layer in layers}
     entering = {layer.name: layer.input for layer in layers}

@@ -30,8 +30,10 @@ from service.errors import (
     PayloadTooLarge,
     ServiceError,
 )
+from service.inference import named as named_inputs
 from service.inference.images import EncodedImages, decode_all
 from service.inference.inputs import Inputs, Instances, features, whole_numbers
+from service.inference.named import NamedColumns
 from service.inference.runtime import Features, Logits
 from service.inference.scores import NotFinite, Scores
 from service.inference.softmax import softmax
@@ -197,7 +199,7 @@ class DataPlane:
 
     async def predict(
         self,
-        instances: Instances | EncodedImages | NamedRows | Texts,
+        instances: Instances | EncodedImages | NamedRows | Texts | NamedColumns,
         *,
         model: str | None = None,
         version: str | None = None,
@@ -212,7 +214,10 @@ class DataPlane:
                 f"received {len(instances)}"
             )
         unseen = None
-        if isinstance(instances, EncodedImages):
+        if served.metadata.input_spec.inputs is not None or isinstance(instances, NamedColumns):
+            x32 = self._named_inputs(served, instances)
+            x: Inputs = x32
+        elif isinstance(instances, EncodedImages):
             x, x32 = await self._images(served, instances)
         elif isinstance(instances, NamedRows) and served.text is not None:
             x, x32 = self._texts(served, _named_strings(instances))
@@ -303,6 +308,30 @@ class DataPlane:
                 )
             rows[i] = row
         return rows, rows
+
+    def _named_inputs(
+        self,
+        served: LoadedVersion,
+        instances: Instances | EncodedImages | NamedRows | Texts | NamedColumns,
+    ) -> Features:
+        """A model of several inputs: objects or columns naming each input, as the structured
+        batch its runtime takes (``service.inference.named``)."""
+        inputs = served.metadata.input_spec.inputs
+        if inputs is None:
+            spec = served.metadata.input_spec
+            raise InvalidInput(
+                f"expected one input of shape {spec.shape} (model {served.name!r} has one "
+                f"input), received inputs {sorted(instances.columns)[:5]}"  # type: ignore[union-attr]
+            )
+        if isinstance(instances, NamedRows):
+            instances = named_inputs.from_rows(instances.rows, inputs)
+        if not isinstance(instances, NamedColumns):
+            names = [spec.name for spec in inputs]
+            raise InvalidInput(
+                f"expected each instance as an object naming each of the model's inputs "
+                f"{names}, received {'strings' if isinstance(instances, Texts) else 'arrays'}"
+            )
+        return named_inputs.batch(instances, inputs, served.lookups or {}, self.max_steps)
 
     @staticmethod
     def _named(served: LoadedVersion, named: NamedRows) -> EncodedRows:

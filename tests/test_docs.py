@@ -313,17 +313,40 @@ def _text_model() -> Any:
     )
 
 
+def _named_model() -> Any:
+    import keras
+    import numpy as np
+
+    keras.utils.set_random_seed(15)
+    inputs = {
+        "age": keras.Input((1,), name="age"),
+        "income": keras.Input((1,), name="income"),
+        "city": keras.Input((1,), dtype="string", name="city"),
+    }
+    age, income = keras.layers.Normalization(), keras.layers.Normalization()
+    age.adapt(np.array([[20.0], [45.0], [70.0]]))
+    income.adapt(np.array([[1e4], [5e4], [9e4]]))
+    city = keras.layers.StringLookup(output_mode="one_hot")
+    city.adapt(np.array([["Lyon"], ["Paris"], ["Nice"]]))
+    x = keras.layers.concatenate(
+        [age(inputs["age"]), income(inputs["income"]), city(inputs["city"])]
+    )
+    x = keras.layers.Dense(8, activation="relu")(x)
+    return keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+
+
 @pytest.fixture(scope="module")
 def exported_kinds(tmp_path_factory: pytest.TempPathFactory) -> TrainedRepository:
     """docs/inputs.md's models trained elsewhere: a sequence, a token-id model, one over
-    token ids of any length and one taking raw text, brought in with the real ``python -m
-    model_training export``."""
+    token ids of any length, one taking raw text and one of several named inputs, brought
+    in with the real ``python -m model_training export``."""
     workdir = tmp_path_factory.mktemp("kinds")
     models = (
         ("sequence", _sequence_model()),
         ("tokens", _token_model()),
         ("reviews", _any_length_model()),
         ("words", _text_model()),
+        ("people", _named_model()),
     )
     for name, model in models:
         source = workdir / f"{name}.keras"

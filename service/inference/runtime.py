@@ -112,6 +112,70 @@ class LiteRTRuntime:
         return result
 
 
+class NamedLiteRTRuntime:
+    """A LiteRT model of several inputs, each set by its name in the model's signature.
+
+    A batch is a numpy structured array, one field per input (each of its own shape and
+    dtype), so that it has one length and slices and concatenates like any batch (the
+    batcher joins requests unchanged). The converter may order the flatbuffer's input
+    tensors as it likes: they are matched by the signature's names, never by position.
+    """
+
+    def __init__(self, path: Path, inputs: Sequence[tuple[str, Sequence[int], str]], outputs: int):
+        from ai_edge_litert.interpreter import Interpreter
+
+        try:
+            self._interpreter = Interpreter(model_path=str(path), num_threads=1)
+            signature = self._interpreter.get_signature_runner().get_input_details()
+        except (ValueError, RuntimeError) as exc:
+            raise ModelLoadError(f"{path.name} is not a valid LiteRT model: {exc}") from exc
+        wanted = [name for name, _, _ in inputs]
+        if sorted(signature) != sorted(wanted):
+            raise ModelLoadError(
+                f"expected {path.name} with inputs {sorted(wanted)} (as its metadata says), "
+                f"received {sorted(signature)}"
+            )
+        self._inputs: list[tuple[str, int]] = []
+        for name, shape, dtype in inputs:
+            detail = signature[name]
+            given = [int(d) for d in detail["shape_signature"]]
+            if given[1:] != list(shape) or np.dtype(detail["dtype"]).name != dtype:
+                raise ModelLoadError(
+                    f"expected input {name!r} of {path.name} to take {dtype} (batch, "
+                    f"{', '.join(map(str, shape))}), received {np.dtype(detail['dtype']).name} "
+                    f"{given}"
+                )
+            self._inputs.append((name, int(detail["index"])))
+        results = self._interpreter.get_output_details()
+        out_shape = [int(d) for d in results[0]["shape_signature"]] if len(results) == 1 else []
+        if out_shape[1:] != [outputs]:
+            raise ModelLoadError(
+                f"expected {path.name} to output (batch, {outputs}), received "
+                f"{len(results)} outputs {out_shape}"
+            )
+        self._output = int(results[0]["index"])
+        self._rows = -1
+        self._lock = threading.Lock()
+        self.blocking = sum(math.prod(shape) for _, shape, _ in inputs) > INLINE_VALUES
+
+    def logits(self, features: Features) -> Logits:
+        """Run the interpreter on a structured batch; resizes its inputs only when the
+        number of rows changes."""
+        with self._lock:
+            rows = len(features)
+            if rows != self._rows:
+                for name, index in self._inputs:
+                    shape = [rows, *features.dtype[name].shape]
+                    self._interpreter.resize_tensor_input(index, shape)
+                self._interpreter.allocate_tensors()
+                self._rows = rows
+            for name, index in self._inputs:
+                self._interpreter.set_tensor(index, np.ascontiguousarray(features[name]))
+            self._interpreter.invoke()
+            result: Logits = self._interpreter.get_tensor(self._output)
+            return result
+
+
 def _is_softmax(activation: object) -> bool:
     return getattr(activation, "__name__", "") == "softmax"
 

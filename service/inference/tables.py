@@ -113,6 +113,11 @@ def _numeric(rows: Sequence[Mapping[str, Value]], column: Column) -> npt.NDArray
                 f"expected a number or null for numeric feature {column.name!r}, received "
                 f"{value[:40]!r} in instances[{i}]"
             )
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise InvalidInput(
+                f"expected a number or null for numeric feature {column.name!r}, received "
+                f"{type(value).__name__} in instances[{i}]"
+            )
         out[i] = value
     return out
 

@@ -69,8 +69,11 @@ Tensor4 = list[Tensor3]
 #: An object that is not an image file: in the documented schema, no ``b64`` member, so
 #: that exactly one form of an instance matches (as the discriminators decide).
 NOT_A_FILE = Field(json_schema_extra={"not": {"required": ["b64"]}})
-#: A table instance as an object of named features (``null``: missing).
-NamedFeatures = Annotated[dict[str, FiniteFloat | str | None], NOT_A_FILE]
+#: A table instance as an object of named features (``null``: missing); for a model of
+#: several inputs, an object naming each input (a number, a string or a nested array).
+NamedFeatures = Annotated[
+    dict[str, FiniteFloat | str | Row | Matrix | Tensor3 | list[str] | None], NOT_A_FILE
+]
 
 #: One instance: a nested array of the model's input shape, or an image file.
 Instance = Annotated[

@@ -30,6 +30,7 @@ from service.http.bodies import openapi_body
 from service.http.responses import JSONResponse
 from service.http.routing import route_classes
 from service.http.state import dataplane
+from service.inference.named import NamedColumns
 from service.protocols import schemas
 from service.protocols.schemas import (
     FILE,
@@ -49,6 +50,7 @@ from service.protocols.schemas import (
     error_responses,
     instance_tag,
 )
+from service.repository.artifact import InputSpec
 from service.repository.registry import LoadedVersion, State, VersionStatus
 
 SIGNATURE = "serving_default"
@@ -97,9 +99,22 @@ Instance = Annotated[
     | Annotated[str, Tag(TEXT)],
     Discriminator(_form),
 ]
-#: The columnar input: the instances, or ``{"<input name>": [...]}``.
+
+
+def _column_form(value: Any) -> str:
+    first = value[0] if isinstance(value, list) and value else None
+    return SCALAR if isinstance(first, int | float) and not isinstance(first, bool) else BATCH
+
+
+#: One named column: the instances' values of one input (numbers for an input of shape [1]).
+Column = Annotated[
+    Annotated[Batch, Tag(BATCH)] | Annotated[list[FiniteFloat], Field(min_length=1), Tag(SCALAR)],
+    Discriminator(_column_form),
+]
+#: The columnar input: the instances, or ``{"<input name>": [...]}`` (for a model of several
+#: inputs, one column per input).
 Columns = Annotated[
-    Annotated[Batch, Tag(BATCH)] | Annotated[dict[str, Batch], Tag(NAMED)],
+    Annotated[Batch, Tag(BATCH)] | Annotated[dict[str, Column], Tag(NAMED)],
     Discriminator(_columns_form),
 ]
 
@@ -287,8 +302,9 @@ def _named(row: dict[str, Any], i: int) -> Any:
     return row
 
 
-def _rows(body: PredictRequest) -> tuple[list[Any], str]:
-    """The instances, and the key the answer goes under."""
+def _rows(body: PredictRequest, several: bool = False) -> tuple[Any, str]:
+    """The instances, and the key the answer goes under; ``several``: the model has several
+    inputs, which rows name in objects and columns in the ``inputs`` dict."""
     if body.signature_name not in (None, SIGNATURE):
         raise InvalidInput(
             f"expected signature_name {SIGNATURE!r} (the only signature), "
@@ -299,12 +315,16 @@ def _rows(body: PredictRequest) -> tuple[list[Any], str]:
             "expected either 'instances' (row format) or 'inputs' (columnar format), received both"
         )
     if body.instances is not None:
+        if several:
+            return body.instances, "predictions"
         rows = [
             _named(row, i) if isinstance(row, dict) else row for i, row in enumerate(body.instances)
         ]
         return rows, "predictions"
     if body.inputs is not None:
         columns = body.inputs
+        if several and isinstance(columns, dict):
+            return NamedColumns(columns, "inputs"), "outputs"
         return (_one_name(columns, "inputs") if isinstance(columns, dict) else columns), "outputs"
     raise InvalidInput(
         "expected 'instances' (row format) or 'inputs' (columnar format), received neither"
@@ -318,9 +338,11 @@ async def _predict(request: Request, name: str, version: str | None) -> JSONResp
         return JSONResponse({"predictions": result.probabilities})
     body = await bodies.read(request, PredictRequest, plane.max_json_depth)
     served = plane.resolve(name, version)
-    rows, key = _rows(body)
+    several = served.metadata.input_spec.inputs is not None
+    rows, key = _rows(body, several)
     where = "instances" if key == "predictions" else "inputs"
-    result = await plane.predict(core_instances(rows, where), served=served)
+    instances = rows if isinstance(rows, NamedColumns) else core_instances(rows, where)
+    result = await plane.predict(instances, served=served)
     return JSONResponse({key: result.probabilities})
 
 
@@ -480,17 +502,19 @@ def _tensor(dtype: str, shape: list[int], name: str) -> dict[str, Any]:
     return {"dtype": dtype, "tensor_shape": {"dim": dims, "unknown_rank": False}, "name": name}
 
 
+def _input_tensor(spec: InputSpec, name: str) -> dict[str, Any]:
+    if spec.kind == "text":  # one string an instance
+        return _tensor("DT_STRING", [], f"{SIGNATURE}_{name}:0")
+    return _tensor(TF_DTYPES[spec.dtype], spec.shape, f"{SIGNATURE}_{name}:0")
+
+
 def _metadata(served: LoadedVersion) -> dict[str, Any]:
     meta = served.metadata
+    spec = meta.input_spec
+    pairs = [(s.name, s) for s in spec.inputs] if spec.inputs is not None else [(INPUT, spec)]
     signature = {
         # The model's input dtype; the probabilities are computed and sent in float64.
-        "inputs": {
-            INPUT: _tensor("DT_STRING", [], f"{SIGNATURE}_{INPUT}:0")  # one string an instance
-            if meta.input_spec.kind == "text"
-            else _tensor(
-                TF_DTYPES[meta.input_spec.dtype], meta.input_spec.shape, f"{SIGNATURE}_{INPUT}:0"
-            )
-        },
+        "inputs": {name: _input_tensor(each, name) for name, each in pairs},
         "outputs": {OUTPUT: _tensor("DT_DOUBLE", [len(meta.class_names)], f"{OUTPUT}:0")},
         "method_name": "tensorflow/serving/predict",
     }

@@ -38,6 +38,7 @@ from service.http.responses import JSONResponse
 from service.http.routing import route_classes
 from service.http.state import dataplane
 from service.inference.images import EncodedImages
+from service.inference.named import NamedColumns
 from service.inference.text import Texts
 from service.protocols import v2_tensors as tensors
 from service.protocols.schemas import (
@@ -49,7 +50,7 @@ from service.protocols.schemas import (
     Tensor4,
     error_responses,
 )
-from service.repository.artifact import InputSpec
+from service.repository.artifact import InputSpec, NamedInput
 from service.repository.registry import LoadedVersion, State
 
 HEADER_LENGTH = b"inference-header-content-length"
@@ -351,11 +352,71 @@ def _count(parameters: Parameters, where: str) -> int | None:
 # --- inference --------------------------------------------------------------------------
 
 
+def _binary_size(given: InferInput) -> int | None:
+    if any(key.startswith("shared_memory") for key in given.parameters):
+        raise InvalidInput(
+            f"expected the data of input {given.name!r} in the request, received a shared "
+            "memory region: shared memory is not supported"
+        )
+    size = given.parameters.get("binary_data_size")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+        raise InvalidInput(
+            f"expected binary_data_size of input {given.name!r} to be a byte count, "
+            f"received {size!r}"
+        )
+    return size
+
+
+def _named_inputs(
+    body: InferenceRequest, tail: tensors.BinaryTail, inputs: list[NamedInput]
+) -> tuple[NamedColumns, str]:
+    """A model of several inputs: each named input tensor (``[N, *shape]``, or BYTES ``[N]``
+    for a string input) as a column; FP64 outputs when a float input came as FP64."""
+    specs = {spec.name: spec for spec in inputs}
+    columns: dict[str, Any] = {}
+    datatype = "FP32"
+    for given in body.inputs:
+        spec = specs.get(given.name)
+        if spec is None:
+            raise InvalidInput(
+                f"expected only the model's inputs {list(specs)}, received unknown input "
+                f"{given.name[:64]!r}"
+            )
+        if given.name in columns:
+            raise InvalidInput(f"expected each input once, received {given.name!r} twice")
+        size = _binary_size(given)
+        if spec.kind == "text":
+            if given.datatype != "BYTES":
+                raise InvalidInput(
+                    f"expected input {given.name!r} of datatype BYTES (strings), received "
+                    f"{given.datatype[:20]}"
+                )
+            texts = tensors.decode_strings(given.name, given.shape, given.data, size, tail)
+            columns[given.name] = list(texts.strings)
+            continue
+        one = spec.shape == [1] and len(given.shape) == 1
+        if (given.shape[1:] != spec.shape and not one) or given.shape[0] == 0:
+            raise InvalidInput(
+                f"expected input {given.name!r} of shape [N, {', '.join(map(str, spec.shape))}] "
+                f"with N >= 1, received {given.shape}"
+            )
+        accepted = tensors.accepted_datatypes(spec.dtype, spec.id_range is not None)
+        x = tensors.decode_input(
+            given.name, given.datatype, given.shape, given.data, size, tail, accepted
+        )
+        columns[given.name] = x.reshape(len(x), *spec.shape)
+        datatype = "FP64" if given.datatype == "FP64" else datatype
+    tail.finish()
+    return NamedColumns(columns, "the request's inputs"), datatype
+
+
 def _input(
     body: InferenceRequest, tail: tensors.BinaryTail, spec: InputSpec
-) -> tuple[npt.NDArray[Any] | EncodedImages | Texts, str]:
+) -> tuple[npt.NDArray[Any] | EncodedImages | Texts | NamedColumns, str]:
     """The one input as an ``[N, *shape]`` array (or image files, or strings), and its
-    datatype."""
+    datatype; for a model of several inputs, each as a column (``_named_inputs``)."""
+    if spec.inputs is not None:
+        return _named_inputs(body, tail, spec.inputs)
     if len(body.inputs) != 1:
         raise InvalidInput(
             f"expected one input tensor ({INPUT!r}), received {len(body.inputs)}: "
@@ -473,7 +534,7 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
     plane = dataplane(request)
     if bodies.is_image(request):
         served = plane.resolve(name, version)
-        x: npt.NDArray[Any] | EncodedImages | Texts = await bodies.image(request)
+        x: npt.NDArray[Any] | EncodedImages | Texts | NamedColumns = await bodies.image(request)
         request_id, datatype, calibrated, wanted = None, "BYTES", True, _requested(None)
     else:
         raw = await request.body()
@@ -562,6 +623,16 @@ async def server_ready(request: Request) -> JSONResponse:
     return JSONResponse({"ready": True})
 
 
+def _tensor_metadata(name: str, spec: InputSpec) -> dict[str, Any]:
+    if spec.kind == "text":  # one string per instance
+        return {"name": name, "datatype": "BYTES", "shape": [-1]}
+    return {
+        "name": name,
+        "datatype": tensors.MODEL_DATATYPES[spec.dtype],
+        "shape": [-1, *spec.shape],
+    }
+
+
 def _model_metadata(served: LoadedVersion, versions: list[int]) -> dict[str, Any]:
     classes = len(served.metadata.class_names)
     spec = served.metadata.input_spec
@@ -569,14 +640,10 @@ def _model_metadata(served: LoadedVersion, versions: list[int]) -> dict[str, Any
         "name": served.name,
         "versions": [str(v) for v in versions],
         "platform": PLATFORMS.get(served.runtime_name, served.runtime_name),
-        "inputs": [
-            {"name": INPUT, "datatype": "BYTES", "shape": [-1]}  # one string per instance
-            if spec.kind == "text"
-            else {
-                "name": INPUT,
-                "datatype": tensors.MODEL_DATATYPES[spec.dtype],
-                "shape": [-1, *spec.shape],
-            },
+        "inputs": [_tensor_metadata(each.name, each) for each in spec.inputs]
+        if spec.inputs is not None
+        else [
+            _tensor_metadata(INPUT, spec),
             *([IMAGE_INPUT] if spec.kind == "image" else []),
         ],
         "outputs": [{"name": o, "datatype": "FP32", "shape": [-1, classes]} for o in OUTPUTS],

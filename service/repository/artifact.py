@@ -25,7 +25,14 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 FORMAT_VERSION = 1
 SUPPORTED_FORMATS = frozenset({1})
@@ -37,6 +44,9 @@ MODEL_TFLITE = "model.tflite"
 #: A text model's string preprocessing (``TextVectorization``/``StringLookup``), vocabulary
 #: included, which the service runs before ``model.tflite``.
 TEXT = "text.json"
+#: A model with several named inputs: the string lookups of its string inputs, by input
+#: name (each as in ``text.json``), which the service runs before ``model.tflite``.
+LOOKUPS = "lookups.json"
 REPORT_DIR = "report"
 
 
@@ -171,11 +181,15 @@ class InputSpec(BaseModel):
     dtype: Literal["float32", "int32", "int64"] = "float32"
     """The dtype of the model's input tensor."""
 
-    kind: Literal["table", "image", "sequence", "token_ids", "text"] = "table"
+    kind: Literal["table", "image", "sequence", "token_ids", "text", "named"] = "table"
     """What an instance is: a row of features, an image (height, width, channels), a
     sequence of steps (steps, features), token ids, or a string (``text``: the service
     runs the preprocessing in ``text.json``, and ``shape``/``dtype`` are what it gives
-    ``model.tflite``)."""
+    ``model.tflite``); ``named``: an object naming each of ``inputs``."""
+
+    inputs: list[NamedInput] | None = None
+    """For a model of several inputs (``kind: named``): each input, in ``model.tflite``'s
+    signature; ``shape`` is then ``[sum of their sizes]``."""
 
     id_range: tuple[int, int] | None = None
     """For token ids: the smallest and largest id the model accepts (its embedding's rows)."""
@@ -207,6 +221,21 @@ class InputSpec(BaseModel):
                     f"expected columns of distinct names encoding a table of shape {self.shape}, "
                     f"received {len(names)} columns of {width} inputs for a {self.kind}"
                 )
+        if (self.kind == "named") != (self.inputs is not None):
+            raise ValueError(
+                f"expected inputs exactly for kind 'named', received kind {self.kind!r} with "
+                f"{'no' if self.inputs is None else len(self.inputs)} inputs"
+            )
+        if self.inputs is not None:
+            names = [spec.name for spec in self.inputs]
+            total = sum(spec.size for spec in self.inputs)
+            if len(set(names)) != len(names) or self.shape != [total] or len(names) < 2:
+                raise ValueError(
+                    f"expected two or more inputs of distinct names holding {self.shape} "
+                    f"values, received {names} holding {total}"
+                )
+            if any(spec.variable or spec.kind == "named" for spec in self.inputs):
+                raise ValueError("expected named inputs of fixed shape, received one of any length")
         if self.kind == "image":
             if len(self.shape) != 3 or self.shape[2] not in (1, 3, 4):
                 raise ValueError(
@@ -219,6 +248,14 @@ class InputSpec(BaseModel):
                     f"dtype {self.dtype} and pixel_range {self.pixel_range}"
                 )
         return self
+
+    @model_serializer(mode="wrap")
+    def _without_absent_inputs(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # A model of one input reads as it did before models of several existed.
+        data: dict[str, Any] = handler(self)
+        if data.get("inputs", ...) is None:
+            del data["inputs"]
+        return data
 
     @property
     def variable(self) -> bool:
@@ -236,8 +273,20 @@ class InputSpec(BaseModel):
         """True when every value must be a whole number (integer dtype, or token ids)."""
         return self.dtype != "float32" or self.id_range is not None
 
+    @property
+    def batch_dtype(self) -> np.dtype[Any]:
+        """A model of several inputs: the structured dtype of a batch, one field per input."""
+        fields = [(spec.name, spec.dtype, tuple(spec.shape)) for spec in self.inputs or []]
+        return np.dtype(fields)
+
     def probe(self, rows: int, rng: np.random.Generator) -> npt.NDArray[Any]:
-        """A batch of valid instances, for self-checks and warming a version up."""
+        """A batch of valid instances, for self-checks and warming a version up; for a
+        model of several inputs, a structured array of one field per input."""
+        if self.inputs is not None:
+            batch = np.empty(rows, dtype=self.batch_dtype)
+            for spec in self.inputs:
+                batch[spec.name] = spec.probe(rows, rng)
+            return batch
         shape = (rows, PROBE_STEPS, *self.shape[1:]) if self.variable else (rows, *self.shape)
         if self.id_range is not None:
             low, high = self.id_range
@@ -248,6 +297,17 @@ class InputSpec(BaseModel):
             black, white = self.pixel_range
             return rng.uniform(black, white, size=shape).astype(np.float32)
         return rng.normal(scale=10.0, size=shape).astype(np.float32)
+
+
+class NamedInput(InputSpec):
+    """One input of a model of several inputs (``InputSpec.inputs``): its name, then what
+    it takes, as for a model's one input (a ``text`` input is a string the service runs
+    through its lookup in ``lookups.json``)."""
+
+    name: str = Field(min_length=1, max_length=256)
+
+
+InputSpec.model_rebuild()
 
 
 class OODReference(BaseModel):

@@ -48,12 +48,18 @@ from service.errors import (
 from service.inference.batching import Batcher, BatchingConfig
 from service.inference.images import pillow
 from service.inference.inputs import Inputs
-from service.inference.runtime import KerasRuntime, LiteRTRuntime, Logits, Runtime
+from service.inference.runtime import (
+    KerasRuntime,
+    LiteRTRuntime,
+    Logits,
+    NamedLiteRTRuntime,
+    Runtime,
+)
 from service.inference.scores import Scorer
 from service.inference.softmax import softmax
 from service.inference.text import Vectorizer, describe, vectorizer
 from service.repository import disk
-from service.repository.artifact import METADATA, MODEL_KERAS, MODEL_TFLITE, TEXT
+from service.repository.artifact import LOOKUPS, METADATA, MODEL_KERAS, MODEL_TFLITE, TEXT
 from service.repository.disk import ServedMetadata
 from service.repository.policy import VersionPolicy
 
@@ -71,6 +77,8 @@ class LoadedVersion:
     batcher: Batcher | None = field(default=None, repr=False)
     text: Vectorizer | None = field(default=None, repr=False)
     """A raw-text model's string preprocessing (``text.json``), run before the runtime."""
+    lookups: dict[str, Vectorizer] | None = field(default=None, repr=False)
+    """A model of several inputs: its string inputs' lookups by name (``lookups.json``)."""
     scorer: Scorer = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -121,6 +129,14 @@ class VersionStatus:
 def _open_runtime(version_dir: Path, metadata: ServedMetadata) -> tuple[Runtime, str]:
     spec = metadata.input_spec
     outputs = len(metadata.class_names) + metadata.extra_outputs
+    if spec.inputs is not None:
+        if MODEL_TFLITE not in metadata.files:
+            raise ModelLoadError(
+                f"expected {MODEL_TFLITE} for a model of several inputs (the Keras runtime "
+                f"takes one input), received {sorted(metadata.files)}"
+            )
+        named = [(i.name, i.shape, i.dtype) for i in spec.inputs]
+        return NamedLiteRTRuntime(version_dir / MODEL_TFLITE, named, outputs), "litert"
     if MODEL_TFLITE in metadata.files:
         return LiteRTRuntime(version_dir / MODEL_TFLITE, spec.shape, outputs, spec.dtype), "litert"
     if MODEL_KERAS in metadata.files:
@@ -211,6 +227,7 @@ def load_version(
             disk.verify_files(version_dir, metadata)
             runtime, runtime_name = _open_runtime(version_dir, metadata)
         text = _open_text(version_dir, metadata)
+        lookups = _open_lookups(version_dir, metadata)
     except ModelLoadError as exc:
         where = f"model {name!r} version {version}"
         if str(exc).startswith(where):
@@ -222,7 +239,7 @@ def load_version(
     config = batching(name, runtime)
     batcher = Batcher(runtime, config) if config.enabled else None
     labels = np.asarray(metadata.class_names)
-    return LoadedVersion(metadata, runtime, runtime_name, labels, batcher, text)
+    return LoadedVersion(metadata, runtime, runtime_name, labels, batcher, text, lookups)
 
 
 def _open_text(version_dir: Path, metadata: ServedMetadata) -> Vectorizer | None:
@@ -236,6 +253,30 @@ def _open_text(version_dir: Path, metadata: ServedMetadata) -> Vectorizer | None
         return vectorizer(describe(description))
     except (OSError, ValueError) as exc:  # a pydantic ValidationError is a ValueError
         raise ModelLoadError(f"expected a readable {TEXT}: {exc}") from exc
+
+
+def _open_lookups(version_dir: Path, metadata: ServedMetadata) -> dict[str, Vectorizer] | None:
+    """A model of several inputs: the lookups of its string inputs (``lookups.json``)."""
+    inputs = metadata.input_spec.inputs
+    if inputs is None:
+        return None
+    strings = [spec.name for spec in inputs if spec.kind == "text"]
+    if not strings:
+        return {}
+    if LOOKUPS not in metadata.files:
+        raise ModelLoadError(
+            f"expected {LOOKUPS} among the files of a model with string inputs {strings}, "
+            "received none"
+        )
+    try:
+        described = json.loads((version_dir / LOOKUPS).read_text(encoding="utf-8"))
+        if sorted(described) != sorted(strings):
+            raise ValueError(
+                f"expected lookups for {sorted(strings)}, received {sorted(described)}"
+            )
+        return {name: vectorizer(describe(described[name])) for name in strings}
+    except (OSError, ValueError) as exc:  # a pydantic ValidationError is a ValueError
+        raise ModelLoadError(f"expected a readable {LOOKUPS}: {exc}") from exc
 
 
 #: Told of every status change, with the model's name; called from whichever thread made it.
