@@ -168,6 +168,11 @@ def train_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--label-column", help="the CSV's label column (default: the last column)")
     parser.add_argument(
+        "--text-column",
+        help="the CSV's column of raw text: trains a text classifier that the service serves "
+        "from strings (a folder of .txt files in one sub-folder per class does so too)",
+    )
+    parser.add_argument(
         "--categorical",
         action="extend",
         type=_names,
@@ -261,8 +266,9 @@ def _print_summary(written: Written) -> None:
     print(f"test loss {metrics['test_loss']:.4f}  test accuracy {metrics['test_accuracy']:.4f}")
     baseline = metrics.get("baseline")
     if baseline is not None:
+        what = "TF-IDF + " if metadata["input"]["kind"] == "text" else "standardized "
         print(
-            f"baseline: standardized logistic regression, test accuracy "
+            f"baseline: {what}logistic regression, test accuracy "
             f"{baseline['test_accuracy']:.4f} on the same split"
         )
     selection = metadata["training"].get("model_selection")
@@ -292,7 +298,8 @@ def _print_summary(written: Written) -> None:
         )
     detector = metadata["training_data"]["ood"]
     if detector is None:
-        print("out-of-distribution: none (the table has no numeric column)")
+        why = "a text model" if metadata["input"]["kind"] == "text" else "no numeric column"
+        print(f"out-of-distribution: none ({why})")
         return
     space = " on the network's features" if detector.get("space") == "features" else ""
     space = " on the numeric columns" if "measured_on" in detector else space
@@ -333,6 +340,7 @@ def training_job(args: argparse.Namespace) -> TrainingJob:
         example=args.example or "blobs",
         image_size=tuple(args.image_size) if args.image_size else None,
         label_column=args.label_column,
+        text_column=args.text_column,
         categorical=tuple(args.categorical or ()),
         samples=args.samples,
         test_size=args.test_size,
@@ -357,6 +365,8 @@ def _check_combination(parser: argparse.ArgumentParser, args: argparse.Namespace
         parser.error("--categorical applies to --data FILE.csv (a table) only")
     if args.architecture is not None and (args.data is None or args.data.is_dir()):
         parser.error("--architecture applies to --data FILE.csv (a table) only")
+    if args.text_column is not None and (args.data is None or args.data.is_dir()):
+        parser.error("--text-column applies to --data FILE.csv only")
 
 
 def _train(args: argparse.Namespace) -> int:

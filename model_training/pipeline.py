@@ -13,14 +13,14 @@ import datetime as dt
 import json
 import platform
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from model_training import __version__, tensorflow_logs
-from model_training.artifact import TEXT, Column, InputSpec
+from model_training.artifact import LOOKUPS, TEXT, Column, InputSpec
 from model_training.baseline import logistic_regression
 from model_training.calibration import calibrate
 from model_training.data import (
@@ -43,9 +43,11 @@ from model_training.images import (
 from model_training.ood import FEATURE_QUANTILE, fit_reference, flagged
 from model_training.repository import REPORT_DIR, check_name, file_hashes, write_version
 from model_training.tables import encode, feature_names, fit_columns, one_hot_inputs, read_table
+from model_training.text_training import is_text_folder
 
 if TYPE_CHECKING:
     from model_training.model import TrainResult
+    from model_training.named_inputs import NamedSplit
     from model_training.report import ReportData
 
 
@@ -78,6 +80,8 @@ class TrainingJob:
     """A folder's images are resized to ``(height, width)``; ``None``: their own size if
     they all share one, else 32x32."""
     label_column: str | None = None
+    text_column: str | None = None
+    """A CSV's column of raw text: trains a text classifier (``text_training``)."""
     """The CSV's label column (default: its last column)."""
     categorical: Sequence[str] = ()
     """The CSV's columns to read as categorical even when their values are all numbers (zip
@@ -300,6 +304,20 @@ def training_data(
 def train_version(job: TrainingJob) -> Written:
     """Train on the job's data and write the model as a new version."""
     check_name(job.name)
+    if job.data is not None and (job.text_column is not None or is_text_folder(job.data)):
+        from model_training.text_training import (
+            load_text_csv,
+            load_text_folder,
+            train_text_version,
+        )
+
+        data = (
+            load_text_folder(job.data)
+            if job.data.is_dir()
+            else load_text_csv(job.data, job.text_column or "", job.label_column)
+        )
+        tensorflow_logs.import_tensorflow()
+        return train_text_version(job, data)
     if job.data is not None and not job.data.is_dir():
         table = load_table(job, job.data)
         tensorflow_logs.import_tensorflow()
@@ -645,17 +663,21 @@ def export_versions(job: ExportJob) -> list[Written]:
     from model_training.export import ExportError, check_head, load_keras
     from model_training.heads import HeadError, functional, read_head
     from model_training.inputs import InputError, describe_input, probe
+    from model_training.named_inputs import is_named_model, split_named
     from model_training.text import TextLayerError, is_text_model, split_text
 
     model = load_keras(job.model, job.imports)  # its refusals name the file
     try:
         model = functional(model)
+        if is_named_model(model):
+            return [_export_named(job, split_named(model))]
         text = split_text(model) if is_text_model(model) else None
         network = model if text is None else text.network  # what LiteRT runs
         description = describe_input(network, job.kind, job.pixel_range)
+        probes = probe(description)
         if text is not None:
             description = _text_input(description, text.largest_index)
-        probes = probe(description)
+            probes = _with_empty_text(probe(description), description)
         head = read_head(network, job.output, probes)  # type: ignore[arg-type]
         check_head(network, head, probes)
         classifier = head.classifier
@@ -682,6 +704,98 @@ def export_versions(job: ExportJob) -> list[Written]:
         ]
     except (HeadError, InputError, ExportError, TextLayerError) as exc:
         raise ExportError(f"cannot export {job.model}: {exc}") from exc
+
+
+def _export_named(job: ExportJob, split: NamedSplit) -> Written:
+    """A model of several inputs (``named_inputs.split_named``): ``model.tflite`` takes
+    every input by name, the string lookups travel in ``lookups.json``."""
+    from model_training.export import check_head
+    from model_training.heads import read_head
+
+    if job.kind is not None or job.pixel_range is not None or job.feature_names:
+        from model_training.export import ExportError
+
+        raise ExportError(
+            "expected no --kind, --pixel-range or --feature-names for a model of several "
+            "inputs (each input's kind is read from the model and named by its input)"
+        )
+    spec = InputSpec.model_validate(split.description)
+    probes = split.keras_inputs(spec.probe(64, np.random.default_rng(0)))
+    head = read_head(split.network, job.output, probes)  # type: ignore[arg-type]
+    check_head(split.network, head, probes)
+    classifier = head.classifier
+    saved = split.join(classifier)
+    raw = split.raw_inputs(spec.probe(64, np.random.default_rng(1)))
+    check_head(split.model, replace(head, classifier=saved), raw)  # the split changes nothing
+    metadata = _export_metadata(job, split.description, int(classifier.outputs[0].shape[-1]))
+    metadata["training"].update(
+        output=head.output,
+        head=head.how,
+        inputs=split.names,
+        **({"imports": list(job.imports)} if job.imports else {}),
+    )
+    files = {}
+    if split.lookups:
+        document = json.dumps(split.lookups, ensure_ascii=False, allow_nan=False)
+        files[LOOKUPS] = document.encode("utf-8")
+    return _write(
+        job.repository,
+        job.name,
+        classifier,
+        probes,  # type: ignore[arg-type]
+        metadata,
+        saved=saved,
+        files=files,
+    )
+
+
+def write_text_version(
+    repository: Path,
+    name: str,
+    model: Any,
+    class_names: list[str],
+    metadata: dict[str, Any],
+) -> Written:
+    """Write a text classifier trained here (``text_training``): split after its string
+    layer as an exported one is, with ``metadata`` (metrics, calibration, training)."""
+    from model_training.export import check_head
+    from model_training.heads import read_head
+    from model_training.inputs import describe_input, probe
+    from model_training.text import split_text
+
+    text = split_text(model)
+    description = _text_input(describe_input(text.network), text.largest_index)
+    probes = _with_empty_text(probe(description), description)
+    head = read_head(text.network, "auto", probes)
+    check_head(text.network, head, probes)
+    document = json.dumps(text.description, ensure_ascii=False, allow_nan=False)
+    full = {
+        "created_at": _now(),
+        "input_dim": InputSpec.model_validate(description).size,
+        "input": description,
+        "feature_names": [],
+        "class_names": class_names,
+        **metadata,
+        "libraries": _libraries(),
+    }
+    full["training"] = {**full["training"], "text_layer": text.description["layer"]}
+    return _write(
+        repository,
+        name,
+        head.classifier,
+        probes,
+        full,
+        saved=text.join(head.classifier),
+        files={TEXT: document.encode("utf-8")},
+    )
+
+
+def _with_empty_text(probes: np.ndarray, description: dict[str, Any]) -> np.ndarray:
+    """A text model's probes and what an empty string becomes (all zeros: padding only,
+    or no count), which the export must serve too."""
+    if description["shape"][0] == -1:  # of any length: an empty text is refused instead
+        return probes
+    return np.concatenate([probes, np.zeros((1, *probes.shape[1:]), dtype=probes.dtype)])
 
 
 def _text_input(description: dict[str, Any], largest_index: int | None) -> dict[str, Any]:
