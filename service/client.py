@@ -33,6 +33,21 @@ from service.protocols.schemas import (
 
 T = TypeVar("T", bound=BaseModel)
 Rows = Sequence[Sequence[float]]
+#: What ``predict`` sends, one per instance, in any form the model takes: a row of numbers,
+#: a nested array (lists or a numpy array), ``{"b64": ...}`` for an image file, an object
+#: of named features or named inputs, or a string for a model that takes raw text.
+Instances = Sequence[Any]
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as JSON can carry it: numpy arrays and scalars become lists and numbers."""
+    if hasattr(value, "tolist"):  # a numpy array or scalar
+        return value.tolist()
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
 
 
 class ClientError(Exception):
@@ -80,14 +95,14 @@ class _Base:
 
     @staticmethod
     def _predict_call(
-        instances: Rows,
+        instances: Instances,
         model: str | None,
         version: str | int | None,
         calibrated: bool,
         columnar: bool,
     ) -> _Call:
         body = {
-            "instances": [list(map(float, row)) for row in instances],
+            "instances": [_plain(instance) for instance in instances],
             "calibrated": calibrated,
             "format": "columnar" if columnar else "rows",
         }
@@ -150,19 +165,20 @@ class Client(_Base):
 
     def predict(
         self,
-        instances: Rows,
+        instances: Instances,
         *,
         model: str | None = None,
         version: str | int | None = None,
         calibrated: bool = True,
     ) -> PredictResponse:
-        """Class probabilities, one prediction per instance."""
+        """Class probabilities, one prediction per instance (in any form the model takes:
+        ``Instances``)."""
         call = self._predict_call(instances, model, version, calibrated, columnar=False)
         return self._send(call, PredictResponse)
 
     def predict_columnar(
         self,
-        instances: Rows,
+        instances: Instances,
         *,
         model: str | None = None,
         version: str | int | None = None,
@@ -220,19 +236,20 @@ class AsyncClient(_Base):
 
     async def predict(
         self,
-        instances: Rows,
+        instances: Instances,
         *,
         model: str | None = None,
         version: str | int | None = None,
         calibrated: bool = True,
     ) -> PredictResponse:
-        """Class probabilities, one prediction per instance."""
+        """Class probabilities, one prediction per instance (in any form the model takes:
+        ``Instances``)."""
         call = self._predict_call(instances, model, version, calibrated, columnar=False)
         return await self._send(call, PredictResponse)
 
     async def predict_columnar(
         self,
-        instances: Rows,
+        instances: Instances,
         *,
         model: str | None = None,
         version: str | int | None = None,

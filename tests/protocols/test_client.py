@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from service.client import AsyncClient, Client, ClientError
@@ -20,7 +21,9 @@ def test_client_predicts_like_the_raw_api(server: Server, client: httpx.Client) 
     with Client(server.url) as typed:
         answer = typed.predict(points)
         columns = typed.predict_columnar(points, model="blobs", version=1)
+        from_numpy = typed.predict(np.asarray(points, dtype=np.float32))
     assert answer.model_dump(exclude_unset=True) == raw  # unseen: only for categorical tables
+    assert from_numpy.model_dump(exclude_unset=True) == raw  # float32 holds these exactly
     assert columns.probabilities == [p["probabilities"] for p in raw["predictions"]]
     assert columns.labels == ["0", "3"]
 

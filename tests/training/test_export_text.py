@@ -26,6 +26,7 @@ import tensorflow as tf
 import tritonclient.http as triton
 
 from model_training.cli import main as train_main
+from service.client import Client
 from tests.conftest import Server, start_server
 from tests.training.exported import export_keras, native_and_v1
 
@@ -199,6 +200,17 @@ def test_every_protocol_answers_keras_for_raw_strings(
                 np.testing.assert_allclose(
                     got, expected, atol=TOLERANCE, rtol=0, err_msg=f"{name} {protocol}"
                 )
+
+
+def test_the_typed_client_sends_strings(
+    text_models: tuple[Server, dict[str, tuple[list[str], np.ndarray]], Path],
+) -> None:
+    server, cases, _ = text_models
+    strings, expected = cases["tfidf"]
+    with Client(server.url) as client:
+        answer = client.predict(strings, model="tfidf")
+    got = [p.probabilities for p in answer.predictions]
+    np.testing.assert_allclose(got, expected, atol=TOLERANCE, rtol=0)
 
 
 def test_tritonclient_sends_strings_as_binary_bytes(
