@@ -194,6 +194,12 @@ def unrolled(model: keras.Model) -> keras.Model:
     return copy
 
 
+def converter_reason(exc: Exception) -> str:
+    """The LiteRT converter's first complaint in ``exc`` (it buries it in a long trace)."""
+    lines = [line.strip() for line in str(exc).splitlines() if "error" in line.lower()]
+    return (lines or [str(exc).strip() or type(exc).__name__])[0][:300]
+
+
 def any_length(model: keras.Model) -> bool:
     """True when ``model`` takes sequences of any number of steps (its first axis unknown)."""
     shape = model.inputs[0].shape
@@ -226,11 +232,9 @@ def convert(head: keras.Model) -> bytes:
         with contextlib.redirect_stdout(io.StringIO()):  # the converter prints its SavedModel trace
             return bytes(tf.lite.TFLiteConverter.from_keras_model(source).convert())
     except Exception as exc:  # the converter raises its own ConverterError, and others
-        lines = [line.strip() for line in str(exc).splitlines() if "error" in line.lower()]
-        reason = (lines or [str(exc).strip() or type(exc).__name__])[0][:300]
         raise ExportError(
-            "LiteRT cannot convert this model (built-in TFLite ops only): "
-            f"{reason}. Received: layers {[layer.name for layer in head.layers]}"
+            f"LiteRT cannot convert this model (built-in TFLite ops only): {converter_reason(exc)}"
+            f". Received: layers {[layer.name for layer in head.layers]}"
         ) from exc
 
 
@@ -254,11 +258,9 @@ def _convert_named(head: keras.Model) -> bytes:
             archive.write_out(directory, verbose=False)
             return bytes(tf.lite.TFLiteConverter.from_saved_model(directory).convert())
     except Exception as exc:  # the converter raises its own ConverterError, and others
-        lines = [line.strip() for line in str(exc).splitlines() if "error" in line.lower()]
-        reason = (lines or [str(exc).strip() or type(exc).__name__])[0][:300]
         raise ExportError(
-            "LiteRT cannot convert this model (built-in TFLite ops only): "
-            f"{reason}. Received: layers {[layer.name for layer in head.layers]}"
+            f"LiteRT cannot convert this model (built-in TFLite ops only): {converter_reason(exc)}"
+            f". Received: layers {[layer.name for layer in head.layers]}"
         ) from exc
 
 

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from model_training.export import TOLERANCE, ExportError, litert_logits
+from model_training.export import TOLERANCE, ExportError, converter_reason, litert_logits
 from model_training.heads import TINY
 from model_training.inputs import describe_tensor, guess_kind
 
@@ -196,10 +196,9 @@ def export_saved_model(
             )
             content = bytes(converter.convert())
     except Exception as exc:  # the converter raises its own ConverterError, and others
-        lines = [line.strip() for line in str(exc).splitlines() if "error" in line.lower()]
-        reason = (lines or [str(exc).strip() or type(exc).__name__])[0][:300]
         raise ExportError(
-            f"LiteRT cannot convert the signature (built-in TFLite ops only): {reason}"
+            "LiteRT cannot convert the signature (built-in TFLite ops only): "
+            f"{converter_reason(exc)}"
         ) from exc
     expected = _distribution(values, read, logit_in)
     exported = litert_logits(content, probes)

@@ -423,17 +423,7 @@ def _input(
             f"{[i.name for i in body.inputs]}"
         )
     given = body.inputs[0]
-    if any(key.startswith("shared_memory") for key in given.parameters):
-        raise InvalidInput(
-            f"expected the data of input {given.name!r} in the request, received a shared "
-            "memory region: shared memory is not supported"
-        )
-    size = given.parameters.get("binary_data_size")
-    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
-        raise InvalidInput(
-            f"expected binary_data_size of input {given.name!r} to be a byte count, "
-            f"received {size!r}"
-        )
+    size = _binary_size(given)
     if given.datatype == "BYTES" and spec.kind == "image":
         files = tensors.decode_files(given.name, given.shape, given.data, size, tail)
         tail.finish()
