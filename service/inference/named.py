@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -22,7 +22,35 @@ from service.errors import InvalidInput
 from service.inference.inputs import features, whole_numbers
 from service.inference.runtime import Features
 from service.inference.text import Vectorizer
-from service.repository.artifact import NamedInput
+
+
+class NamedInput(Protocol):
+    """What batching reads of one of a model's named inputs (the artifact's
+    ``NamedInput`` is one)."""
+
+    @property
+    def name(self) -> str:
+        """The input's name, as instances name it."""
+
+    @property
+    def shape(self) -> list[int]:
+        """One instance's shape, without the batch."""
+
+    @property
+    def dtype(self) -> str:
+        """The input tensor's dtype."""
+
+    @property
+    def kind(self) -> str:
+        """What the input is (``table``, ``image``, ``token_ids``, ``text``, ...)."""
+
+    @property
+    def id_range(self) -> tuple[int, int] | None:
+        """The ids a token-id input accepts."""
+
+    @property
+    def integral(self) -> bool:
+        """True when every value must be a whole number."""
 
 
 @dataclass(frozen=True)
