@@ -60,11 +60,19 @@ class TextData:
 
 
 def is_text_folder(root: Path) -> bool:
-    """True for a folder whose class sub-folders hold ``.txt`` files."""
-    return root.is_dir() and any(
-        child.is_dir() and any(f.suffix == TEXT_SUFFIX for f in child.iterdir())
+    """True for a folder whose class sub-folders hold ``.txt`` files and nothing else
+    (hidden files aside); anything else is read as a folder of images, which says what
+    it cannot read."""
+    if not root.is_dir():
+        return False
+    files = [
+        path
         for child in root.iterdir()
-    )
+        if child.is_dir() and not child.name.startswith(".")
+        for path in child.iterdir()
+        if path.is_file() and not path.name.startswith(".")
+    ]
+    return bool(files) and all(path.suffix == TEXT_SUFFIX for path in files)
 
 
 def _labelled(texts: list[str], labels: list[str], source: dict[str, Any]) -> TextData:
