@@ -298,10 +298,9 @@ def _print_summary(written: Written) -> None:
         )
     detector = metadata["training_data"]["ood"]
     if detector is None:
-        why = "a text model" if metadata["input"]["kind"] == "text" else "no numeric column"
-        print(f"out-of-distribution: none ({why})")
+        print("out-of-distribution: none (no numeric column)")
         return
-    space = " on the network's features" if detector.get("space") == "features" else ""
+    space = " on the model's features" if detector.get("space") == "features" else ""
     space = " on the numeric columns" if "measured_on" in detector else space
     print(
         f"out-of-distribution threshold{space}: distance {detector['threshold']:.4g} "
@@ -309,9 +308,10 @@ def _print_summary(written: Written) -> None:
         f"{detector['test_flagged']:.2%} of test samples)"
     )
     if "noise_flagged" in detector:
+        noise = detector["noise"]
         print(
-            f"out-of-distribution on the network's features: flags "
-            f"{detector['noise_flagged']:.2%} of {detector['noise']['images']} uniform-noise images"
+            f"out-of-distribution on the model's features: flags "
+            f"{detector['noise_flagged']:.2%} of {noise['samples']} {noise['what']}"
         )
 
 

@@ -102,12 +102,16 @@ def features_model(model: keras.Model) -> keras.Model:
     return keras.Model(inputs, features)
 
 
-def serving_model(model: keras.Model, with_features: bool = False) -> keras.Model:
+def serving_model(
+    model: keras.Model, with_features: bool = False, projection: np.ndarray | None = None
+) -> keras.Model:
     """What ``model.tflite`` computes: the logits, or the logits then the features.
 
     ``with_features``: one output ``(batch, classes + D)``, the logits first, then the D
     features entering the ``logits`` layer (concatenated inside the graph, so the
     export keeps one input and one output); the service splits it at ``classes``.
+    ``projection`` (W, D): the features are those W values times ``projection``, their D
+    leading components (a text model's thousands of sparse TF-IDF weights).
     """
     head = logits_model(model)
     if not with_features:
@@ -116,9 +120,12 @@ def serving_model(model: keras.Model, with_features: bool = False) -> keras.Mode
     inputs = keras.Input(
         shape=model.inputs[0].shape[1:], dtype=model.inputs[0].dtype, name="features"
     )
-    both = keras.layers.Concatenate(axis=-1, name="logits_and_features")(
-        [head(inputs), features(inputs)]
-    )
+    measured = features(inputs)
+    if projection is not None:
+        project = keras.layers.Dense(projection.shape[1], use_bias=False, name="components")
+        measured = project(measured)
+        project.set_weights([projection.astype(np.float32)])
+    both = keras.layers.Concatenate(axis=-1, name="logits_and_features")([head(inputs), measured])
     return keras.Model(inputs, both)
 
 
@@ -362,19 +369,24 @@ def check_head(model: keras.Model, head: Head, probe: Any) -> None:
         )
 
 
-def to_tflite(model: keras.Model, probe: Any, with_features: bool = False) -> bytes:
+def to_tflite(
+    model: keras.Model,
+    probe: Any,
+    with_features: bool = False,
+    projection: np.ndarray | None = None,
+) -> bytes:
     """Convert the logits part of ``model`` to LiteRT and prove it gives the model's probabilities.
 
     ``with_features``: the export outputs the features entering the ``logits`` layer
-    after the logits (``serving_model``). The proof (``check_export``) runs the export
-    in the same interpreter the service uses, on ``probe``.
+    after the logits (``serving_model``, which ``projection`` may reduce). The proof
+    (``check_export``) runs the export in the same interpreter the service uses, on ``probe``.
     """
     if len(model.inputs) != 1 and (with_features or not isinstance(model.input, dict)):
         raise ExportError(
             "expected a model with one input, or several as a dict by name. "
             f"Received: inputs {[tuple(t.shape) for t in model.inputs]}"
         )
-    head = serving_model(model, with_features)
+    head = serving_model(model, with_features, projection)
     content = convert(head)
     check_export(model, head, content, probe)
     if any_length(head):  # the probe's length, and others: one step, and five times as many

@@ -173,17 +173,19 @@ def _write(
     with_features: bool = False,
     saved: Any = None,
     files: dict[str, bytes] | None = None,
+    projection: np.ndarray | None = None,
 ) -> Written:
     """Export ``model`` (self-checked), then write the version atomically.
 
     ``with_features``: ``model.tflite`` outputs the features after the logits (the
-    version's OOD reference is measured on them). ``saved``: the Keras model saved as
+    version's OOD reference is measured on them; on their leading components, with a
+    ``projection``: ``export.serving_model``). ``saved``: the Keras model saved as
     ``model.keras``, when it is not ``model`` (a text model's, which takes strings);
     ``files``: more files for the version (hashed with the others).
     """
     from model_training.export import to_tflite
 
-    tflite = to_tflite(model, probe, with_features)
+    tflite = to_tflite(model, probe, with_features, projection)
 
     def write_files(directory: Path) -> dict[str, Any]:
         (model if saved is None else saved).save(directory / "model.keras")
@@ -525,7 +527,8 @@ def image_training_data(
         test_flagged=float(flagged(test_features, detector).mean()),
         noise_flagged=float(flagged(noise_features, detector).mean()),
         noise={
-            "images": len(noise_features),
+            "samples": len(noise_features),
+            "what": "uniform-noise images",
             "distribution": "uniform over the pixel range, independent pixels",
         },
     )
@@ -755,9 +758,13 @@ def write_text_version(
     model: Any,
     class_names: list[str],
     metadata: dict[str, Any],
+    report: ReportData | None = None,
+    projection: np.ndarray | None = None,
 ) -> Written:
     """Write a text classifier trained here (``text_training``): split after its string
-    layer as an exported one is, with ``metadata`` (metrics, calibration, training)."""
+    layer as an exported one is, with ``metadata`` (metrics, calibration, training), its
+    ``report`` and, with the ``projection`` its OOD reference is measured through,
+    those features after the logits in ``model.tflite``."""
     from model_training.export import check_head
     from model_training.heads import read_head
     from model_training.inputs import describe_input, probe
@@ -779,14 +786,19 @@ def write_text_version(
         "libraries": _libraries(),
     }
     full["training"] = {**full["training"], "text_layer": text.description["layer"]}
+    if report is not None:
+        report = replace(report, metadata=full)
     return _write(
         repository,
         name,
         head.classifier,
         probes,
         full,
+        report,
+        with_features=projection is not None,
         saved=text.join(head.classifier),
         files={TEXT: document.encode("utf-8")},
+        projection=projection,
     )
 
 

@@ -45,6 +45,9 @@ DPI = 110
 PROBABILITY_LEVELS = (0.5, 0.9, 0.99, 0.999)
 #: The report flags a network less accurate than its baseline by more than this.
 BASELINE_MARGIN = 0.02
+#: A text report's table of mistakes: how many, and how much of each text.
+MISTAKES_SHOWN = 10
+MISTAKE_CHARACTERS = 120
 
 Logits = Callable[[np.ndarray], np.ndarray]
 
@@ -63,7 +66,10 @@ class ReportData:
     x_test: npt.NDArray[np.float32]
     y_test: npt.NDArray[np.int64]
     test_logits: npt.NDArray[np.float64]
-    logits: Logits
+    logits: Logits | None = None
+    """The model on inputs like ``x_train`` (drawn over the plane for two numeric inputs)."""
+    test_texts: tuple[str, ...] = ()
+    """A text model's test texts (its ``x_train``/``x_test`` are its OOD features)."""
 
     @property
     def class_names(self) -> list[str]:
@@ -87,11 +93,16 @@ class ReportData:
         return bool((self.metadata.get("input") or {}).get("kind") == "image")
 
     @property
+    def is_text(self) -> bool:
+        """True for a text model (it takes raw strings)."""
+        return bool((self.metadata.get("input") or {}).get("kind") == "text")
+
+    @property
     def plane(self) -> bool:
         """True when the inputs are two numbers (no one-hot block): regions can be drawn."""
         columns = (self.metadata.get("input") or {}).get("columns") or []
         categorical = any(column["kind"] == "categorical" for column in columns)
-        return len(self.feature_names) == 2 and not categorical
+        return len(self.feature_names) == 2 and not categorical and self.logits is not None
 
 
 def _colours(k: int) -> list[Any]:
@@ -137,6 +148,7 @@ def decision_regions(data: ReportData, path: Path) -> None:
     colours = _colours(len(names))
     xx, yy = _grid(np.concatenate([data.x_train, data.x_test]))
     points = np.column_stack([xx.ravel(), yy.ravel()])
+    assert data.logits is not None  # data.plane
     probabilities = calibration.softmax(data.logits(points), data.temperature)
     winner = probabilities.argmax(axis=1).reshape(xx.shape)
     top = probabilities.max(axis=1).reshape(xx.shape)
@@ -579,42 +591,49 @@ def _per_class_section(data: ReportData) -> list[str]:
 
 
 def _feature_ood_section(
-    training_data: dict[str, Any], test_flagged: float, image: bool
+    training_data: dict[str, Any], test_flagged: float, what: str
 ) -> list[str]:
+    """The OOD signal measured on the features entering the logits: of an ``image``, a
+    ``text`` (their leading components) or a ``sample`` (a table's)."""
     detector = training_data["ood"]
-    dim = detector["features"]["dim"]
-    what = "image" if image else "sample"
-    why = (
-        "distances between raw pixels mean little"
-        if image
-        else "one-hot inputs of categorical columns make distances between raw rows meaningless"
-    )
+    described = detector["features"]
+    dim = described["dim"]
+    space = {
+        "image": f"the {dim} values entering its `logits` layer (distances between raw "
+        "pixels mean little)",
+        "text": f"the {dim} leading components (a truncated SVD fitted on the training "
+        f"texts) of the {described.get('of', 'many')} TF-IDF weights entering its `logits` "
+        "layer (too many, and too sparse, for a covariance of their own)",
+        "sample": f"the {dim} values entering its `logits` layer (one-hot inputs of "
+        "categorical columns make distances between raw rows meaningless)",
+    }[what]
+    reference = "training" if detector.get("fitted_on") == "train" else "training + validation"
     lines = [
         f"Each prediction comes with the distance of the {what} to the training {what}s, "
-        f"measured on the network's own features: the {dim} values entering its `logits` "
-        f"layer ({why}). Above **{detector['threshold']:.4g}** the {what} is flagged as out "
-        "of distribution (OOD). `model.tflite` outputs these features after the logits, so "
-        "the service computes the distance from the same inference.",
+        f"measured on the model's own features: {space}. Above "
+        f"**{detector['threshold']:.4g}** the {what} is flagged as out of distribution "
+        "(OOD). `model.tflite` outputs these features after the logits, so the service "
+        "computes the distance from the same inference.",
         "",
         "distance(f) = min over classes k of sqrt((f - m_k)^T P (f - m_k)): the Mahalanobis "
         "distance of the features f to the nearest class mean m_k, with P the inverse of the "
         f"pooled within-class covariance of the training {what}s' features (Lee et al., 2018). "
         f"The threshold is the {detector['quantile'] * 100:g}th percentile of the training "
-        f"{what}s' own distances. The network was fitted on those very {what}s, so a new "
+        f"{what}s' own distances. The model was fitted on those very {what}s, so a new "
         f"{what} of the same kind lies a little further out: the held-out test {what}s show "
         f"how many real {what}s are flagged.",
         "",
         "| | value |",
         "|---|---:|",
-        f"| reference {what}s (training + validation) | {training_data['n']} |",
+        f"| reference {what}s ({reference}) | {training_data['n']} |",
         f"| threshold | {detector['threshold']:.4g} |",
         f"| training {what}s flagged | {detector['train_flagged']:.2%} |",
         f"| test {what}s flagged (held out, real) | {test_flagged:.2%} |",
     ]
     if "noise" in detector:
+        noise = detector["noise"]
         lines.append(
-            f"| uniform-noise images flagged ({detector['noise']['images']}) | "
-            f"{detector['noise_flagged']:.2%} |"
+            f"| {noise['what']} flagged ({noise['samples']}) | {detector['noise_flagged']:.2%} |"
         )
     return lines
 
@@ -633,7 +652,8 @@ def _ood_section(data: ReportData) -> list[str]:
         else float(ood.flagged(data.x_test, detector).mean())
     )
     if detector.get("space") == "features":
-        return _feature_ood_section(training_data, test_flagged, data.is_image)
+        what = "image" if data.is_image else "text" if data.is_text else "sample"
+        return _feature_ood_section(training_data, test_flagged, what)
     numeric_only = (
         [
             "",
@@ -686,6 +706,11 @@ def _columns_note(meta: dict[str, Any]) -> str:
 def _epochs_note(training: dict[str, Any]) -> str:
     """How the weights were fitted: epochs (and how early stopping ended them), batch size
     and learning rate, or the linear model's solver."""
+    if "solver_iterations" in training:  # a text model: its logits layer solved
+        return (
+            f"The logits layer was solved by {training['optimizer']} "
+            f"({training['solver_iterations']} iterations)"
+        )
     if "epochs" not in training:  # the linear model: solved, not trained by epochs
         iterations = (training.get("history") or {}).get("lbfgs_iterations") or [0]
         return (
@@ -715,8 +740,9 @@ def _baseline_rows(metrics: dict[str, Any]) -> list[str]:
     if not baseline:
         return []
     correct = round(baseline["test_accuracy"] * baseline["test_samples"])
+    name = baseline.get("name", "standardized logistic regression")
     rows = [
-        f"| baseline test accuracy: standardized logistic regression | "
+        f"| baseline test accuracy: {name} | "
         f"{baseline['test_accuracy']:.4f} ({correct} of {baseline['test_samples']}) |"
     ]
     if "test_loss" in baseline:  # recorded since the table recipes are chosen between
@@ -807,12 +833,15 @@ def _baseline_section(metrics: dict[str, Any], training: dict[str, Any]) -> list
         if "test_loss" in baseline
         else ""
     )
+    learnt = "" if baseline.get("fitted_on") == "train" else " (those it was fitted on and the "
+    learnt = learnt and learnt + "validation split)"
     return [
         "## Baseline",
         "",
-        f"A standardized logistic regression (`{baseline['method']}`), fitted on the same "
-        f"{baseline['train_samples']} training rows the {model} could learn from (those it "
-        "was fitted on and the validation split) and scored on the same "
+        f"A {baseline.get('name', 'standardized logistic regression')} "
+        f"(`{baseline['method']}`), fitted on the same "
+        f"{baseline['train_samples']} training rows the {model} could learn from{learnt} and "
+        "scored on the same "
         f"{baseline['test_samples']} test rows: accuracy {baseline['test_accuracy']:.4f} "
         f"against the {model}'s {metrics['test_accuracy']:.4f}. {verdict}{losses}",
         "",
@@ -834,6 +863,9 @@ def markdown(data: ReportData, files: Sequence[str]) -> str:
             f"scikit-learn's {source['n_samples']} handwritten digits (8x8, pixel values 0..255, "
             "white ink on black)"
         )
+    elif source.get("kind") in ("text_csv", "text_folder"):
+        column = f", column `{source['text_column']}`" if "text_column" in source else ""
+        where = f"`{source.get('path')}`{column}"
     elif source.get("kind") == "image_folder":
         height, width = source["image_size"]
         where = (
@@ -843,13 +875,17 @@ def markdown(data: ReportData, files: Sequence[str]) -> str:
     else:
         where = f"`{source.get('path')}`{_columns_note(meta)}"
     correct = round(metrics["test_accuracy"] * metrics["test_samples"])
+    held = (
+        " (the temperature fitted on their out-of-fold logits)"
+        if data.is_text
+        else f", {training['validation_samples']} for validation"
+    )
     lines = [
         f"# Training report: {data.name}",
         "",
         f"Created {meta['created_at']} from {where}: {training['train_samples']} samples to "
-        f"fit the weights, {training['validation_samples']} for validation, "
-        f"{metrics['test_samples']} held out for testing. {_epochs_note(training)}, "
-        f"seed {training['seed']}.",
+        f"fit the weights{held}, {metrics['test_samples']} held out for testing. "
+        f"{_epochs_note(training)}, seed {training['seed']}.",
         "",
         "## Metrics",
         "",
@@ -908,7 +944,7 @@ def markdown(data: ReportData, files: Sequence[str]) -> str:
             "means nothing.",
             "",
         ]
-    elif not data.is_image:
+    elif not data.is_image and not data.is_text:
         lines += [
             "### Decision regions",
             "",
@@ -926,17 +962,20 @@ def markdown(data: ReportData, files: Sequence[str]) -> str:
             "0..255; the network rescales them itself).",
             "",
         ]
+    if "training_curves.png" in files:
+        lines += [
+            "### Training curves",
+            "",
+            "![Training curves](training_curves.png)",
+            "",
+            "Loss (log scale) and accuracy after each epoch, on the samples the weights are "
+            "fitted on and on the validation split; the star is the held-out test split with "
+            "the weights served (after the last epoch, or with early stopping those of the "
+            "best epoch, dotted line). Training and validation curves far apart would mean "
+            "over-fitting.",
+            "",
+        ]
     lines += [
-        "### Training curves",
-        "",
-        "![Training curves](training_curves.png)",
-        "",
-        "Loss (log scale) and accuracy after each epoch, on the samples the weights are "
-        "fitted on and on the validation split; the star is the held-out test split with "
-        "the weights served (after the last epoch, or with early stopping those of the best "
-        "epoch, dotted line). Training and validation curves far apart would mean "
-        "over-fitting.",
-        "",
         "### Confusion matrix",
         "",
         "![Confusion matrix](confusion_matrix.png)",
@@ -955,6 +994,8 @@ def markdown(data: ReportData, files: Sequence[str]) -> str:
             "class and of the class the model picked, most confident mistakes first.",
             "",
         ]
+    if data.test_texts:
+        lines += _misclassified_texts(data)
     lines += [
         "### Reliability diagram",
         "",
@@ -969,6 +1010,43 @@ def markdown(data: ReportData, files: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+def _cell(text: str, width: int = MISTAKE_CHARACTERS) -> str:
+    """``text`` on one line of a Markdown table, cut to ``width`` characters."""
+    flat = " ".join(text.split()).replace("|", "\\|")
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def _misclassified_texts(data: ReportData) -> list[str]:
+    """The test texts the model got wrong, most confident first, as a table."""
+    probabilities = calibration.softmax(data.test_logits, data.temperature)
+    picked = probabilities.argmax(axis=1)
+    wrong = np.flatnonzero(picked != data.y_test)
+    wrong = wrong[np.argsort(-probabilities[wrong, picked[wrong]], kind="stable")]
+    names = data.class_names
+    lines = [
+        "### Misclassified test texts",
+        "",
+        f"{len(wrong)} of {len(data.y_test)} test texts are misclassified"
+        + (
+            f"; the {min(len(wrong), MISTAKES_SHOWN)} the model was most sure of, with the "
+            "calibrated probability of the class it picked and of the true class:"
+            if len(wrong)
+            else "."
+        ),
+        "",
+    ]
+    if len(wrong):
+        lines += ["| text | picked | true |", "|---|---|---|"]
+        lines += [
+            f"| {_cell(data.test_texts[i])} | {_cell(names[picked[i]], 40)} "
+            f"{probabilities[i, picked[i]]:.3f} | {_cell(names[data.y_test[i]], 40)} "
+            f"{probabilities[i, data.y_test[i]]:.3f} |"
+            for i in wrong[:MISTAKES_SHOWN]
+        ]
+        lines.append("")
+    return lines
+
+
 def write_report(directory: Path, data: ReportData) -> list[str]:
     """Write ``report.md`` and its PNGs into ``directory`` (created); returns the file names."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -977,8 +1055,9 @@ def write_report(directory: Path, data: ReportData) -> list[str]:
         figures.append(("decision_regions.png", decision_regions))
     if data.is_image:
         figures.append(("sample_images.png", sample_images))
+    if data.history:
+        figures.append(("training_curves.png", training_curves))
     figures += [
-        ("training_curves.png", training_curves),
         ("confusion_matrix.png", confusion_matrix),
         ("reliability.png", reliability_diagram),
     ]

@@ -17,13 +17,22 @@ coefficients written into the layer (as the linear table model is,
 logits (3-fold cross-validation on the training texts). It is written like any version
 (the string layer to ``text.json``, the rest to ``model.tflite``: ``model_training.text``)
 with its test metrics and scikit-learn's own TF-IDF + logistic regression on the same
-split as the baseline. A text model has no out-of-distribution reference (its features
-are tens of thousands of sparse TF-IDF weights) and no report yet.
+split as the baseline.
+
+Its out-of-distribution reference is measured, as an image model's, on the features
+entering the logits: tens of thousands of sparse TF-IDF weights, too many for a
+covariance, so on their ``COMPONENTS`` leading components (a truncated SVD fitted on the
+training texts), which ``model.tflite`` outputs after the logits. Texts unlike the
+training texts (another language, random characters, nothing but unseen n-grams) fall
+far from every class there. The report (``model_training.report``) shows the metrics,
+the baseline, calibration, the OOD signal on held-out and random-character texts, and
+the most confident mistakes.
 """
 
 from __future__ import annotations
 
 import csv
+import string
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +56,10 @@ NGRAMS = 2
 #: The solver's iteration limit, and the folds the calibration's logits come from.
 MAX_ITER = 1000
 FOLDS = 3
+#: The OOD reference's space: this many leading components of the TF-IDF features.
+COMPONENTS = 64
+#: Random-character texts the OOD signal is checked on (``noise_texts``).
+NOISE_TEXTS = 200
 
 
 @dataclass(frozen=True)
@@ -229,6 +242,66 @@ def out_of_fold_logits(x: Any, y: npt.NDArray[np.int64], classes: int, seed: int
     return logits
 
 
+def components(x: Any, seed: int) -> npt.NDArray[np.float32]:
+    """The projection (W, D) of the W TF-IDF weights onto their D leading components:
+    scikit-learn's ``TruncatedSVD`` of the training features ``x`` (sparse, unit rows)."""
+    from sklearn.decomposition import TruncatedSVD  # type: ignore[import-untyped]
+
+    count = max(1, min(COMPONENTS, x.shape[1] - 1, x.shape[0] - 1))
+    svd = TruncatedSVD(count, random_state=seed).fit(x)
+    return np.ascontiguousarray(svd.components_.T, dtype=np.float32)
+
+
+def noise_texts(lengths: npt.NDArray[np.int64], seed: int) -> npt.NDArray[np.object_]:
+    """``NOISE_TEXTS`` strings of random letters, digits and spaces, as long as training
+    texts drawn at random: what the OOD signal should flag."""
+    rng = np.random.default_rng(seed)
+    alphabet = np.array(list(string.ascii_letters + string.digits + " "))
+    sizes = rng.choice(np.maximum(lengths, 1), size=NOISE_TEXTS)
+    texts = np.empty(NOISE_TEXTS, dtype=object)
+    texts[:] = ["".join(rng.choice(alphabet, size=int(n))) for n in sizes]
+    return texts
+
+
+def text_training_data(
+    model: Any,
+    data: TextData,
+    train: np.ndarray,
+    x: tuple[Any, Any],
+    seed: int,
+) -> tuple[dict[str, Any], npt.NDArray[np.float32]]:
+    """The OOD reference on the features' leading components (``components``), how it
+    flags the held-out and random-character texts, and the projection."""
+    from model_training.ood import FEATURE_QUANTILE, fit_reference, flagged
+
+    projection = components(x[0], seed)
+    wide = projection.astype(np.float64)
+    lengths = np.array([len(t) for t in data.texts[train]], dtype=np.int64)
+    noise = features(model, noise_texts(lengths, seed)) @ wide
+    statistics = fit_reference(x[0] @ wide, data.y[train], list(data.class_names), FEATURE_QUANTILE)
+    detector = statistics["ood"]
+    detector.update(
+        space="features",
+        features={
+            "entering": "logits",
+            "dim": int(projection.shape[1]),
+            "of": int(projection.shape[0]),
+            "projection": "the leading components of the training texts' TF-IDF features "
+            "(TruncatedSVD)",
+        },
+        fitted_on="train",
+        test_flagged=float(flagged(x[1] @ wide, detector).mean()),
+        noise_flagged=float(flagged(noise, detector).mean()),
+        noise={
+            "samples": NOISE_TEXTS,
+            "what": "random-character texts",
+            "distribution": "letters, digits and spaces drawn uniformly, as long as training texts",
+        },
+    )
+    summary = {"n": statistics["n"], "class_counts": statistics["class_counts"], "ood": detector}
+    return summary, projection
+
+
 def tf_idf_baseline(
     train_texts: npt.NDArray[np.object_],
     y_train: npt.NDArray[np.int64],
@@ -252,10 +325,12 @@ def tf_idf_baseline(
     full = np.full((len(y_test), int(y_train.max()) + 1), 1e-15)
     full[:, pipeline.classes_] = np.clip(probabilities, 1e-15, 1.0)
     return {
+        "name": "TF-IDF (words and bigrams) + logistic regression",
         "method": f"make_pipeline(TfidfVectorizer(ngram_range=(1, {NGRAMS}), max_features="
         f"{MAX_TOKENS}), LogisticRegression(max_iter={MAX_ITER})), "
         f"scikit-learn {sklearn.__version__}",
         "fitted_on": "train",
+        "train_samples": len(y_train),
         "test_accuracy": float(np.mean(chosen == y_test)),
         "test_loss": float(-np.mean(np.log(full[np.arange(len(y_test)), y_test]))),
         "test_samples": len(y_test),
@@ -281,17 +356,17 @@ def train_text_version(job: TrainingJob, data: TextData) -> Written:
     test_logits = x_test @ kernel + bias
     z = test_logits - test_logits.max(axis=1, keepdims=True)
     log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-    y_test = data.y[test]
-    calibration = calibrate(
-        out_of_fold_logits(x_train, data.y[train], k, job.seed), data.y[train], test_logits, y_test
-    )
+    y_train, y_test = data.y[train], data.y[test]
+    held_logits = out_of_fold_logits(x_train, y_train, k, job.seed)
+    calibration = calibrate(held_logits, y_train, test_logits, y_test)
     calibration["fitted_on"] = "out_of_fold"
+    training_data, projection = text_training_data(model, data, train, (x_train, x_test), job.seed)
     metadata: dict[str, Any] = {
         "metrics": {
             "test_loss": float(-log_p[np.arange(len(test)), y_test].mean()),
             "test_accuracy": float(np.mean(log_p.argmax(axis=1) == y_test)),
             "test_samples": len(test),
-            "baseline": tf_idf_baseline(data.texts[train], data.y[train], data.texts[test], y_test),
+            "baseline": tf_idf_baseline(data.texts[train], y_train, data.texts[test], y_test),
         },
         "calibration": calibration,
         "training": {
@@ -299,13 +374,36 @@ def train_text_version(job: TrainingJob, data: TextData) -> Written:
             f"ngrams={CHARACTER_NGRAMS}, output_mode='tf_idf') -> UnitNormalization -> "
             "Dense(classes) solved as "
             f"LogisticRegression(max_iter={MAX_ITER}) -> softmax",
+            "architecture": "linear",
+            "optimizer": "scikit-learn's LogisticRegression with lbfgs",
             "seed": job.seed,
             "test_size": test_size,
             "train_samples": len(train),
+            "validation_samples": 0,
             "solver_iterations": iterations,
             "seconds": round(time.perf_counter() - start, 3),
             "data": data.source,
         },
-        "training_data": {"ood": None, "rows": n},
+        "training_data": {**training_data, "rows": n},
     }
-    return write_text_version(job.repository, job.name, model, list(data.class_names), metadata)
+    report = None
+    if job.report:
+        from model_training.report import ReportData
+
+        wide = projection.astype(np.float64)
+        report = ReportData(
+            name=job.name,
+            metadata=metadata,  # completed by write_text_version
+            history={},
+            x_train=np.asarray(x_train @ wide, dtype=np.float32),
+            y_train=y_train,
+            validation_logits=held_logits,
+            y_val=y_train,
+            x_test=np.asarray(x_test @ wide, dtype=np.float32),
+            y_test=y_test,
+            test_logits=test_logits,
+            test_texts=tuple(str(t) for t in data.texts[test]),
+        )
+    return write_text_version(
+        job.repository, job.name, model, list(data.class_names), metadata, report, projection
+    )
