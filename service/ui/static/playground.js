@@ -6,8 +6,10 @@
 // .bar with data-probability), #softmax-error, #model-select, #regions,
 // #point-probabilities; for image models #drawing, #sketch, #sketch-clear, #image-file and
 // #image-probabilities (data-state, data-label, [data-probability] cells); for text models
-// #text-panel, #text-input, #text-classify and #text-probabilities (likewise). Text from
-// the server is only ever set with textContent.
+// #text-panel, #text-input, #text-classify and #text-probabilities (likewise); for models
+// of several named inputs #named-panel, one input per model input in #named-fields (its
+// data-name the input's name), #named-classify, #named-error and #named-probabilities
+// (likewise). Text from the server is only ever set with textContent.
 "use strict";
 
 (() => {
@@ -72,6 +74,15 @@
   const JSON_NUMBER = /^-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?$/;
   const LOOSE_NUMBER = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
 
+  /** The values typed in one field: separated by commas, semicolons or spaces. */
+  const tokensOf = (text) => text.split(/[\s,;]+/).filter(Boolean);
+
+  /** A typed number ("41", "-2.5", ".5", "+1", "2.", "1e5") when it is finite, else null. */
+  function looseNumber(token) {
+    const number = Number(token);
+    return LOOSE_NUMBER.test(token) && Number.isFinite(number) ? number : null;
+  }
+
   /**
    * The typed logits as JSON text. A token that is a JSON number goes to the server
    * verbatim, so the server parses exactly what was typed (and judges 1e999 itself);
@@ -79,12 +90,11 @@
    * server's own error message says what is wrong with it.
    */
   function logitsJson(text) {
-    const tokens = text.split(/[\s,;]+/).filter(Boolean);
+    const tokens = tokensOf(text);
     const values = tokens.map((token) => {
       if (JSON_NUMBER.test(token)) return token;
-      const number = Number(token);
-      if (LOOSE_NUMBER.test(token) && Number.isFinite(number)) return String(number);
-      return JSON.stringify(token);
+      const number = looseNumber(token);
+      return number === null ? JSON.stringify(token) : String(number);
     });
     return { tokens, json: `[${values.join(",")}]` };
   }
@@ -407,16 +417,30 @@
     return input && input.kind === "image" && Array.isArray(input.shape) ? input : null;
   }
 
-  function describe(model) {
+  /** The model's inputs when it takes several, each named (null otherwise). */
+  function namedInputs(model) {
+    const input = model.input;
+    return input && input.kind === "named" && Array.isArray(input.inputs) ? input.inputs : null;
+  }
+
+  /** What the model takes, in a few words. */
+  function describeInput(model) {
     const image = imageInput(model);
-    const range = image && Array.isArray(image.pixel_range) ? image.pixel_range : null;
+    if (image) {
+      const range = image.pixel_range;
+      const pixels = Array.isArray(range) ? ` (pixel values ${range.join(" to ")})` : "";
+      return `${image.shape.join("x")} images${pixels}`;
+    }
+    if (takesText(model)) return "raw text";
+    const inputs = namedInputs(model);
+    if (inputs) return `${inputs.length} named inputs (${inputs.map((i) => i.name).join(", ")})`;
+    return `${model.input_dim} features (${model.feature_names.join(", ")})`;
+  }
+
+  function describe(model) {
     const parts = [
       `version ${model.version}`,
-      image
-        ? `${image.shape.join("x")} images` + (range ? ` (pixel values ${range.join(" to ")})` : "")
-        : takesText(model)
-          ? "raw text"
-          : `${model.input_dim} features (${model.feature_names.join(", ")})`,
+      describeInput(model),
       `${model.class_names.length} classes`,
       `runtime ${model.runtime}`,
     ];
@@ -437,6 +461,7 @@
     resetPoint();
     hideDrawing();
     hideText();
+    hideNamed();
     try {
       const model = await api(`models/${encodeURIComponent(name)}`);
       if (request !== modelRequest) return;
@@ -447,6 +472,10 @@
       }
       if (takesText(model)) {
         showText(model);
+        return;
+      }
+      if (namedInputs(model)) {
+        showNamed(model);
         return;
       }
       if (model.input_dim !== 2) {
@@ -523,6 +552,61 @@
     return table;
   }
 
+  // --- One prediction, shown alike by every form ------------------------------------------
+  //
+  // A view is { label, probabilities }: a line naming the most probable class, and where
+  // the probability table (or the error) goes; a form's state is { model, request }, the
+  // model it asks and the number of its newest request.
+
+  function showPrediction(view, model, prediction, data) {
+    const { probabilities, argmax, label } = prediction;
+    const top = document.createElement("strong");
+    top.textContent = label;
+    view.label.replaceChildren(
+      document.createTextNode("Most probable class: "),
+      top,
+      document.createTextNode(` (${formatProbability(probabilities[argmax])})`),
+    );
+    view.label.hidden = false;
+    view.probabilities.replaceChildren(probabilityTable(model, probabilities, argmax));
+    Object.assign(view.probabilities.dataset, { ...data, label, state: "ready" });
+  }
+
+  function showPredictionError(view, error) {
+    view.label.hidden = true;
+    view.probabilities.dataset.state = "error";
+    delete view.probabilities.dataset.label;
+    const message = document.createElement("p");
+    message.className = "error";
+    message.textContent = error.message;
+    view.probabilities.replaceChildren(message);
+  }
+
+  function resetPrediction(view) {
+    view.label.hidden = true;
+    view.label.replaceChildren();
+    view.probabilities.replaceChildren();
+    view.probabilities.dataset.state = "idle";
+    delete view.probabilities.dataset.label;
+  }
+
+  /**
+   * POST {"instances": [instance]} to the form's model and show the answer in `view`
+   * (with `data` on its dataset); an answer to a request older than the form's newest
+   * is dropped.
+   */
+  async function predictOne(form, instance, view, data = {}) {
+    const request = ++form.request;
+    const model = form.model;
+    view.probabilities.dataset.state = "loading";
+    try {
+      const answer = await api(predictPath(model), { instances: [instance] });
+      if (request === form.request) showPrediction(view, model, answer.predictions[0], data);
+    } catch (error) {
+      if (request === form.request) showPredictionError(view, error);
+    }
+  }
+
   function resetPoint() {
     ++pointRequest;
     map.point = null;
@@ -593,9 +677,9 @@
   const brushValue = $("brush-value");
   const fileInput = $("image-file");
   const imageSource = $("image-source");
-  const imageLabel = $("image-label");
   const uploadPreview = $("upload-preview");
-  const imageProbabilities = $("image-probabilities");
+  const imageView = { label: $("image-label"), probabilities: $("image-probabilities") };
+  const imageProbabilities = imageView.probabilities;
 
   // The canvas is 224 pixels on its longer side (shown at 280 CSS pixels; the aspect ratio
   // is the model's). The server does the downscaling to the model's height x width, with a
@@ -623,13 +707,9 @@
     ++sketch.request; // an answer still on its way is dropped
     clearTimeout(sketch.timer);
     imageSource.textContent = message;
-    imageLabel.hidden = true;
-    imageLabel.replaceChildren();
     uploadPreview.hidden = true;
     uploadPreview.removeAttribute("src");
-    imageProbabilities.replaceChildren();
-    imageProbabilities.dataset.state = "idle";
-    delete imageProbabilities.dataset.label;
+    resetPrediction(imageView);
     delete imageProbabilities.dataset.source;
   }
 
@@ -731,35 +811,9 @@
   }
 
   /** POST one image file (base64) as {"instances": [{"b64": ...}]}; show the answer. */
-  async function predictImage(b64, source, description) {
-    const request = ++sketch.request;
-    const model = sketch.model;
+  function predictImage(b64, source, description) {
     imageSource.textContent = description;
-    imageProbabilities.dataset.state = "loading";
-    try {
-      const answer = await api(predictPath(model), { instances: [{ b64 }] });
-      if (request !== sketch.request) return;
-      const { probabilities, argmax, label } = answer.predictions[0];
-      const top = document.createElement("strong");
-      top.textContent = label;
-      imageLabel.replaceChildren(
-        document.createTextNode("Most probable class: "),
-        top,
-        document.createTextNode(` (${formatProbability(probabilities[argmax])})`),
-      );
-      imageLabel.hidden = false;
-      imageProbabilities.replaceChildren(probabilityTable(model, probabilities, argmax));
-      Object.assign(imageProbabilities.dataset, { label, source, state: "ready" });
-    } catch (error) {
-      if (request !== sketch.request) return;
-      imageLabel.hidden = true;
-      imageProbabilities.dataset.state = "error";
-      delete imageProbabilities.dataset.label;
-      const message = document.createElement("p");
-      message.className = "error";
-      message.textContent = error.message;
-      imageProbabilities.replaceChildren(message);
-    }
+    return predictOne(sketch, { b64 }, imageView, { source });
   }
 
   fileInput.addEventListener("change", () => {
@@ -780,11 +834,7 @@
     });
     reader.addEventListener("error", () => {
       if (request !== sketch.request) return;
-      imageProbabilities.dataset.state = "error";
-      const message = document.createElement("p");
-      message.className = "error";
-      message.textContent = `could not read ${file.name}`;
-      imageProbabilities.replaceChildren(message);
+      showPredictionError(imageView, new Error(`could not read ${file.name}`));
     });
     reader.readAsDataURL(file);
     fileInput.value = ""; // choosing the same file again sends it again
@@ -799,8 +849,7 @@
 
   const textPanel = $("text-panel");
   const textInput = $("text-input");
-  const textLabel = $("text-label");
-  const textProbabilities = $("text-probabilities");
+  const textView = { label: $("text-label"), probabilities: $("text-probabilities") };
   /** The text model shown, and the number of the latest request (older answers are dropped). */
   const text = { model: null, request: 0 };
 
@@ -808,10 +857,7 @@
     ++text.request;
     text.model = null;
     textPanel.hidden = true;
-    textLabel.hidden = true;
-    textProbabilities.replaceChildren();
-    textProbabilities.dataset.state = "idle";
-    delete textProbabilities.dataset.label;
+    resetPrediction(textView);
   }
 
   function showText(model) {
@@ -819,40 +865,138 @@
     textPanel.hidden = false;
   }
 
-  async function predictText() {
-    const request = ++text.request;
-    const model = text.model;
-    if (!model) return;
-    textProbabilities.dataset.state = "loading";
-    try {
-      const answer = await api(predictPath(model), { instances: [textInput.value] });
-      if (request !== text.request) return;
-      const { probabilities, argmax, label } = answer.predictions[0];
-      const top = document.createElement("strong");
-      top.textContent = label;
-      textLabel.replaceChildren(
-        document.createTextNode("Most probable class: "),
-        top,
-        document.createTextNode(` (${formatProbability(probabilities[argmax])})`),
-      );
-      textLabel.hidden = false;
-      textProbabilities.replaceChildren(probabilityTable(model, probabilities, argmax));
-      Object.assign(textProbabilities.dataset, { label, state: "ready" });
-    } catch (error) {
-      if (request !== text.request) return;
-      textLabel.hidden = true;
-      textProbabilities.dataset.state = "error";
-      delete textProbabilities.dataset.label;
-      const message = document.createElement("p");
-      message.className = "error";
-      message.textContent = error.message;
-      textProbabilities.replaceChildren(message);
+  textPanel.addEventListener("submit", (event) => {
+    event.preventDefault();
+    // The string as typed: the server runs the model's own text preprocessing.
+    if (text.model) predictOne(text, textInput.value, textView);
+  });
+
+  // --- A form of named inputs (models of several inputs) ----------------------------------
+  //
+  // One field per input, in the metadata's order: a string input takes the text as typed
+  // (the server runs the model's lookup); a numeric input of one value takes a number; one
+  // of several values (shape [3], [2, 2], ...) takes them all, separated by commas, in
+  // row-major order. Values are checked here first, so a typo gets a message naming the
+  // field instead of a request; what only the server can judge (a number beyond float32, a
+  // fraction for an integer input) comes back as its 422, shown as for every other model.
+
+  const namedPanel = $("named-panel");
+  const namedFields = $("named-fields");
+  const namedError = $("named-error");
+  const namedView = { label: $("named-label"), probabilities: $("named-probabilities") };
+  /** The model shown, and the number of the latest request (older answers are dropped). */
+  const named = { model: null, request: 0 };
+
+  /** A value the page refuses to send, and the field that holds it. */
+  class FieldError extends Error {
+    constructor(field, message) {
+      super(message);
+      this.field = field;
     }
   }
 
-  textPanel.addEventListener("submit", (event) => {
+  const sizeOf = (shape) => shape.reduce((size, d) => size * d, 1);
+
+  /** What a field takes, in words: "text", "number", "3 numbers" or "2x2 = 4 numbers". */
+  function fieldHint(spec) {
+    if (spec.kind === "text") return "text";
+    const size = sizeOf(spec.shape);
+    if (size === 1) return "number";
+    const dims = spec.shape.length > 1 ? `${spec.shape.join("x")} = ` : "";
+    return `${dims}${size} numbers, comma-separated`;
+  }
+
+  /** The label and the input of the field for `spec`, the model's input number `index`. */
+  function namedField(spec, index) {
+    const field = document.createElement("input");
+    Object.assign(field, { type: "text", id: `named-input-${index}`, autocomplete: "off" });
+    field.spellcheck = false;
+    field.dataset.name = spec.name;
+    if (spec.kind !== "text") field.inputMode = "decimal";
+    const label = document.createElement("label");
+    label.htmlFor = field.id;
+    const hint = document.createElement("span");
+    hint.className = "subtle";
+    hint.textContent = ` (${fieldHint(spec)})`;
+    label.append(document.createTextNode(spec.name), hint);
+    return [label, field];
+  }
+
+  function showNamed(model) {
+    named.model = model;
+    namedFields.replaceChildren(...namedInputs(model).flatMap(namedField));
+    namedPanel.hidden = false;
+  }
+
+  function hideNamed() {
+    ++named.request;
+    named.model = null;
+    namedPanel.hidden = true;
+    namedFields.replaceChildren();
+    showError(namedError, null);
+    resetPrediction(namedView);
+  }
+
+  /** Row-major `values` as a nested array of `shape` (a flat list for one dimension). */
+  function reshape(values, shape) {
+    if (shape.length <= 1) return values;
+    const step = values.length / shape[0];
+    const rows = Array.from({ length: shape[0] }, (_, i) => values.slice(i * step, (i + 1) * step));
+    return rows.map((row) => reshape(row, shape.slice(1)));
+  }
+
+  /** What `field` holds for input `spec`: the string, a number, or numbers in its shape. */
+  function fieldValue(spec, field) {
+    if (spec.kind === "text") return field.value;
+    const tokens = tokensOf(field.value);
+    const size = sizeOf(spec.shape);
+    const expected = `${spec.name}: expected ${size === 1 ? "a number" : `${size} numbers`}`;
+    if (tokens.length !== size) {
+      const some = tokens.slice(0, 6).join(", ") + (tokens.length > 6 ? ", ..." : "");
+      const received = tokens.length === 0 ? "nothing" : `${tokens.length}: ${some}`;
+      throw new FieldError(field, `${expected}, received ${received}`);
+    }
+    const numbers = tokens.map((token) => {
+      const number = looseNumber(token);
+      if (number === null) throw new FieldError(field, `${expected}, received "${token}"`);
+      return number;
+    });
+    return spec.shape.length === 1 && size === 1 ? numbers[0] : reshape(numbers, spec.shape);
+  }
+
+  /** The instance the fields describe, naming each input; FieldError at the first bad one. */
+  function namedInstance(model) {
+    const entries = namedInputs(model).map((spec, i) => [
+      spec.name,
+      fieldValue(spec, $(`named-input-${i}`)),
+    ]);
+    return Object.fromEntries(entries); // own keys, even one named "__proto__"
+  }
+
+  function refuseField(error) {
+    ++named.request; // an answer still on its way was for other values
+    resetPrediction(namedView);
+    error.field.setAttribute("aria-invalid", "true");
+    error.field.focus();
+    showError(namedError, error);
+  }
+
+  namedPanel.addEventListener("submit", (event) => {
     event.preventDefault();
-    predictText();
+    if (!named.model) return;
+    for (const field of namedFields.querySelectorAll("input")) {
+      field.removeAttribute("aria-invalid");
+    }
+    let instance;
+    try {
+      instance = namedInstance(named.model);
+    } catch (error) {
+      if (!(error instanceof FieldError)) throw error;
+      refuseField(error);
+      return;
+    }
+    showError(namedError, null);
+    predictOne(named, instance, namedView);
   });
 
   // --- The API key: in memory only, sent as X-API-Key -------------------------------------
