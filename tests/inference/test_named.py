@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -9,6 +11,7 @@ import numpy as np
 import pytest
 
 from service.errors import InvalidInput
+from service.inference.batching import Batcher, BatchingConfig
 from service.inference.named import NamedColumns, batch, from_rows
 from service.repository.artifact import InputSpec
 
@@ -65,6 +68,45 @@ def test_columns_give_the_same_batch_and_batches_join_as_any_batch() -> None:
     joined = np.concatenate([x, x[:1]])  # what the batcher does with requests
     assert len(joined) == 3
     assert joined.dtype == x.dtype
+
+
+class FieldsRuntime:
+    """A runtime of several named inputs that, like TensorFlow, costs time per call: each
+    row's logits are its fields' sums, so every row shows whose it is."""
+
+    blocking = True
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def logits(self, features: np.ndarray) -> np.ndarray:
+        self.calls.append(len(features))
+        time.sleep(0.01)
+        return sums(features)
+
+
+def sums(x: np.ndarray) -> np.ndarray:
+    return np.stack(
+        [x[name].reshape(len(x), -1).sum(axis=1).astype(np.float64) for name in x.dtype.names],
+        axis=1,
+    )
+
+
+def test_concurrent_requests_of_named_inputs_are_batched_and_each_gets_its_own_rows() -> None:
+    runtime = FieldsRuntime()
+    batcher = Batcher(runtime, BatchingConfig(enabled=True, max_batch_size=64, max_wait=0.005))
+    requests = [
+        batch(from_rows([{**ROWS[i % 2], "age": i}] * (1 + i % 3), INPUTS), INPUTS, LOOKUPS, 10)
+        for i in range(30)
+    ]
+
+    async def together() -> list[np.ndarray]:
+        return list(await asyncio.gather(*(batcher.logits(x) for x in requests)))
+
+    for x, got in zip(requests, asyncio.run(together()), strict=True):
+        np.testing.assert_array_equal(got, sums(x))
+    assert len(runtime.calls) < 10  # 30 requests, far fewer calls
+    assert sum(runtime.calls) == sum(len(x) for x in requests)
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +123,8 @@ def named_models(
         workdir / "server.log",
         SERVICE_MODEL_REPOSITORY="models",
         SERVICE_DEFAULT_MODEL="people",
+        SERVICE_BATCHING="on",
+        SERVICE_BATCH_MAX_WAIT_MS="20",
     )
     yield server, expected, workdir / "models"
     assert server.stop() == 0, server.output()
@@ -200,6 +203,40 @@ def test_every_protocol_answers_keras_for_named_inputs(
                 error = float(np.abs(np.asarray(got) - expected[name]).max())
                 largest[protocol] = max(largest.get(protocol, 0.0), error)
     print("largest difference from Keras by protocol:", largest)
+
+
+def test_concurrent_requests_go_through_the_batcher_and_stay_exact(
+    named_models: tuple[Server, dict[str, np.ndarray], Path],
+) -> None:
+    server, expected, _ = named_models
+    order = [i % len(PEOPLE) for i in range(48)]
+
+    def ask(i: int) -> list[float]:
+        body = {"instances": [PEOPLE[i]]}
+        answer = httpx.post(f"{server.url}/models/people/predict", json=body, timeout=60)
+        assert answer.status_code == 200, answer.text
+        return list(answer.json()["predictions"][0]["probabilities"])
+
+    rows_before, calls_before = batched(server)
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(ask, order))
+    np.testing.assert_allclose(got, expected["people"][order], atol=TOLERANCE, rtol=0)
+    rows, calls = batched(server)
+    assert rows - rows_before == len(order)  # each through the batcher
+    assert calls - calls_before <= len(order)  # joined only when they overlap (adaptive):
+    # tests/inference/test_named.py shows that overlapping ones are
+
+
+def batched(server: Server) -> tuple[float, float]:
+    """The rows and the model calls the batcher has run for ``people`` so far."""
+    metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
+    rows, calls = (
+        float(line.rsplit(" ", 1)[1])
+        for part in ("sum", "count")
+        for line in metrics.splitlines()
+        if line.startswith(f'softmax_batch_rows_{part}{{model="people"}}')
+    )
+    return rows, calls
 
 
 def test_tritonclient_sends_several_named_inputs_as_binary(
