@@ -9,7 +9,8 @@
     │   └── ModelControlDisabled ....... load, unload or reload asked for while model control is off
     ├── NotFound (404)
     │   ├── ModelNotFound
-    │   └── VersionNotFound
+    │   ├── VersionNotFound
+    │   └── LabelNotFound .............. no such version label (``serving.json``)
     ├── VersionRefused (409) ........... a reload found a version it had to refuse
     ├── PayloadTooLarge (413) .......... too many rows (or bytes)
     ├── NotImplementedHere (501) ....... a documented part of a protocol this server does not do
@@ -85,6 +86,10 @@ class ModelNotFound(NotFound):
 
 class VersionNotFound(NotFound):
     """The model is served, but not that version."""
+
+
+class LabelNotFound(NotFound):
+    """The model has no version of that label."""
 
 
 class VersionRefused(ServiceError):

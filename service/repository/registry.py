@@ -39,6 +39,7 @@ import numpy as np
 import numpy.typing as npt
 
 from service.errors import (
+    LabelNotFound,
     ModelLoadError,
     ModelNotFound,
     NotReady,
@@ -62,6 +63,7 @@ from service.repository import disk
 from service.repository.artifact import LOOKUPS, METADATA, MODEL_KERAS, MODEL_TFLITE, TEXT
 from service.repository.disk import ServedMetadata
 from service.repository.policy import VersionPolicy
+from service.repository.rollout import ROLLOUT, Rollout, read_rollout
 
 log = logging.getLogger("service.repository.registry")
 
@@ -320,6 +322,10 @@ class ModelRegistry:
         #: Every version's latest status; single-item assignments only (atomic).
         self._status: dict[str, dict[int, VersionStatus]] = {}
         self._refused: dict[tuple[str, int], Fingerprint] = {}
+        #: Each model's rollout (``serving.json``): replaced as a whole, never mutated.
+        self._rollouts: dict[str, Rollout] = {}
+        #: What the rollout was last checked against: its file, and the served versions.
+        self._rollout_seen: dict[str, tuple[Fingerprint, tuple[int, ...]]] = {}
         self._unloaded: set[str] = set()
         self._changing = threading.Lock()
         self._load_ids = count(1)
@@ -433,7 +439,37 @@ class ModelRegistry:
             self._refused.pop((name, version), None)
             loaded_now[version] = load_id
         self._publish(name, served, target, loaded_now)
+        self._read_rollout(name)
         return refusals
+
+    def _read_rollout(self, name: str) -> None:
+        """Re-read ``name``'s ``serving.json`` when it or the served versions changed; a
+        file that cannot be used (or names a version not served) is refused with one log
+        line and the previous rollout kept, as TF Serving keeps its labels."""
+        model_dir = self.repository / name
+        try:
+            stat = (model_dir / ROLLOUT).stat()
+            prints: Fingerprint = ((ROLLOUT, stat.st_size, stat.st_mtime_ns),)
+        except OSError:
+            prints = ()
+        served = tuple(sorted(self._models.get(name, {})))
+        if self._rollout_seen.get(name) == (prints, served):
+            return
+        self._rollout_seen[name] = (prints, served)
+        try:
+            rollout = read_rollout(model_dir)
+            if served:
+                rollout.check(list(served))
+        except ValueError as exc:
+            log.error(
+                "refusing %s of model %r: %s; keeping its previous rollout", ROLLOUT, name, exc
+            )
+            return
+        if rollout != self._rollouts.get(name, Rollout()):
+            rollouts = dict(self._rollouts)
+            rollouts[name] = rollout
+            self._rollouts = rollouts
+            log.info("model %r rollout: %s", name, rollout.model_dump_json(exclude_defaults=True))
 
     def _publish(
         self,
@@ -552,8 +588,20 @@ class ModelRegistry:
             )
         return [statuses[v] for v in sorted(statuses)]
 
-    def get(self, name: str | None = None, version: str | int | None = None) -> LoadedVersion:
-        """The version to serve: the newest unless one is asked for; raises 404/503 errors."""
+    def rollout(self, name: str) -> Rollout:
+        """``name``'s labels, canary and shadow (none of them without a ``serving.json``)."""
+        return self._rollouts.get(name, Rollout())
+
+    def get(
+        self,
+        name: str | None = None,
+        version: str | int | None = None,
+        label: str | None = None,
+    ) -> LoadedVersion:
+        """The version to serve: the newest unless a version or a label is asked for;
+        raises 404/503 errors."""
+        if label is not None:
+            version = self._labelled(name, label)
         if not self.loaded:
             raise NotReady(self.not_ready_reason())
         if name is None:
@@ -579,6 +627,15 @@ class ModelRegistry:
                 f"received {str(version)[:40]!r}"
             )
         return versions[number]
+
+    def _labelled(self, name: str | None, label: str) -> int:
+        """The version ``label`` names in model ``name``'s rollout (404 if none)."""
+        labels = self.rollout(name or "").version_labels
+        if label not in labels:
+            raise LabelNotFound(
+                f"expected a label of model {name!r} ({sorted(labels)}), received {label[:70]!r}"
+            )
+        return labels[label]
 
 
 def _status_json(status: VersionStatus) -> dict[str, str]:
