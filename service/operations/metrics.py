@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 from prometheus_client import (
@@ -36,6 +36,9 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.multiprocess import MultiProcessCollector
+
+if TYPE_CHECKING:
+    from service.operations.shadow import Comparison
 
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -191,6 +194,53 @@ class Metrics:
             registry=r,
             multiprocess_mode="max",
         )
+        self.routed = Counter(
+            "softmax_routed_requests_total",
+            "Prediction requests naming no version or label, by the version that served them "
+            "and why (newest, or canary: serving.json's canary_fraction).",
+            ["model", "version", "route"],
+            registry=r,
+        )
+        self.shadow_rows = Counter(
+            "softmax_shadow_rows_total",
+            "Rows the live version answered that its shadow version scored too.",
+            ["model", "version", "shadow_version"],
+            registry=r,
+        )
+        self.shadow_agreeing = Counter(
+            "softmax_shadow_agreeing_rows_total",
+            "Of those, rows where the shadow's most probable class is the live answer's.",
+            ["model", "version", "shadow_version"],
+            registry=r,
+        )
+        self.shadow_abs_difference = Counter(
+            "softmax_shadow_abs_difference_total",
+            "Sum over compared rows of the mean absolute difference of the two distributions "
+            "(divide by softmax_shadow_rows_total for the mean).",
+            ["model", "version", "shadow_version"],
+            registry=r,
+        )
+        self.shadow_js_divergence = Counter(
+            "softmax_shadow_js_divergence_bits_total",
+            "Sum over compared rows of the Jensen-Shannon divergence of the two "
+            "distributions, in bits (divide by softmax_shadow_rows_total for the mean).",
+            ["model", "version", "shadow_version"],
+            registry=r,
+        )
+        self.shadow_skipped = Counter(
+            "softmax_shadow_skipped_rows_total",
+            "Rows offered to the shadow and not compared, by reason: shed (it could not keep "
+            "up), failed, different_input, different_classes.",
+            ["model", "version", "shadow_version", "reason"],
+            registry=r,
+        )
+        self.shadow_seconds = Histogram(
+            "softmax_shadow_call_duration_seconds",
+            "Time of one shadow call (the rows of several live requests, off the response path).",
+            ["model", "shadow_version"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
 
     def count(self, metric: Counter, *labels: str) -> Count:
         """The series of ``metric`` with ``labels``, for updates from the event loop."""
@@ -251,6 +301,23 @@ class Metrics:
         counts = np.bincount(argmax, minlength=len(class_names))
         for index in np.flatnonzero(counts):
             classes[index].inc(float(counts[index]))
+
+    def count_route(self, model: str, version: str, route: str) -> None:
+        """One request naming no version or label, served by ``version`` by ``route``."""
+        self.count(self.routed, model, version, route).inc()
+
+    def observe_shadow(self, key: tuple[str, str, str], batch: Comparison) -> None:
+        """One shadow call: its rows, agreement, differences and time."""
+        model, _, shadow = key
+        self.shadow_rows.labels(*key).inc(batch.rows)
+        self.shadow_agreeing.labels(*key).inc(batch.agreeing)
+        self.shadow_abs_difference.labels(*key).inc(batch.abs_difference)
+        self.shadow_js_divergence.labels(*key).inc(batch.js_divergence)
+        self.shadow_seconds.labels(model, shadow).observe(batch.seconds)
+
+    def count_shadow_skipped(self, key: tuple[str, str, str], reason: str, rows: int) -> None:
+        """Rows offered to the shadow and not compared, and why."""
+        self.shadow_skipped.labels(*key, reason).inc(rows)
 
     def render(self) -> bytes:
         """The text exposition of every metric (all workers' when there are several)."""
