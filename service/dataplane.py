@@ -35,7 +35,7 @@ from service.inference.images import EncodedImages, decode_all
 from service.inference.inputs import Inputs, Instances, features, whole_numbers
 from service.inference.named import NamedColumns
 from service.inference.runtime import Features, Logits
-from service.inference.scores import NotFinite, Scores
+from service.inference.scores import NotFinite, Scores, top_k
 from service.inference.softmax import softmax
 from service.inference.tables import EncodedRows, NamedRows, encode
 from service.inference.text import Texts
@@ -56,6 +56,19 @@ served_record: ContextVar[dict[str, Any] | None] = ContextVar("served_record", d
 
 
 @dataclass(frozen=True)
+class TopClasses:
+    """Each instance's ``k`` most probable classes, most probable first; of equal
+    probabilities, the lower class index first (``service.inference.scores.top_k``)."""
+
+    indices: npt.NDArray[np.intp]
+    """(n, k) class indices."""
+    probabilities: npt.NDArray[np.float64]
+    """(n, k) their probabilities, the same numbers as in the whole distribution."""
+    labels: npt.NDArray[np.str_]
+    """(n, k) their class names."""
+
+
+@dataclass(frozen=True)
 class ScoredBatch:
     """Scores for a batch (``service.inference.scores``), with the version that produced them."""
 
@@ -65,6 +78,8 @@ class ScoredBatch:
     unseen: list[dict[str, str]] | None = None
     """For a table with categorical columns sent as named features: per instance, the
     features whose value was never seen in training (encoded as out of vocabulary)."""
+    top: TopClasses | None = None
+    """Each instance's most probable classes, when the request asked for its top k."""
 
     @property
     def probabilities(self) -> npt.NDArray[np.float64]:
@@ -129,6 +144,22 @@ def _named_strings(named: NamedRows) -> Texts:
             )
         strings.append(values[0])
     return Texts(strings)
+
+
+def _check_top(served: LoadedVersion, k: int) -> None:
+    """Refuse a top k the model cannot give, before it runs."""
+    classes = len(served.labels)
+    if not 1 <= k <= classes:
+        raise InvalidInput(
+            f"expected top_k between 1 and {classes} (the number of classes of model "
+            f"{served.name!r} version {served.version}), received {k}"
+        )
+
+
+def _top_classes(served: LoadedVersion, scores: Scores, k: int) -> TopClasses:
+    """Each row's ``k`` most probable classes, taken from its whole distribution."""
+    indices, probabilities = top_k(scores.probabilities, k)
+    return TopClasses(indices, probabilities, served.labels[indices])
 
 
 class DataPlane:
@@ -205,14 +236,18 @@ class DataPlane:
         version: str | None = None,
         calibrated: bool = True,
         served: LoadedVersion | None = None,
+        top: int | None = None,
     ) -> ScoredBatch:
-        """Probabilities of each instance under the requested (or default, newest) version."""
+        """Probabilities of each instance under the requested (or default, newest) version;
+        with ``top``, also each instance's ``top`` most probable classes (``ScoredBatch.top``)."""
         served = served or self.registry.get(model, version)
         if len(instances) > self.max_batch_rows:
             raise PayloadTooLarge(
                 f"expected at most {self.max_batch_rows} instances per request, "
                 f"received {len(instances)}"
             )
+        if top is not None:
+            _check_top(served, top)
         unseen = None
         if served.metadata.input_spec.inputs is not None or isinstance(instances, NamedColumns):
             x32 = self._named_inputs(served, instances)
@@ -267,7 +302,8 @@ class DataPlane:
                 served.metadata.class_names,
                 scores.predicted,
             )
-        return ScoredBatch(served, logits, scores, unseen)
+        best = None if top is None else _top_classes(served, scores, top)
+        return ScoredBatch(served, logits, scores, unseen, best)
 
     async def _images(
         self, served: LoadedVersion, images: EncodedImages

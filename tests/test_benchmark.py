@@ -369,6 +369,25 @@ def test_the_forms_script_compares_image_bodies_on_one_service() -> None:
 
 
 @pytest.mark.benchmark
+@pytest.mark.timeout(600)
+def test_the_top_k_script_times_top_k_against_the_whole_distribution() -> None:
+    """``benchmarks/top_k.py``: on 1,000 classes, top k and the whole distributions in turns."""
+    output = script("benchmarks/top_k.py", "--rounds", "1", "--duration", "1")
+    forms = ["whole, rows", "top_k=5, rows", "whole, columnar", "top_k=5, columnar"]
+    sizes = markdown_table(output, "body")
+    assert [row["body"] for row in sizes] == forms
+    size = [float(row["answer bytes"].replace(",", "")) for row in sizes]
+    assert size[1] < size[0] / 10
+    assert size[3] < size[2] / 10
+    table = markdown_table(output, "contender")  # one connection's turns
+    assert [row["contender"] for row in table] == forms
+    assert all(row["dropped"] == "no" and number(row["median p50 ms"]) > 0 for row in table)
+    for fmt in ("rows", "columnar"):
+        line = f"top_k=5, {fmt} over whole, {fmt}: p50 "
+        assert output.count(line) == 2, output  # at 1 and at 16 connections
+
+
+@pytest.mark.benchmark
 @pytest.mark.timeout(900)
 def test_quick_image_benchmark_is_well_formed(image_run: tuple[Path, str]) -> None:
     out, stdout = image_run

@@ -130,21 +130,32 @@ def server_env(extra: dict[str, str] | None = None, pythonpath: Path = ROOT) -> 
     return env
 
 
+def run_logged(argv: list[str], log: Path, what: str, timeout: float = 900) -> None:
+    """Run one step of the set-up (training, export), its output appended to ``log``;
+    ``RuntimeError`` with the log's last lines when it fails."""
+    with log.open("ab") as sink:
+        result = subprocess.run(
+            argv, cwd=ROOT, env=server_env(), stdout=sink, stderr=subprocess.STDOUT, timeout=timeout
+        )
+    if result.returncode != 0:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
+        raise RuntimeError(f"{what} failed with status {result.returncode}:\n{tail}")
+
+
+def newest_version(repository: Path, what: str) -> Path:
+    """The directory of the newest version a step wrote into ``repository``."""
+    versions = sorted(repository.glob("*/*/metadata.json"))
+    if not versions:
+        raise RuntimeError(f"{what} wrote no version into {repository}")
+    return versions[-1].parent
+
+
 def train(repository: Path, quick: bool, log: Path) -> Path:
     """Train the default model with the project's own CLI; the new version's directory."""
     argv = [sys.executable, "-m", "model_training", "--model-repository", str(repository)]
     argv += ["--quiet", *(["--epochs", "3"] if quick else [])]
-    with log.open("wb") as sink:
-        result = subprocess.run(
-            argv, cwd=ROOT, env=server_env(), stdout=sink, stderr=subprocess.STDOUT, timeout=900
-        )
-    if result.returncode != 0:
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
-        raise RuntimeError(f"training failed with status {result.returncode}:\n{tail}")
-    versions = sorted(repository.glob("*/*/metadata.json"))
-    if not versions:
-        raise RuntimeError(f"training wrote no version into {repository}")
-    return versions[-1].parent
+    run_logged(argv, log, "training")
+    return newest_version(repository, "training")
 
 
 def keras_only_copy(version_dir: Path, repository: Path) -> Path:

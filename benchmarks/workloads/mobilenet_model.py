@@ -10,9 +10,9 @@ process because it imports TensorFlow.
 
 from __future__ import annotations
 
-import argparse
 import os
-from pathlib import Path
+
+from keras_file import write
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -33,13 +33,7 @@ def build(seed: int = 0) -> object:
 
 def main() -> None:
     """Command line entry point."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("out", type=Path, help="where to write the .keras file")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    model = build(args.seed)
-    model.save(args.out)  # type: ignore[attr-defined]
-    print(f"{args.out}: {model.count_params()} parameters")  # type: ignore[attr-defined]
+    write(build, __doc__)
 
 
 if __name__ == "__main__":

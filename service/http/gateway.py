@@ -3,7 +3,7 @@
 ::
 
     uvicorn -> [CORSMiddleware, when origins are configured] -> Gateway
-                 Gateway -> hot endpoint (POST /predict, /softmax, :predict, /infer)
+                 Gateway -> hot endpoint (POST /predict, /softmax, :predict, :classify, /infer)
                  Gateway -> FastAPI's middleware stack -> router -> every other route
 
 For each HTTP request, in one pass over its headers and one wrapper around it:

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from service.dataplane import DataPlane, ScoredBatch
+from service.dataplane import DataPlane, ScoredBatch, TopClasses
 from service.http import bodies
 from service.http.bodies import openapi_body
 from service.http.responses import JSONResponse
@@ -24,6 +24,8 @@ from service.protocols.schemas import (
     ReloadResponse,
     SoftmaxRequest,
     SoftmaxResponse,
+    TopColumnarPredictResponse,
+    TopPredictResponse,
     core_instances,
     error_responses,
 )
@@ -38,12 +40,31 @@ router = APIRouter(route_class=Route)
 direct = APIRouter(route_class=HotRoute)
 
 
+def _top_columns(top: TopClasses) -> dict[str, Any]:
+    return {
+        "indices": top.indices,
+        "labels": top.labels.tolist(),
+        "probabilities": top.probabilities,
+    }
+
+
+def _top_rows(top: TopClasses) -> list[dict[str, Any]]:
+    rows = zip(top.indices.tolist(), top.labels.tolist(), top.probabilities.tolist(), strict=True)
+    return [{"indices": i, "labels": labels, "probabilities": p} for i, labels, p in rows]
+
+
 def _predict_body(result: ScoredBatch, fmt: str) -> dict[str, Any]:
+    """The answer's JSON: each instance's whole distribution (``probabilities``), or with
+    top_k its most probable classes (``top_k``), in rows or columns."""
     head = {"model": result.model.name, "version": str(result.model.version)}
+    top = result.top
     if fmt == "columnar":
+        scores = (
+            {"probabilities": result.probabilities} if top is None else {"top_k": _top_columns(top)}
+        )
         return {
             **head,
-            "probabilities": result.probabilities,
+            **scores,
             "argmax": result.argmax,
             "labels": result.labels.tolist(),
             "entropy": result.entropy,
@@ -51,10 +72,18 @@ def _predict_body(result: ScoredBatch, fmt: str) -> dict[str, Any]:
             "ood_distance": result.ood_distance,
             **({"unseen": result.unseen} if result.unseen is not None else {}),
         }
-    rows = result.scores.lists()
+    distributions: Sequence[Any]
+    if top is None:
+        rows = result.scores.lists()
+        key, distributions = "probabilities", rows.probabilities
+        argmax, entropy, distances = rows.argmax, rows.entropy, rows.ood_distance
+    else:  # only the top k are sent: the whole distributions are never made lists
+        key, distributions = "top_k", _top_rows(top)
+        argmax, entropy = result.argmax.tolist(), result.entropy.tolist()
+        far = result.ood_distance
+        distances = None if far is None else far.tolist()
     names = result.model.metadata.class_names
-    n = len(rows.argmax)
-    distances = rows.ood_distance
+    n = len(argmax)
     detector = result.model.metadata.ood_detector
     flags: Sequence[bool | None] = [None] * n
     shown: Sequence[float | None] = [None] * n
@@ -63,7 +92,7 @@ def _predict_body(result: ScoredBatch, fmt: str) -> dict[str, Any]:
         shown = distances
     predictions: list[dict[str, Any]] = [
         {
-            "probabilities": p,
+            key: p,
             "argmax": k,
             "label": names[k],
             "entropy": h,
@@ -71,7 +100,7 @@ def _predict_body(result: ScoredBatch, fmt: str) -> dict[str, Any]:
             "ood_distance": distance,
         }
         for p, k, h, flag, distance in zip(
-            rows.probabilities, rows.argmax, rows.entropy, flags, shown, strict=True
+            distributions, argmax, entropy, flags, shown, strict=True
         )
     ]
     if result.unseen is not None:
@@ -92,13 +121,20 @@ async def _predict(request: Request, model: str | None, version: str | None) -> 
         return JSONResponse(_predict_body(result, "rows"))
     body = await bodies.read(request, PredictRequest, plane.max_json_depth)
     result = await plane.predict(
-        core_instances(body.instances), model=model, version=version, calibrated=body.calibrated
+        core_instances(body.instances),
+        model=model,
+        version=version,
+        calibrated=body.calibrated,
+        top=body.top_k,
     )
     return JSONResponse(_predict_body(result, body.format))
 
 
 PREDICT = {
-    "response_model": PredictResponse | ColumnarPredictResponse,
+    "response_model": PredictResponse
+    | ColumnarPredictResponse
+    | TopPredictResponse
+    | TopColumnarPredictResponse,
     "responses": PREDICT_ERRORS,
     "tags": ["predict"],
     "openapi_extra": openapi_body(PredictRequest),

@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, JsonValue, Tag
+from pydantic.config import JsonDict
 
 from service.errors import InvalidInput
 from service.inference.images import EncodedImages, from_base64
@@ -134,6 +135,7 @@ class PredictRequest(StrictBody):
                 {"instances": [[15.0, 0.5], [29.0, 14.0]]},
                 {"instances": [[0.1, 15.2]], "calibrated": False, "format": "columnar"},
                 {"instances": [{"x1": 0.1, "x2": 15.2}]},
+                {"instances": [[15.0, 0.5], [29.0, 14.0]], "top_k": 2, "format": "columnar"},
             ]
         }
     )
@@ -153,12 +155,24 @@ class PredictRequest(StrictBody):
         description="'rows': one object per instance; 'columnar': one array per field "
         "(compact, for large batches).",
     )
+    top_k: int | None = Field(
+        default=None,
+        ge=1,
+        description="Answer each instance's k most probable classes (top_k: their indices, "
+        "labels and probabilities, most probable first) instead of its whole distribution; "
+        "at most the model's number of classes.",
+    )
 
 
-class Prediction(BaseModel):
-    """The class distribution of one instance."""
+# A prediction is its classes' probabilities (or, asked for, its top k) and a summary. The
+# summary's fields are declared once, in ``Summary`` and ``ColumnarSummary``; pydantic
+# orders a model's fields base by base from the last base, so each model below names the
+# summary first and gets its fields after the probabilities, as the answers have them.
 
-    probabilities: list[float] = Field(description="One per class, in class_names order; sum 1.")
+
+class Summary(BaseModel):
+    """What a prediction says of one instance besides its classes' probabilities."""
+
     argmax: int = Field(description="Index of the most probable class.")
     label: str = Field(description="class_names[argmax].")
     entropy: float = Field(
@@ -181,27 +195,59 @@ class Prediction(BaseModel):
     )
 
 
+class _Distribution(BaseModel):
+    probabilities: list[float] = Field(description="One per class, in class_names order; sum 1.")
+
+
+class Prediction(Summary, _Distribution):
+    """The class distribution of one instance."""
+
+
+class TopClasses(BaseModel):
+    """An instance's k most probable classes, most probable first (of equal probabilities,
+    the lower index first)."""
+
+    indices: list[int] = Field(description="Class indices (into class_names).")
+    labels: list[str] = Field(description="Their class names.")
+    probabilities: list[float] = Field(
+        description="Their probabilities: the same numbers as in the whole distribution."
+    )
+
+
+class _Top(BaseModel):
+    top_k: TopClasses
+
+
+class TopPrediction(Summary, _Top):
+    """One instance's k most probable classes (a request with top_k)."""
+
+
+#: The documented examples: one instance near blob 0 of the default model.
+_HEAD: JsonDict = {"model": "blobs", "version": "1"}
+_DISTRIBUTION: list[JsonValue] = [0.9981, 0.0011, 0.0004, 0.0004]
+_TOP: JsonDict = {"indices": [0, 1], "labels": ["0", "1"], "probabilities": [0.9981, 0.0011]}
+_SUMMARY: JsonDict = {
+    "argmax": 0,
+    "label": "0",
+    "entropy": 0.0092,
+    "ood": False,
+    "ood_distance": 0.42,
+}
+_COLUMNS: JsonDict = {
+    "argmax": [0],
+    "labels": ["0"],
+    "entropy": [0.0092],
+    "ood": [False],
+    "ood_distance": [0.42],
+}
+
+
 class PredictResponse(BaseModel):
     """Row format: one object per instance."""
 
     model_config = ConfigDict(
         json_schema_extra={
-            "examples": [
-                {
-                    "model": "blobs",
-                    "version": "1",
-                    "predictions": [
-                        {
-                            "probabilities": [0.9981, 0.0011, 0.0004, 0.0004],
-                            "argmax": 0,
-                            "label": "0",
-                            "entropy": 0.0092,
-                            "ood": False,
-                            "ood_distance": 0.42,
-                        }
-                    ],
-                }
-            ]
+            "examples": [{**_HEAD, "predictions": [{"probabilities": _DISTRIBUTION, **_SUMMARY}]}]
         }
     )
 
@@ -210,29 +256,26 @@ class PredictResponse(BaseModel):
     predictions: list[Prediction]
 
 
-class ColumnarPredictResponse(BaseModel):
-    """Columnar format: one array per field, rows in request order."""
+class TopPredictResponse(BaseModel):
+    """Row format with top_k: one object per instance, its k most probable classes."""
 
     model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "model": "blobs",
-                    "version": "1",
-                    "probabilities": [[0.9981, 0.0011, 0.0004, 0.0004]],
-                    "argmax": [0],
-                    "labels": ["0"],
-                    "entropy": [0.0092],
-                    "ood": [False],
-                    "ood_distance": [0.42],
-                }
-            ]
-        }
+        json_schema_extra={"examples": [{**_HEAD, "predictions": [{"top_k": _TOP, **_SUMMARY}]}]}
     )
 
     model: str
     version: str
-    probabilities: list[list[float]]
+    predictions: list[TopPrediction]
+
+
+class _Served(BaseModel):
+    model: str
+    version: str
+
+
+class ColumnarSummary(BaseModel):
+    """What a columnar answer says of each instance besides its classes' probabilities."""
+
     argmax: list[int]
     labels: list[str]
     entropy: list[float]
@@ -242,6 +285,43 @@ class ColumnarPredictResponse(BaseModel):
         default=None,
         description="Only for tables with categorical columns: per instance, the features "
         "whose value was never seen in training.",
+    )
+
+
+class _Distributions(BaseModel):
+    probabilities: list[list[float]]
+
+
+class ColumnarPredictResponse(ColumnarSummary, _Distributions, _Served):
+    """Columnar format: one array per field, rows in request order."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{**_HEAD, "probabilities": [_DISTRIBUTION], **_COLUMNS}]}
+    )
+
+
+class TopColumns(BaseModel):
+    """Each instance's k most probable classes, one array of k per instance in each field."""
+
+    indices: list[list[int]]
+    labels: list[list[str]]
+    probabilities: list[list[float]]
+
+
+class _TopColumns(BaseModel):
+    top_k: TopColumns
+
+
+class TopColumnarPredictResponse(ColumnarSummary, _TopColumns, _Served):
+    """Columnar format with top_k: each instance's k most probable classes, one array per
+    field."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {**_HEAD, "top_k": {key: [value] for key, value in _TOP.items()}, **_COLUMNS}
+            ]
+        }
     )
 
 

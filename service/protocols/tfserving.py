@@ -13,6 +13,12 @@
   ``ready`` (a version is ``AVAILABLE``), which KServe's clients read.
 - ``GET /v1/models/{name}[/versions/{v}]/metadata``: the ``serving_default``
   ``signature_def``.
+- ``POST /v1/models/{name}[/versions/{v}]:classify``: TF Serving's Classify API.
+  ``examples`` (objects naming the model's features, or its one input), ``context``
+  merged into each (an example's own value wins, as in TF Serving, which parses the
+  context and then the example into one ``tf.Example``) -> ``{"result": [[[label,
+  score], ...], ...]}``: every class, in ``class_names`` order, with ``/predict``'s
+  probability. ``:regress`` is a 501: a classifier has no regression signature.
 
 Errors are ``{"error": "..."}``; invalid input is 400, as TF Serving answers.
 """
@@ -44,6 +50,7 @@ from service.protocols.schemas import (
     ImageFile,
     Matrix,
     Row,
+    StrictBody,
     Tensor3,
     Tensor4,
     core_instances,
@@ -119,12 +126,10 @@ Columns = Annotated[
 ]
 
 
-class PredictRequest(BaseModel):
+class PredictRequest(StrictBody):
     """``:predict``: ``instances`` (row format) or ``inputs`` (columnar format), not both."""
 
     model_config = ConfigDict(
-        extra="forbid",
-        strict=True,
         title="TFServingPredictRequest",
         json_schema_extra={
             "examples": [
@@ -138,6 +143,40 @@ class PredictRequest(BaseModel):
     signature_name: str | None = Field(default=None, description="Only serving_default.")
     instances: list[Instance] | None = Field(default=None, min_length=1)
     inputs: Columns | None = None
+
+
+#: One ``tf.Example`` as TF Serving's JSON has it: feature name -> value. A table's
+#: features each take a number, a string or null; a model's one input, named (any name),
+#: takes what an instance of ``:predict`` does (a nested array, an image file, a string);
+#: a model of several inputs, one value per input.
+Example = Annotated[dict[str, NamedValue], NOT_A_FILE]
+
+
+class ClassifyRequest(StrictBody):
+    """``:classify``: ``examples``, and optionally a ``context`` shared by all of them."""
+
+    model_config = ConfigDict(
+        title="TFServingClassifyRequest",
+        json_schema_extra={
+            "examples": [
+                {"examples": [{"x1": 15.0, "x2": 0.0}, {"x1": 29.5, "x2": 14.2}]},
+                {
+                    "signature_name": "serving_default",
+                    "context": {"x2": 0.0},
+                    "examples": [{"x1": 15.0}],
+                },
+                {"examples": [{"image": {"b64": "iVBORw0KGgoAAAANSUhEUg..."}}]},
+            ]
+        },
+    )
+
+    signature_name: str | None = Field(default=None, description="Only serving_default.")
+    context: Example | None = Field(
+        default=None,
+        description="Features shared by every example, merged into each; an example's own "
+        "value for a feature wins.",
+    )
+    examples: list[Example] = Field(min_length=1)
 
 
 # --- response bodies (documentation) ----------------------------------------------------
@@ -188,6 +227,32 @@ class ColumnarPredictResponse(BaseModel):
     )
 
     outputs: list[list[float]]
+
+
+class ClassifyResponse(BaseModel):
+    """``ClassificationResult`` as JSON: per example, every class with its probability."""
+
+    model_config = ConfigDict(
+        title="TFServingClassifyResponse",
+        json_schema_extra={
+            "examples": [
+                {
+                    "result": [
+                        [
+                            ["0", 0.9997166017760011],
+                            ["1", 3.078405200423006e-6],
+                            ["2", 9.16777843249471e-6],
+                            ["3", 0.00027115204036613294],
+                        ]
+                    ]
+                }
+            ]
+        },
+    )
+
+    result: list[list[list[str | float]]] = Field(
+        description="Per example, one [label, score] pair per class, in class_names order."
+    )
 
 
 class Status(BaseModel):
@@ -295,21 +360,24 @@ def _one_name(named: dict[str, Any], where: str) -> Any:
     return next(iter(named.values()))
 
 
-def _named(row: dict[str, Any], i: int) -> Any:
+def _named(row: dict[str, Any], where: str) -> Any:
     """A named instance: the one input's value (a tensor or file), or named features."""
     if any(isinstance(value, list | ImageFile) for value in row.values()):
-        return _one_name(row, f"instances[{i}]")
+        return _one_name(row, where)
     return row
+
+
+def _check_signature(name: str | None) -> None:
+    if name not in (None, SIGNATURE):
+        raise InvalidInput(
+            f"expected signature_name {SIGNATURE!r} (the only signature), received {name[:64]!r}"
+        )
 
 
 def _rows(body: PredictRequest, several: bool = False) -> tuple[Any, str]:
     """The instances, and the key the answer goes under; ``several``: the model has several
     inputs, which rows name in objects and columns in the ``inputs`` dict."""
-    if body.signature_name not in (None, SIGNATURE):
-        raise InvalidInput(
-            f"expected signature_name {SIGNATURE!r} (the only signature), "
-            f"received {body.signature_name[:64]!r}"
-        )
+    _check_signature(body.signature_name)
     if body.instances is not None and body.inputs is not None:
         raise InvalidInput(
             "expected either 'instances' (row format) or 'inputs' (columnar format), received both"
@@ -318,7 +386,8 @@ def _rows(body: PredictRequest, several: bool = False) -> tuple[Any, str]:
         if several:
             return body.instances, "predictions"
         rows = [
-            _named(row, i) if isinstance(row, dict) else row for i, row in enumerate(body.instances)
+            _named(row, f"instances[{i}]") if isinstance(row, dict) else row
+            for i, row in enumerate(body.instances)
         ]
         return rows, "predictions"
     if body.inputs is not None:
@@ -380,6 +449,79 @@ async def predict_version(name: str, version: str, request: Request) -> JSONResp
     return await _predict(request, name, version)
 
 
+# --- classify ---------------------------------------------------------------------------
+
+
+def _check_example(example: dict[str, Any], i: int, table: bool) -> None:
+    """Refuse an empty example, and for a table a feature given more than one value."""
+    if not example:
+        raise InvalidInput(
+            f"expected each example to name the model's features or its input, received an "
+            f"empty object in examples[{i}]"
+        )
+    if table and len(example) > 1:
+        for feature, value in example.items():
+            if isinstance(value, list | ImageFile):
+                what = "a list" if isinstance(value, list) else "an image file"
+                raise InvalidInput(
+                    f"expected one value (a number, a string or null) for each feature of "
+                    f"the table, received {what} for {feature[:64]!r} in examples[{i}]"
+                )
+
+
+def _examples(body: ClassifyRequest, served: LoadedVersion) -> list[Any]:
+    """Each example with the context merged in (its own values win, as in TF Serving), in
+    ``:predict``'s terms: named features or inputs as they are, or the model's one input
+    (named by any name) as its value."""
+    _check_signature(body.signature_name)
+    context = body.context or {}
+    merged = [{**context, **example} for example in body.examples]
+    table = served.metadata.columns is not None
+    for i, example in enumerate(merged):
+        _check_example(example, i, table)
+    if served.metadata.input_spec.inputs is not None:  # several inputs, each named
+        return merged
+    return [_named(example, f"examples[{i}]") for i, example in enumerate(merged)]
+
+
+def _in_examples(exc: InvalidInput) -> InvalidInput:
+    """The data plane's error, naming the request's ``examples`` where it says ``instances``."""
+    return type(exc)(exc.message.replace("instances[", "examples["), detail=exc.detail)
+
+
+async def _classify(request: Request, name: str, version: str | None) -> JSONResponse:
+    plane = dataplane(request)
+    body = await bodies.read(request, ClassifyRequest, plane.max_json_depth)
+    served = plane.resolve(name, version)
+    examples = _examples(body, served)
+    try:
+        result = await plane.predict(core_instances(examples, "examples"), served=served)
+    except InvalidInput as exc:
+        raise _in_examples(exc) from None
+    labels = served.metadata.class_names
+    rows = result.probabilities.tolist()
+    return JSONResponse({"result": [list(zip(labels, row, strict=True)) for row in rows]})
+
+
+CLASSIFY = {
+    "response_model": ClassifyResponse,
+    "responses": error_responses(400, 404, 413, 503),
+    "openapi_extra": openapi_body(ClassifyRequest),
+}
+
+
+@direct.post("/v1/models/{name}:classify", **CLASSIFY)  # type: ignore[arg-type]
+async def classify(name: str, request: Request) -> JSONResponse:
+    """Every class and its probability for each example, from the newest version."""
+    return await _classify(request, name, None)
+
+
+@direct.post("/v1/models/{name}/versions/{version}:classify", **CLASSIFY)  # type: ignore[arg-type]
+async def classify_version(name: str, version: str, request: Request) -> JSONResponse:
+    """Every class and its probability for each example, from one version."""
+    return await _classify(request, name, version)
+
+
 # --- what TF Serving has and this server does not -----------------------------------------
 
 #: Documented as what they answer: a 501 error body, with an example.
@@ -392,8 +534,9 @@ UNSUPPORTED = {
             "content": {
                 "application/json": {
                     "example": {
-                        "error": "expected a :predict request, received a :classify request "
-                        "(tf.Example input): not implemented here"
+                        "error": "expected a :classify or :predict request, received a "
+                        ":regress request (a classifier has no regression signature): not "
+                        "implemented here"
                     }
                 }
             },
@@ -406,33 +549,22 @@ def _unsupported(what: str, instead: str) -> NotImplementedHere:
     return NotImplementedHere(f"expected {instead}, received {what}: not implemented here")
 
 
-CLASSIFY = "a :classify request (tf.Example input)"
-REGRESS = "a :regress request (these models are classifiers)"
-PREDICT_INSTEAD = "a :predict request"
-
-
-@router.post("/v1/models/{name}:classify", **UNSUPPORTED)  # type: ignore[arg-type]
-async def classify(name: str) -> None:
-    """TF Serving's Classify API (tf.Example input): 501, use ``:predict``."""
-    raise _unsupported(CLASSIFY, PREDICT_INSTEAD)
-
-
-@router.post("/v1/models/{name}/versions/{version}:classify", **UNSUPPORTED)  # type: ignore[arg-type]
-async def classify_version(name: str, version: str) -> None:
-    """TF Serving's Classify API (tf.Example input): 501, use ``:predict``."""
-    raise _unsupported(CLASSIFY, PREDICT_INSTEAD)
+REGRESS = "a :regress request (a classifier has no regression signature)"
+CLASSIFY_INSTEAD = "a :classify or :predict request"
 
 
 @router.post("/v1/models/{name}:regress", **UNSUPPORTED)  # type: ignore[arg-type]
 async def regress(name: str) -> None:
-    """TF Serving's Regress API: 501; these models are classifiers, use ``:predict``."""
-    raise _unsupported(REGRESS, PREDICT_INSTEAD)
+    """TF Serving's Regress API: 501; a classifier has no regression signature, use
+    ``:classify`` or ``:predict``."""
+    raise _unsupported(REGRESS, CLASSIFY_INSTEAD)
 
 
 @router.post("/v1/models/{name}/versions/{version}:regress", **UNSUPPORTED)  # type: ignore[arg-type]
 async def regress_version(name: str, version: str) -> None:
-    """TF Serving's Regress API: 501; these models are classifiers, use ``:predict``."""
-    raise _unsupported(REGRESS, PREDICT_INSTEAD)
+    """TF Serving's Regress API: 501; a classifier has no regression signature, use
+    ``:classify`` or ``:predict``."""
+    raise _unsupported(REGRESS, CLASSIFY_INSTEAD)
 
 
 @router.post("/v1/models/{name}/labels/{label}:predict", **UNSUPPORTED)  # type: ignore[arg-type]

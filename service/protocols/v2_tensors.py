@@ -23,6 +23,7 @@ import numpy.typing as npt
 
 from service.errors import BadRequest, InvalidInput
 from service.inference.images import EncodedImages, from_base64
+from service.inference.scores import top_k
 from service.inference.text import Texts
 
 #: Datatypes an input may have (integers: token ids and other integer inputs).
@@ -247,10 +248,8 @@ def classify(
     values: npt.NDArray[np.floating[Any]], k: int, labels: Sequence[str]
 ) -> npt.NDArray[np.str_]:
     """Each row's top ``k`` classes as ``"<value>:<index>:<label>"``, best first."""
-    k = min(k, values.shape[-1])
-    # Stable: of equal values, the lower index comes first.
-    order = np.argsort(-values, axis=-1, kind="stable")[..., :k]
-    top = np.take_along_axis(values, order, axis=-1)
+    # Of equal values, the lower index comes first (service.inference.scores.top_k).
+    order, top = top_k(values, min(k, values.shape[-1]))
     strings = [
         f"{float(v):f}:{int(i)}:{labels[int(i)]}"
         for v, i in zip(top.ravel(), order.ravel(), strict=True)

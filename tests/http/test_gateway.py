@@ -71,6 +71,8 @@ def test_every_inference_route_is_served_by_the_gateway(tmp_path: Path) -> None:
         "/models/{name}/versions/{version}/predict",
         "/v1/models/{name}:predict",
         "/v1/models/{name}/versions/{version}:predict",
+        "/v1/models/{name}:classify",
+        "/v1/models/{name}/versions/{version}:classify",
         "/v2/models/{name}/infer",
         "/v2/models/{name}/versions/{version}/infer",
     }

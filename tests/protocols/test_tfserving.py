@@ -152,7 +152,7 @@ def test_colon_paths_route_apart_from_the_status_path(client: httpx.Client) -> N
     assert client.get("/v1/models/blobs").status_code == 200
     assert_error(client.get("/v1/models/blobs:predict"), 404, "'blobs:predict'")
     assert_error(client.post("/v1/models/blobs", json={}), 405, "POST")
-    assert_error(client.post("/v1/models/blobs:classify", json={}), 501, ":classify")
+    assert_error(client.post("/v1/models/blobs:regress", json={}), 501, ":regress")
 
 
 def test_openapi_documents_the_tf_serving_paths(client: httpx.Client) -> None:
@@ -169,11 +169,10 @@ def test_openapi_documents_the_tf_serving_paths(client: httpx.Client) -> None:
 @pytest.mark.parametrize(
     ("method", "path", "received"),
     [
-        ("POST", "/v1/models/blobs:classify", "received a :classify request"),
-        ("POST", "/v1/models/blobs/versions/1:classify", "received a :classify request"),
-        ("POST", "/v1/models/blobs:regress", "received a :regress request"),
-        ("POST", "/v1/models/blobs/versions/1:regress", "received a :regress request"),
+        ("POST", "/v1/models/blobs:regress", "a classifier has no regression signature"),
+        ("POST", "/v1/models/blobs/versions/1:regress", "a classifier has no regression signature"),
         ("POST", "/v1/models/blobs/labels/stable:predict", "received the version label 'stable'"),
+        ("POST", "/v1/models/blobs/labels/stable:classify", "received the version label 'stable'"),
         ("GET", "/v1/models/blobs/labels/stable", "received the version label 'stable'"),
         ("GET", "/v1/models/blobs/labels/stable/metadata", "received the version label"),
     ],
