@@ -29,6 +29,7 @@ from service.http.state import dataplane
 from service.inference.batching import BatchingConfig
 from service.inference.runtime import Runtime
 from service.operations.metrics import CONTENT_TYPE, Metrics
+from service.operations.shadow import ShadowTraffic
 from service.protocols import tfserving, v2
 from service.protocols.native import direct, router
 from service.repository.policy import VersionPolicy
@@ -67,6 +68,10 @@ def _lifespan(settings: Settings, metrics: Metrics) -> Any:
             metrics=metrics,
             model_control=settings.model_control,
         )
+        plane.shadow = ShadowTraffic(
+            plane.shadow_probabilities, metrics, max_pending_rows=settings.shadow_max_pending_rows
+        )
+        shadowing = asyncio.create_task(plane.shadow.run())
         loading = asyncio.create_task(asyncio.to_thread(registry.load_all))
         loading.add_done_callback(_report_load_failure)
         watching = asyncio.create_task(
@@ -84,7 +89,8 @@ def _lifespan(settings: Settings, metrics: Metrics) -> Any:
             yield {"dataplane": plane}
         finally:
             watching.cancel()
-            await asyncio.wait([loading, watching])
+            shadowing.cancel()
+            await asyncio.wait([loading, watching, shadowing])
 
     return lifespan
 

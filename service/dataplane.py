@@ -6,12 +6,17 @@ a model and version (404/503), readiness, checking instances
 (``service.inference.inputs``), inference (inline, on a thread, or batched), the
 float64 scores, recording what served the request (``served_record``, metrics), model
 control (off unless configured: 403), and turning a runtime failure into a clear 422.
+The rollout of each model (``serving.json``) is applied here too: its labels name
+versions, its canary takes a share of the requests naming no version, and its shadow
+version is offered each served batch (``service.operations.shadow``), through the same
+scoring as any request.
 Takes plain Python/numpy values, returns dataclasses; knows nothing of HTTP.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Sequence
 from contextvars import ContextVar
@@ -26,6 +31,7 @@ from service.errors import (
     InferenceFailed,
     InvalidInput,
     ModelControlDisabled,
+    NotFound,
     NotReady,
     PayloadTooLarge,
     ServiceError,
@@ -40,7 +46,9 @@ from service.inference.softmax import softmax
 from service.inference.tables import EncodedRows, NamedRows, encode
 from service.inference.text import Texts
 from service.operations.metrics import Metrics
+from service.operations.shadow import ShadowTraffic, pair_key
 from service.repository.registry import LoadedVersion, ModelRegistry, VersionStatus
+from service.repository.rollout import CANARY, Rollout
 
 log = logging.getLogger("service.dataplane")
 
@@ -176,8 +184,12 @@ class DataPlane:
         max_json_depth: int = 32,
         metrics: Metrics | None = None,
         model_control: bool = False,
+        shadow: ShadowTraffic | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.registry = registry
+        self.shadow = shadow
+        self._random = (rng or random.Random()).random  # noqa: S311 (routing, not secrets)
         self.model_control = model_control
         self.metrics = metrics
         self.max_batch_rows = max_batch_rows
@@ -188,9 +200,35 @@ class DataPlane:
 
     # --- what is served -------------------------------------------------------------
 
-    def resolve(self, model: str | None = None, version: str | None = None) -> LoadedVersion:
-        """The version a request for ``model``/``version`` is served by (404/503 if none)."""
-        return self.registry.get(model, version)
+    def resolve(
+        self, model: str | None = None, version: str | None = None, label: str | None = None
+    ) -> LoadedVersion:
+        """The version ``model``/``version`` (or ``label``) names (404/503 if none): the
+        newest unless one is named."""
+        return self.registry.get(model, version, label)
+
+    def route(
+        self, model: str | None = None, version: str | None = None, label: str | None = None
+    ) -> LoadedVersion:
+        """The version a prediction is served by: as ``resolve``, except that a request
+        naming no version or label goes to the model's ``canary`` version for the
+        rollout's ``canary_fraction`` of requests (counted by route)."""
+        served = self.registry.get(model, version, label)
+        if version is not None or label is not None:
+            return served
+        fraction = self.registry.rollout(served.name).canary_fraction
+        if fraction == 0:
+            return served
+        route = "newest"
+        if self._random() < fraction:
+            try:
+                served = self.registry.get(served.name, label=CANARY)
+                route = CANARY
+            except NotFound:  # the canary's version is not served (any more): the newest
+                pass
+        if self.metrics is not None:
+            self.metrics.count_route(served.name, str(served.version), route)
+        return served
 
     def _loaded(self) -> ModelRegistry:
         """The registry, once the repository's first load has finished (503 before)."""
@@ -215,6 +253,27 @@ class DataPlane:
         """The served versions of ``name``, oldest first."""
         return self._loaded().versions(name)
 
+    def rollout(self, name: str) -> dict[str, Any] | None:
+        """``name``'s labels, canary fraction and shadow, with the shadow's comparisons so
+        far (``None`` without a ``serving.json``)."""
+        rollout = self._loaded().rollout(name)
+        if rollout == Rollout():
+            return None
+        body: dict[str, Any] = {
+            "version_labels": {k: str(v) for k, v in sorted(rollout.version_labels.items())},
+            "canary_fraction": rollout.canary_fraction,
+            "shadow": None,
+        }
+        if rollout.shadow is not None:
+            comparisons = self.shadow.summary(name) if self.shadow is not None else []
+            body["shadow"] = {
+                "version": str(rollout.shadow_version),
+                **({"label": rollout.shadow.label} if rollout.shadow.label else {}),
+                "fraction": rollout.shadow.fraction,
+                "comparisons": comparisons,
+            }
+        return body
+
     def statuses(self, name: str, *, missing_ok: bool = False) -> list[VersionStatus]:
         """Every version of ``name`` the registry has tried, with its state (404 if none)."""
         return self._loaded().status(name, missing_ok=missing_ok)
@@ -237,10 +296,12 @@ class DataPlane:
         calibrated: bool = True,
         served: LoadedVersion | None = None,
         top: int | None = None,
+        label: str | None = None,
     ) -> ScoredBatch:
         """Probabilities of each instance under the requested (or default, newest) version;
-        with ``top``, also each instance's ``top`` most probable classes (``ScoredBatch.top``)."""
-        served = served or self.registry.get(model, version)
+        with ``top``, also each instance's ``top`` most probable classes (``ScoredBatch.top``).
+        ``served``: the version ``route`` chose (else it chooses)."""
+        served = served or self.route(model, version, label)
         if len(instances) > self.max_batch_rows:
             raise PayloadTooLarge(
                 f"expected at most {self.max_batch_rows} instances per request, "
@@ -270,15 +331,7 @@ class DataPlane:
                 )
             x, x32 = self._checked(served, instances)
         started = time.perf_counter()
-        try:
-            if served.batcher is None and not served.runtime.blocking:
-                outputs = served.runtime.logits(x32)  # microseconds: cheaper than any hand-off
-            else:
-                outputs = await self._logits(served, x32)
-        except ServiceError:
-            raise
-        except Exception as exc:  # the runtime refused input that passed every check
-            raise self._runtime_failed(served, exc) from None
+        outputs = await self._outputs(served, x32)
         logits, x = served.split(outputs, x)
         elapsed = time.perf_counter() - started
         temperature = served.metadata.temperature if calibrated else 1.0
@@ -302,8 +355,54 @@ class DataPlane:
                 served.metadata.class_names,
                 scores.predicted,
             )
+        if self.shadow is not None:
+            self._offer_shadow(served, x32, scores.probabilities, calibrated)
         best = None if top is None else _top_classes(served, scores, top)
         return ScoredBatch(served, logits, scores, unseen, best)
+
+    async def _outputs(self, served: LoadedVersion, x32: Features) -> Logits:
+        """What the version's runtime outputs for ``x32`` (inline, on a thread, or batched)."""
+        try:
+            if served.batcher is None and not served.runtime.blocking:
+                return served.runtime.logits(x32)  # microseconds: cheaper than any hand-off
+            return await self._logits(served, x32)
+        except ServiceError:
+            raise
+        except Exception as exc:  # the runtime refused input that passed every check
+            raise self._runtime_failed(served, exc) from None
+
+    async def shadow_probabilities(
+        self, served: LoadedVersion, x32: Features, calibrated: bool
+    ) -> npt.NDArray[np.float64]:
+        """A shadow version's probabilities for a batch another version served: the same
+        runtime call and float64 softmax as a request's (``service.operations.shadow``)."""
+        outputs = await self._outputs(served, x32)
+        temperature = served.metadata.temperature if calibrated else 1.0
+        return softmax(outputs[:, : len(served.labels)], temperature)
+
+    def _offer_shadow(
+        self,
+        served: LoadedVersion,
+        x32: Features,
+        probabilities: npt.NDArray[np.float64],
+        calibrated: bool,
+    ) -> None:
+        """Offer the batch ``served`` answered to its model's shadow version, if it has one."""
+        assert self.shadow is not None
+        rollout = self.registry.rollout(served.name)
+        number = rollout.shadow_version
+        if number is None or number == served.version or rollout.shadow is None:
+            return
+        try:
+            shadow = self.registry.get(served.name, number)
+        except NotFound:
+            return  # the file named a served version, since gone: the next poll says so
+        live, other = served.metadata, shadow.metadata
+        if live.input_spec != other.input_spec or len(live.class_names) != len(other.class_names):
+            key = pair_key(served, shadow)
+            self.shadow.not_compared(key, "different_input", len(probabilities))
+            return
+        self.shadow.offer(served, shadow, rollout.shadow.fraction, x32, probabilities, calibrated)
 
     async def _images(
         self, served: LoadedVersion, images: EncodedImages

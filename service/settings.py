@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     max_json_depth: int = Field(default=32, ge=2)
     """Deepest nesting of arrays and objects in a request body (400 beyond)."""
 
+    shadow_max_pending_rows: int = Field(default=4096, ge=1)
+    """Most rows waiting for a shadow version (``serving.json``'s ``shadow``); beyond,
+    offers are shed and counted, so a slow shadow never slows the live answers."""
+
     header_timeout: float = Field(default=10.0, gt=0)
     """Seconds a client may take to send its request line and headers; a connection
     whose request head stalls longer is closed (slowloris)."""

@@ -114,10 +114,13 @@ def _predict_body(result: ScoredBatch, fmt: str) -> dict[str, Any]:
 # documents it (service.http.bodies).
 
 
-async def _predict(request: Request, model: str | None, version: str | None) -> JSONResponse:
+async def _predict(
+    request: Request, model: str | None, version: str | None, label: str | None = None
+) -> JSONResponse:
     plane = dataplane(request)
     if bodies.is_image(request):
-        result = await plane.predict(await bodies.image(request), model=model, version=version)
+        images = await bodies.image(request)
+        result = await plane.predict(images, model=model, version=version, label=label)
         return JSONResponse(_predict_body(result, "rows"))
     body = await bodies.read(request, PredictRequest, plane.max_json_depth)
     result = await plane.predict(
@@ -126,6 +129,7 @@ async def _predict(request: Request, model: str | None, version: str | None) -> 
         version=version,
         calibrated=body.calibrated,
         top=body.top_k,
+        label=label,
     )
     return JSONResponse(_predict_body(result, body.format))
 
@@ -169,6 +173,13 @@ async def predict_version(name: str, version: str, request: Request) -> JSONResp
     image/png`` or ``image/jpeg``): the answer is for that one image.
     """
     return await _predict(request, name, version)
+
+
+@direct.post("/models/{name}/labels/{label}/predict", **PREDICT)  # type: ignore[arg-type]
+async def predict_label(name: str, label: str, request: Request) -> JSONResponse:
+    """Class probabilities from the version the label names (``serving.json``'s
+    ``version_labels``); 404 naming the labels there are for an unknown one."""
+    return await _predict(request, name, None, label)
 
 
 @direct.post(
@@ -251,6 +262,7 @@ def _info(plane: DataPlane, name: str, version: str | None) -> JSONResponse:
         version=str(meta.version),
         versions=[str(v) for v in plane.versions(name)],
         runtime=served.runtime_name,
+        rollout=plane.rollout(name),
     )
     return JSONResponse(body)
 

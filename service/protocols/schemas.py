@@ -451,6 +451,12 @@ class ModelInfo(BaseModel):
     calibration: dict[str, Any] | None
     created_at: str
     runtime: str
+    rollout: dict[str, Any] | None = None
+    """The model's ``serving.json``: ``version_labels``, ``canary_fraction``, and its
+    ``shadow`` with the comparisons so far (per live version: ``rows_compared``,
+    ``top1_agreement``, ``mean_abs_difference``, ``mean_js_divergence_bits``,
+    ``shadow_calls``, ``shadow_mean_seconds``, ``rows_not_compared`` by reason); ``null``
+    without one."""
 
 
 class Health(BaseModel):

@@ -400,13 +400,16 @@ def _rows(body: PredictRequest, several: bool = False) -> tuple[Any, str]:
     )
 
 
-async def _predict(request: Request, name: str, version: str | None) -> JSONResponse:
+async def _predict(
+    request: Request, name: str, version: str | None, label: str | None = None
+) -> JSONResponse:
     plane = dataplane(request)
     if bodies.is_image(request):
-        result = await plane.predict(await bodies.image(request), model=name, version=version)
+        images = await bodies.image(request)
+        result = await plane.predict(images, model=name, version=version, label=label)
         return JSONResponse({"predictions": result.probabilities})
     body = await bodies.read(request, PredictRequest, plane.max_json_depth)
-    served = plane.resolve(name, version)
+    served = plane.route(name, version, label)
     several = served.metadata.input_spec.inputs is not None
     rows, key = _rows(body, several)
     where = "instances" if key == "predictions" else "inputs"
@@ -449,6 +452,13 @@ async def predict_version(name: str, version: str, request: Request) -> JSONResp
     return await _predict(request, name, version)
 
 
+@direct.post("/v1/models/{name}/labels/{label}:predict", **PREDICT)  # type: ignore[arg-type]
+async def predict_label(name: str, label: str, request: Request) -> JSONResponse:
+    """Class probabilities from the version the label names (``serving.json``), as TF
+    Serving's version labels; 404 naming the labels there are for an unknown one."""
+    return await _predict(request, name, None, label)
+
+
 # --- classify ---------------------------------------------------------------------------
 
 
@@ -489,10 +499,12 @@ def _in_examples(exc: InvalidInput) -> InvalidInput:
     return type(exc)(exc.message.replace("instances[", "examples["), detail=exc.detail)
 
 
-async def _classify(request: Request, name: str, version: str | None) -> JSONResponse:
+async def _classify(
+    request: Request, name: str, version: str | None, label: str | None = None
+) -> JSONResponse:
     plane = dataplane(request)
     body = await bodies.read(request, ClassifyRequest, plane.max_json_depth)
-    served = plane.resolve(name, version)
+    served = plane.route(name, version, label)
     examples = _examples(body, served)
     try:
         result = await plane.predict(core_instances(examples, "examples"), served=served)
@@ -520,6 +532,12 @@ async def classify(name: str, request: Request) -> JSONResponse:
 async def classify_version(name: str, version: str, request: Request) -> JSONResponse:
     """Every class and its probability for each example, from one version."""
     return await _classify(request, name, version)
+
+
+@direct.post("/v1/models/{name}/labels/{label}:classify", **CLASSIFY)  # type: ignore[arg-type]
+async def classify_label(name: str, label: str, request: Request) -> JSONResponse:
+    """Every class and its probability for each example, from the labelled version."""
+    return await _classify(request, name, None, label)
 
 
 # --- what TF Serving has and this server does not -----------------------------------------
@@ -567,14 +585,11 @@ async def regress_version(name: str, version: str) -> None:
     raise _unsupported(REGRESS, CLASSIFY_INSTEAD)
 
 
-@router.post("/v1/models/{name}/labels/{label}:predict", **UNSUPPORTED)  # type: ignore[arg-type]
-@router.post("/v1/models/{name}/labels/{label}:classify", **UNSUPPORTED)  # type: ignore[arg-type]
 @router.post("/v1/models/{name}/labels/{label}:regress", **UNSUPPORTED)  # type: ignore[arg-type]
-@router.get("/v1/models/{name}/labels/{label}", **UNSUPPORTED)  # type: ignore[arg-type]
-@router.get("/v1/models/{name}/labels/{label}/metadata", **UNSUPPORTED)  # type: ignore[arg-type]
-async def labels(name: str, label: str) -> None:
-    """TF Serving's version labels: 501, name the version with ``/versions/{version}``."""
-    raise _unsupported(f"the version label {label[:40]!r}", "/versions/{version}")
+async def regress_label(name: str, label: str) -> None:
+    """TF Serving's Regress API: 501; a classifier has no regression signature, use
+    ``:classify`` or ``:predict``."""
+    raise _unsupported(REGRESS, CLASSIFY_INSTEAD)
 
 
 # --- status and metadata ----------------------------------------------------------------
@@ -623,6 +638,17 @@ async def model_status(name: str, request: Request) -> JSONResponse:
 async def version_status(name: str, version: str, request: Request) -> JSONResponse:
     """The state of one version."""
     return _model_status(request, name, version)
+
+
+@router.get(
+    "/v1/models/{name}/labels/{label}",
+    response_model=ModelStatusResponse,
+    responses=error_responses(404, 503),
+)
+async def label_status(name: str, label: str, request: Request) -> JSONResponse:
+    """The state of the version the label names."""
+    version = dataplane(request).resolve(name, label=label).version
+    return _model_status(request, name, str(version))
 
 
 #: TensorFlow's names for the model input dtypes.
@@ -676,3 +702,14 @@ async def version_metadata(name: str, version: str, request: Request) -> JSONRes
     """One version's signature."""
     plane = dataplane(request)
     return JSONResponse(_metadata(plane.resolve(name, version)))
+
+
+@router.get(
+    "/v1/models/{name}/labels/{label}/metadata",
+    response_model=ModelMetadataResponse,
+    responses=error_responses(404, 503),
+)
+async def label_metadata(name: str, label: str, request: Request) -> JSONResponse:
+    """The labelled version's signature."""
+    plane = dataplane(request)
+    return JSONResponse(_metadata(plane.resolve(name, label=label)))

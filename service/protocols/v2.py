@@ -523,14 +523,14 @@ def _encode(
 async def _infer(request: Request, name: str, version: str | None) -> Response:
     plane = dataplane(request)
     if bodies.is_image(request):
-        served = plane.resolve(name, version)
+        served = plane.route(name, version)
         x: npt.NDArray[Any] | EncodedImages | Texts | NamedColumns = await bodies.image(request)
         request_id, datatype, calibrated, wanted = None, "BYTES", True, _requested(None)
     else:
         raw = await request.body()
         header, tail = tensors.split_body(raw, bodies.header(request, HEADER_LENGTH))
         body = bodies.parse(InferenceRequest, header, plane.max_json_depth)
-        served = plane.resolve(name, version)
+        served = plane.route(name, version)
         x, datatype = _input(body, tensors.BinaryTail(tail), served.metadata.input_spec)
         calibrated = _flag(body.parameters, "calibrated", True, "the request")
         request_id, wanted = body.id, _requested(body)

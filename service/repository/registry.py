@@ -63,7 +63,7 @@ from service.repository import disk
 from service.repository.artifact import LOOKUPS, METADATA, MODEL_KERAS, MODEL_TFLITE, TEXT
 from service.repository.disk import ServedMetadata
 from service.repository.policy import VersionPolicy
-from service.repository.rollout import ROLLOUT, Rollout, read_rollout
+from service.repository.rollout import ROLLOUT, STABLE, Rollout, read_rollout
 
 log = logging.getLogger("service.repository.registry")
 
@@ -598,8 +598,9 @@ class ModelRegistry:
         version: str | int | None = None,
         label: str | None = None,
     ) -> LoadedVersion:
-        """The version to serve: the newest unless a version or a label is asked for;
-        raises 404/503 errors."""
+        """The version to serve: the one asked for by number or label, else the one
+        labelled ``stable`` (``serving.json``) if it is served, else the newest; raises
+        404/503 errors."""
         if label is not None:
             version = self._labelled(name, label)
         if not self.loaded:
@@ -619,7 +620,8 @@ class ModelRegistry:
                 f"expected one of the served models {self.names()}, received {name!r}"
             )
         if version is None:
-            return versions[max(versions)]
+            stable = self.rollout(name).version_labels.get(STABLE)
+            return versions[stable if stable in versions else max(versions)]
         number = int(version) if isinstance(version, int) or str(version).isdigit() else None
         if number is None or number not in versions:
             raise VersionNotFound(

@@ -10,9 +10,11 @@ as versions are (hot, no restart)::
     }
 
 - ``version_labels``: TF Serving's labels. ``/v1/models/{name}/labels/{label}:predict``
-  (and ``/models/{name}/labels/{label}/predict``) is served by the labelled version.
+  (and ``/models/{name}/labels/{label}/predict``) is served by the labelled version. The
+  ``stable`` version, if there is one, serves the requests naming no version or label
+  (else the newest does).
 - ``canary_fraction`` (default 0): that fraction of the requests naming no version and no
-  label go to the ``canary``-labelled version instead of the newest.
+  label go to the ``canary``-labelled version instead (of the stable or newest one).
 - ``shadow``: a version (``{"version": 2}``) or label (``{"label": "canary"}``) that also
   scores a sampled ``fraction`` (default 1) of the requests the live version served, off
   the response path (``service.operations.shadow``).
@@ -36,6 +38,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 ROLLOUT = "serving.json"
 #: The label whose version takes the canary's share of requests.
 CANARY = "canary"
+#: The label whose version serves the requests naming no version (else the newest does).
+STABLE = "stable"
 _LABEL = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
 
 

@@ -171,13 +171,10 @@ def test_openapi_documents_the_tf_serving_paths(client: httpx.Client) -> None:
     [
         ("POST", "/v1/models/blobs:regress", "a classifier has no regression signature"),
         ("POST", "/v1/models/blobs/versions/1:regress", "a classifier has no regression signature"),
-        ("POST", "/v1/models/blobs/labels/stable:predict", "received the version label 'stable'"),
-        ("POST", "/v1/models/blobs/labels/stable:classify", "received the version label 'stable'"),
-        ("GET", "/v1/models/blobs/labels/stable", "received the version label 'stable'"),
-        ("GET", "/v1/models/blobs/labels/stable/metadata", "received the version label"),
+        ("POST", "/v1/models/blobs/labels/stable:regress", "no regression signature"),
     ],
 )
-def test_tf_serving_apis_not_implemented_answer_501_saying_so(
+def test_regress_answers_501_saying_a_classifier_has_no_regression_signature(
     client: httpx.Client, method: str, path: str, received: str
 ) -> None:
     response = client.request(method, path, json={"instances": [[15.0, 0.0]]})

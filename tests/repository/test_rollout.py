@@ -49,14 +49,17 @@ def test_no_file_means_no_labels_no_canary_no_shadow(repo: Path) -> None:
         registry.get("blobs", label="stable")
 
 
-def test_a_label_serves_the_version_it_names(repo: Path) -> None:
+def test_a_label_serves_the_version_it_names_and_stable_serves_the_rest(repo: Path) -> None:
     write(repo, {"version_labels": {"stable": 1, "canary": 3}})
     registry = served(repo)
     assert registry.get("blobs", label="stable").version == 1
     assert registry.get("blobs", label="canary").version == 3
-    assert registry.get("blobs").version == 3
+    assert registry.get("blobs").version == 1  # the stable version serves the rest
     with pytest.raises(LabelNotFound, match=r"\(\['canary', 'stable'\]\), received 'beta'"):
         registry.get("blobs", label="beta")
+    write(repo, {"version_labels": {"canary": 2}})
+    registry.poll()
+    assert registry.get("blobs").version == 3  # no stable version: the newest
 
 
 def test_labels_are_reread_when_the_file_changes(repo: Path) -> None:
