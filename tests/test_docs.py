@@ -22,8 +22,8 @@ Which fenced blocks are examples, and how each is checked:
   non-JSON answers such as Prometheus metrics); ``SERVICE_<NAME>=value`` words run the
   block against a server of its own, started on the same repository with those settings;
   ``repository=NAME`` against one on another repository (``REPOSITORIES``: the digits
-  example, or exported sequence and token-id models). Commands run from the repository
-  root, so ``@docs/digit.png`` names the example image.
+  example, exported models of every input kind, or two versions with a rollout).
+  Commands run from the repository root, so ``@docs/digit.png`` names the example image.
 - ```` ```pycon ````: run by doctest (ELLIPSIS, NORMALIZE_WHITESPACE), ``127.0.0.1:8000``
   and ``localhost:8000`` pointing at the test server. Each block stands alone.
 
@@ -54,10 +54,12 @@ from tests.conftest import (
     ROOT,
     Server,
     TrainedRepository,
+    _train,
     python_argv,
     start_server,
     subprocess_env,
 )
+from tests.versions import install_version
 
 EXCLUDED = {"docs/containers.md"}  # container commands, not requests to the test server
 DOCS = sorted(
@@ -250,7 +252,32 @@ def _settings(block: Block) -> dict[str, str]:
 
 #: The repositories a block may run against (``repository=NAME``): fixtures giving a
 #: working directory whose ``models`` holds them. The default: the 4-blob model.
-REPOSITORIES = {"default": "trained", "digits": "trained_digits", "kinds": "exported_kinds"}
+REPOSITORIES = {
+    "default": "trained",
+    "digits": "trained_digits",
+    "kinds": "exported_kinds",
+    "rollout": "rollout_blobs",
+}
+#: The rollout of docs/operations.md's example: version 1 stable, 2 canary and shadow.
+ROLLOUT = {
+    "version_labels": {"stable": 1, "canary": 2},
+    "canary_fraction": 0.0,
+    "shadow": {"label": "canary", "fraction": 1.0},
+}
+
+
+@pytest.fixture(scope="module")
+def rollout_blobs(
+    trained: TrainedRepository, tmp_path_factory: pytest.TempPathFactory
+) -> TrainedRepository:
+    """docs/operations.md's rollout: the 4-blob model trained with seeds 42 (version 1)
+    and 7 (version 2), with a serving.json."""
+    other = _train(tmp_path_factory, ("--seed", "7"))
+    workdir = tmp_path_factory.mktemp("rollout")
+    install_version(trained.repository / "blobs" / "1", workdir / "models", "blobs", 1)
+    install_version(other.repository / "blobs" / "1", workdir / "models", "blobs", 2)
+    (workdir / "models" / "blobs" / "serving.json").write_text(json.dumps(ROLLOUT))
+    return TrainedRepository(workdir, workdir / "models", "")
 
 
 def _sequence_model() -> Any:
