@@ -128,6 +128,12 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainedRepository:
 
 
 @pytest.fixture(scope="session")
+def trained_seed7(tmp_path_factory: pytest.TempPathFactory) -> TrainedRepository:
+    """The default model trained with ``--seed 7``: another version of it (rollouts)."""
+    return _train(tmp_path_factory, ("--seed", "7"))
+
+
+@pytest.fixture(scope="session")
 def trained_digits(tmp_path_factory: pytest.TempPathFactory) -> TrainedRepository:
     """The digits example (an 8x8 gray image CNN), trained once per session."""
     return _train(tmp_path_factory, ("--example", "digits"))

@@ -54,12 +54,11 @@ from tests.conftest import (
     ROOT,
     Server,
     TrainedRepository,
-    _train,
     python_argv,
     start_server,
     subprocess_env,
 )
-from tests.versions import install_version
+from tests.versions import rollout_repository
 
 EXCLUDED = {"docs/containers.md"}  # container commands, not requests to the test server
 DOCS = sorted(
@@ -268,15 +267,15 @@ ROLLOUT = {
 
 @pytest.fixture(scope="module")
 def rollout_blobs(
-    trained: TrainedRepository, tmp_path_factory: pytest.TempPathFactory
+    trained: TrainedRepository,
+    trained_seed7: TrainedRepository,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> TrainedRepository:
     """docs/operations.md's rollout: the 4-blob model trained with seeds 42 (version 1)
     and 7 (version 2), with a serving.json."""
-    other = _train(tmp_path_factory, ("--seed", "7"))
     workdir = tmp_path_factory.mktemp("rollout")
-    install_version(trained.repository / "blobs" / "1", workdir / "models", "blobs", 1)
-    install_version(other.repository / "blobs" / "1", workdir / "models", "blobs", 2)
-    (workdir / "models" / "blobs" / "serving.json").write_text(json.dumps(ROLLOUT))
+    sources = [t.repository / "blobs" / "1" for t in (trained, trained_seed7)]
+    rollout_repository(workdir / "models", sources, ROLLOUT)
     return TrainedRepository(workdir, workdir / "models", "")
 
 

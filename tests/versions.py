@@ -82,3 +82,15 @@ BREAKAGES: dict[str, tuple[Change, str]] = {
     "wrong metadata": (wrong_metadata, "to (batch, 5)"),
     "Lambda layer under safe_mode": (lambda_layer, "safe_mode"),
 }
+
+
+def rollout_repository(
+    repository: Path, versions: list[Path], rollout: dict[str, Any] | None = None
+) -> Path:
+    """``repository`` with ``versions`` as versions 1, 2, ... of ``blobs``, and ``rollout``
+    as its ``serving.json``; returns the repository."""
+    for number, source in enumerate(versions, start=1):
+        install_version(source, repository, "blobs", number)
+    if rollout is not None:
+        (repository / "blobs" / "serving.json").write_text(json.dumps(rollout))
+    return repository

@@ -1,16 +1,18 @@
 """Fuzzing the running server: schemathesis from our OpenAPI document, hypothesis hostile bodies.
 
-Every documented operation, on a server with the default configuration, and no answer
-may be a 5xx. Bounded (a few dozen examples per operation) so the suite stays within
-minutes. schemathesis's pytest plugin does not support pytest 9 yet, so its strategies
-are driven by hypothesis directly: one test per operation and generation mode; its
-deterministic phases (examples, coverage) run through its own runner.
+Every documented operation, on a server with the default configuration and on one with
+two versions, labels, a canary and a shadow (``serving.json``), and no answer may be a
+5xx but ``:regress``'s documented 501. Bounded (a few dozen examples per operation) so
+the suite stays within minutes. schemathesis's pytest plugin does not support pytest 9
+yet, so its strategies are driven by hypothesis directly: one test per operation and
+generation mode; its deterministic phases (examples, coverage) run through its own runner.
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,8 @@ from schemathesis.config import SchemathesisConfig
 from schemathesis.generation import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from tests.conftest import Server
+from tests.conftest import Server, TrainedRepository, start_server
+from tests.versions import rollout_repository
 
 FUZZ = settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
 
@@ -34,6 +37,7 @@ OPERATIONS = [
     ("POST", "/predict"),
     ("POST", "/models/{name}/predict"),
     ("POST", "/models/{name}/versions/{version}/predict"),
+    ("POST", "/models/{name}/labels/{label}/predict"),
     ("POST", "/softmax"),
     ("POST", "/v1/models/{name}:predict"),
     ("POST", "/v1/models/{name}/versions/{version}:predict"),
@@ -72,9 +76,10 @@ OPERATIONS = [
     ("GET", "/v1/models/{name}/labels/{label}"),
     ("GET", "/v1/models/{name}/labels/{label}/metadata"),
 ]
-#: TF Serving's APIs this server documents and does not implement: 501 to every request,
-#: the one 5xx a client may cause (besides 503), as the contract allows.
-UNIMPLEMENTED = {(m, p) for m, p in OPERATIONS if ":regress" in p or "/labels/" in p}
+#: TF Serving's API this server documents and does not implement (a classifier has no
+#: regression signature): 501 to every request, the one 5xx a client may cause (besides
+#: 503), as the contract allows.
+UNIMPLEMENTED = {(m, p) for m, p in OPERATIONS if ":regress" in p}
 #: Negative data exists only where a schema constrains something: request bodies. The
 #: other operations take free-string path parameters and no body.
 WITHOUT_BODY = {
@@ -91,22 +96,53 @@ CONFIG = """
 [dictionaries.names]
 values = ["blobs"]
 [dictionaries.versions]
-values = ["1"]
+values = ["1", "2"]
+[dictionaries.labels]
+values = ["stable", "canary"]
 [dictionaries.datatypes]
 values = ["FP32", "FP64"]
 
 [parameters]
 "path.name" = { dictionary = "names", probability = 0.5 }
 "path.version" = { dictionary = "versions", probability = 0.5 }
+"path.label" = { dictionary = "labels", probability = 0.5 }
 "body.inputs[*].datatype" = { dictionary = "datatypes", probability = 0.5 }
 """
 
 
+#: The second configuration: versions 1 and 2, labelled, a canary and a shadow.
+ROLLOUT = {
+    "version_labels": {"stable": 1, "canary": 2},
+    "canary_fraction": 0.3,
+    "shadow": {"label": "canary", "fraction": 1.0},
+}
+
+
+@pytest.fixture(scope="module", params=["default", "rollout"])
+def fuzzed(
+    request: pytest.FixtureRequest,
+    server: Server,
+    trained: TrainedRepository,
+    trained_seed7: TrainedRepository,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Server]:
+    """The server fuzzed: the shared one (default configuration), then one with a rollout."""
+    if request.param == "default":
+        yield server
+        return
+    workdir = tmp_path_factory.mktemp("fuzz-rollout")
+    sources = [t.repository / "blobs" / "1" for t in (trained, trained_seed7)]
+    rollout_repository(workdir / "models", sources, ROLLOUT)
+    running = start_server(workdir, workdir / "server.log", SERVICE_VERSION_POLICY="all")
+    yield running
+    assert running.stop() == 0, running.output()
+
+
 @pytest.fixture(scope="module")
-def api_schema(server: Server) -> Any:
+def api_schema(fuzzed: Server) -> Any:
     """Our own OpenAPI document, as the running server publishes it."""
     config = SchemathesisConfig.from_str(CONFIG)
-    return schemathesis.openapi.from_url(server.url + "/openapi.json", config=config)
+    return schemathesis.openapi.from_url(fuzzed.url + "/openapi.json", config=config)
 
 
 def test_the_fuzzed_operations_are_all_the_documented_ones(api_schema: Any) -> None:
@@ -156,7 +192,7 @@ def test_operation_conforms_to_the_openapi_document(
     check()
 
 
-def test_schemathesis_runner_examples_and_coverage_phases(server: Server, tmp_path: Path) -> None:
+def test_schemathesis_runner_examples_and_coverage_phases(fuzzed: Server, tmp_path: Path) -> None:
     """The phases the tests above do not run, with schemathesis's own runner and every check.
 
     Each documented example, and the coverage phase's deterministic cases: boundary values,
@@ -166,11 +202,11 @@ def test_schemathesis_runner_examples_and_coverage_phases(server: Server, tmp_pa
     config = tmp_path / "schemathesis.toml"
     config.write_text(CONFIG)
     argv = [sys.executable, "-c", "from schemathesis.cli import schemathesis; schemathesis()"]
-    argv += ["--config-file", str(config), "--no-color", "run", server.url + "/openapi.json"]
+    argv += ["--config-file", str(config), "--no-color", "run", fuzzed.url + "/openapi.json"]
     argv += ["--phases", "examples,coverage", "--checks", "all", "--workers", "1"]
     argv += ["--exclude-checks", ",".join(check.__name__ for check in EXCLUDED)]
     # The documented 501s would fail not_a_server_error: the test above checks them.
-    argv += ["--exclude-path-regex", ":regress$|/labels/"]
+    argv += ["--exclude-path-regex", ":regress$"]
     result = subprocess.run(
         argv, cwd=tmp_path, capture_output=True, text=True, timeout=240, check=False
     )

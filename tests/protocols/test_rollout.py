@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import jensenshannon  # type: ignore[import-untyped]
 
-from tests.conftest import Server, TrainedRepository, _train, start_server
+from tests.conftest import Server, TrainedRepository, start_server
 from tests.protocols.test_native import assert_error
-from tests.versions import install_version
+from tests.versions import rollout_repository
 
 CANARY_FRACTION = 0.25
 ROLLOUT = {
@@ -42,13 +42,13 @@ def write_rollout(repository: Path, content: dict[str, Any]) -> None:
 
 @pytest.fixture(scope="module")
 def rollout(
-    trained: TrainedRepository, tmp_path_factory: pytest.TempPathFactory
+    trained: TrainedRepository,
+    trained_seed7: TrainedRepository,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[Server, Path]]:
-    other = _train(tmp_path_factory, ("--seed", "7"))
     workdir = tmp_path_factory.mktemp("rollout")
-    repository = workdir / "models"
-    install_version(trained.repository / "blobs" / "1", repository, "blobs", 1)
-    install_version(other.repository / "blobs" / "1", repository, "blobs", 2)
+    sources = [t.repository / "blobs" / "1" for t in (trained, trained_seed7)]
+    repository = rollout_repository(workdir / "models", sources)
     write_rollout(repository, ROLLOUT)
     server = start_server(
         workdir,
