@@ -29,6 +29,7 @@ from service.protocols.schemas import (
     ModelList,
     PredictResponse,
     SoftmaxResponse,
+    TopPredictResponse,
 )
 
 T = TypeVar("T", bound=BaseModel)
@@ -67,11 +68,15 @@ class _Call:
     body: dict[str, Any] | None = None
 
 
-def _predict_path(model: str | None, version: str | int | None) -> str:
+def _predict_path(model: str | None, version: str | int | None, label: str | None) -> str:
     if model is None:
-        if version is not None:
-            raise ValueError("a version needs a model name")
+        if version is not None or label is not None:
+            raise ValueError("a version or a label needs a model name")
         return "/predict"
+    if version is not None and label is not None:
+        raise ValueError("expected a version or a label, not both")
+    if label is not None:
+        return f"/models/{model}/labels/{label}/predict"
     if version is None:
         return f"/models/{model}/predict"
     return f"/models/{model}/versions/{version}/predict"
@@ -100,13 +105,17 @@ class _Base:
         version: str | int | None,
         calibrated: bool,
         columnar: bool,
+        label: str | None = None,
+        top_k: int | None = None,
     ) -> _Call:
-        body = {
+        body: dict[str, Any] = {
             "instances": [_plain(instance) for instance in instances],
             "calibrated": calibrated,
             "format": "columnar" if columnar else "rows",
         }
-        return _Call("POST", _predict_path(model, version), body)
+        if top_k is not None:
+            body["top_k"] = top_k
+        return _Call("POST", _predict_path(model, version, label), body)
 
     @staticmethod
     def _softmax_call(logits: Sequence[float] | Rows, temperature: float) -> _Call:
@@ -169,11 +178,12 @@ class Client(_Base):
         *,
         model: str | None = None,
         version: str | int | None = None,
+        label: str | None = None,
         calibrated: bool = True,
     ) -> PredictResponse:
         """Class probabilities, one prediction per instance (in any form the model takes:
-        ``Instances``)."""
-        call = self._predict_call(instances, model, version, calibrated, columnar=False)
+        ``Instances``), from the version named by number or ``label`` (else the served one)."""
+        call = self._predict_call(instances, model, version, calibrated, False, label)
         return self._send(call, PredictResponse)
 
     def predict_columnar(
@@ -182,11 +192,27 @@ class Client(_Base):
         *,
         model: str | None = None,
         version: str | int | None = None,
+        label: str | None = None,
         calibrated: bool = True,
     ) -> ColumnarPredictResponse:
         """Class probabilities as one array per field (compact, for large batches)."""
-        call = self._predict_call(instances, model, version, calibrated, columnar=True)
+        call = self._predict_call(instances, model, version, calibrated, True, label)
         return self._send(call, ColumnarPredictResponse)
+
+    def predict_top(
+        self,
+        instances: Instances,
+        k: int,
+        *,
+        model: str | None = None,
+        version: str | int | None = None,
+        label: str | None = None,
+        calibrated: bool = True,
+    ) -> TopPredictResponse:
+        """Each instance's ``k`` most probable classes (labels, indices, probabilities),
+        most probable first, instead of the whole distribution."""
+        call = self._predict_call(instances, model, version, calibrated, False, label, k)
+        return self._send(call, TopPredictResponse)
 
     def softmax(self, logits: Sequence[float] | Rows, temperature: float = 1.0) -> SoftmaxResponse:
         """The service's float64 softmax of one vector or a batch."""
@@ -240,11 +266,12 @@ class AsyncClient(_Base):
         *,
         model: str | None = None,
         version: str | int | None = None,
+        label: str | None = None,
         calibrated: bool = True,
     ) -> PredictResponse:
         """Class probabilities, one prediction per instance (in any form the model takes:
-        ``Instances``)."""
-        call = self._predict_call(instances, model, version, calibrated, columnar=False)
+        ``Instances``), from the version named by number or ``label`` (else the served one)."""
+        call = self._predict_call(instances, model, version, calibrated, False, label)
         return await self._send(call, PredictResponse)
 
     async def predict_columnar(
@@ -253,11 +280,27 @@ class AsyncClient(_Base):
         *,
         model: str | None = None,
         version: str | int | None = None,
+        label: str | None = None,
         calibrated: bool = True,
     ) -> ColumnarPredictResponse:
         """Class probabilities as one array per field (compact, for large batches)."""
-        call = self._predict_call(instances, model, version, calibrated, columnar=True)
+        call = self._predict_call(instances, model, version, calibrated, True, label)
         return await self._send(call, ColumnarPredictResponse)
+
+    async def predict_top(
+        self,
+        instances: Instances,
+        k: int,
+        *,
+        model: str | None = None,
+        version: str | int | None = None,
+        label: str | None = None,
+        calibrated: bool = True,
+    ) -> TopPredictResponse:
+        """Each instance's ``k`` most probable classes (labels, indices, probabilities),
+        most probable first, instead of the whole distribution."""
+        call = self._predict_call(instances, model, version, calibrated, False, label, k)
+        return await self._send(call, TopPredictResponse)
 
     async def softmax(
         self, logits: Sequence[float] | Rows, temperature: float = 1.0

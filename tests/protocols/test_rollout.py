@@ -8,6 +8,7 @@ the ``all`` policy; version 1 labelled ``stable``, version 2 ``canary``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -20,6 +21,7 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import jensenshannon  # type: ignore[import-untyped]
 
+from service.client import AsyncClient, Client, ClientError
 from tests.conftest import Server, TrainedRepository, start_server
 from tests.protocols.test_native import assert_error
 from tests.versions import rollout_repository
@@ -211,3 +213,30 @@ def wait_for_label(server: Server, label: str, version: str) -> None:
             return
         assert time.monotonic() < deadline, answer.text
         time.sleep(0.1)
+
+
+def test_the_typed_clients_name_a_label_and_ask_for_the_top_classes(
+    rollout: tuple[Server, Path],
+) -> None:
+    server, _ = rollout
+    with Client(server.url) as client, httpx.Client(base_url=server.url) as raw:
+        expected = probabilities(raw, "/models/blobs/versions/2/predict", ROWS[:4])
+        answer = client.predict(ROWS[:4], model="blobs", label="canary")
+        assert answer.version == "2"
+        np.testing.assert_array_equal([p.probabilities for p in answer.predictions], expected)
+        top = client.predict_top(ROWS[:4], 2, model="blobs", label="canary")
+        for row, prediction in zip(expected, top.predictions, strict=True):
+            order = np.argsort(-row, kind="stable")[:2]
+            assert prediction.top_k.indices == order.tolist()
+            assert prediction.top_k.probabilities == row[order].tolist()
+        with pytest.raises(ClientError) as refused:
+            client.predict(ROWS[:1], model="blobs", label="beta")
+        assert refused.value.status == 404
+
+    async def asynchronously() -> str:
+        async with AsyncClient(server.url) as client:
+            return (await client.predict(ROWS[:1], model="blobs", label="stable")).version
+
+    assert asyncio.run(asynchronously()) == "1"
+    with Client(server.url) as client, pytest.raises(ValueError, match="not both"):
+        client.predict(ROWS[:1], model="blobs", version=1, label="stable")
