@@ -2,7 +2,8 @@
 
 ``train_version(TrainingJob(...))`` reads or makes the data, splits it, fits the
 network, calibrates it on the validation split, fits the out-of-distribution
-reference, and writes a new version (model.keras, model.tflite, metadata.json and
+reference, records the distributions live drift is measured against (``monitoring``),
+and writes a new version (model.keras, model.tflite, metadata.json and
 the report); ``export_version(ExportJob(...))`` brings a Keras classifier trained
 elsewhere into the repository. ``model_training.cli`` only parses and prints.
 """
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from model_training import __version__, tensorflow_logs
+from model_training import __version__, monitoring, tensorflow_logs
 from model_training.artifact import LOOKUPS, TEXT, Column, InputSpec
 from model_training.baseline import logistic_regression
 from model_training.calibration import calibrate
@@ -42,7 +43,14 @@ from model_training.images import (
 )
 from model_training.ood import FEATURE_QUANTILE, fit_reference, flagged
 from model_training.repository import REPORT_DIR, check_name, file_hashes, write_version
-from model_training.tables import encode, feature_names, fit_columns, one_hot_inputs, read_table
+from model_training.tables import (
+    Table,
+    encode,
+    feature_names,
+    fit_columns,
+    one_hot_inputs,
+    read_table,
+)
 from model_training.text_training import is_text_folder
 
 if TYPE_CHECKING:
@@ -255,6 +263,10 @@ class EncodedTable:
     columns: list[Column]
     test_size: float
     validation_split: float
+    raw: Table
+    """The CSV as read, before encoding (what ``monitoring`` bins)."""
+    train_rows: np.ndarray
+    """The rows of ``raw`` in ``parts.x_train``, in its order."""
 
 
 def load_table(job: TrainingJob, path: Path) -> EncodedTable:
@@ -277,7 +289,9 @@ def load_table(job: TrainingJob, path: Path) -> EncodedTable:
     validation_split = job.validation_split
     if validation_split is None:
         validation_split = default_validation_split(len(train_rows), classes)
-    return EncodedTable(dataset, parts, columns, test_size, validation_split)
+    return EncodedTable(
+        dataset, parts, columns, test_size, validation_split, table, np.asarray(train_rows)
+    )
 
 
 def training_data(
@@ -430,6 +444,9 @@ def _train_table(
     description: dict[str, Any] = {"shape": [input_dim], "dtype": "float32", "kind": "table"}
     if table is not None:
         description["columns"] = [column.model_dump() for column in table.columns]
+    statistics = training_data(
+        parts, dataset.class_names, table.columns if table is not None else None
+    )
     metadata = {
         "created_at": _now(),
         "input_dim": input_dim,
@@ -453,11 +470,22 @@ def _train_table(
             "data": dataset.source,
             "history": result.history,
         },
-        "training_data": training_data(
-            parts, dataset.class_names, table.columns if table is not None else None
-        ),
+        "training_data": statistics,
         "libraries": _libraries(),
     }
+    metadata["monitoring"] = monitoring.reference(
+        logits(model, parts.x_train),
+        parts.y_train,
+        dataset.num_classes,
+        calibration["temperature"] if calibration is not None else 1.0,
+        features=(
+            monitoring.array_features(dataset.feature_names, parts.x_train)
+            if table is None
+            else monitoring.table_features(table.raw.columns, table.train_rows)
+        ),
+        ood=statistics["ood"],
+        ood_inputs=parts.x_train,
+    )
     report = _report_data(
         job,
         metadata,
@@ -591,6 +619,14 @@ def _train_images(
         for key, value in config.as_metadata().items()
         if key not in ("hidden_units", "hidden_activation", "kernel_initializer")
     }
+    statistics = image_training_data(
+        train_features,
+        parts.y_train,
+        dataset.class_names,
+        test_features,
+        noise_features,
+        parts.x_train,
+    )
     description = {
         "shape": [height, width, channels],
         "dtype": "float32",
@@ -618,16 +654,17 @@ def _train_images(
             "data": dataset.source,
             "history": result.history,
         },
-        "training_data": image_training_data(
-            train_features,
-            parts.y_train,
-            dataset.class_names,
-            test_features,
-            noise_features,
-            parts.x_train,
-        ),
+        "training_data": statistics,
         "libraries": _libraries(),
     }
+    metadata["monitoring"] = monitoring.reference(
+        train_logits,
+        parts.y_train,
+        dataset.num_classes,
+        calibration["temperature"] if calibration is not None else 1.0,
+        ood=statistics["ood"],
+        ood_inputs=train_features,
+    )
     report = _report_data(
         job,
         metadata,
@@ -852,6 +889,8 @@ def _export_metadata(
         "metrics": None,
         "training": {"exported_from": str(source or job.model)},
         "libraries": _libraries(),
+        # No data comes with an exported model: nothing to measure drift against.
+        "monitoring": None,
     }
 
 

@@ -342,6 +342,7 @@ def train_text_version(job: TrainingJob, data: TextData) -> Written:
     """Fit the recipe on ``data`` and write it as a new version of ``job.name``."""
     from model_training.calibration import calibrate
     from model_training.model import seed_everything
+    from model_training.monitoring import reference
     from model_training.pipeline import write_text_version
 
     n, k = len(data.y), len(data.class_names)
@@ -385,6 +386,14 @@ def train_text_version(job: TrainingJob, data: TextData) -> Written:
             "data": data.source,
         },
         "training_data": {**training_data, "rows": n},
+        "monitoring": reference(
+            x_train @ kernel + bias,
+            y_train,
+            k,
+            calibration["temperature"],
+            ood=training_data["ood"],
+            ood_inputs=x_train @ projection.astype(np.float64),
+        ),
     }
     report = None
     if job.report:
