@@ -3,8 +3,9 @@
 A model's ``serving.json`` may name a shadow version (``service.repository.rollout``).
 For each request the live version answered, the data plane ``offer``s the batch it
 decoded and the probabilities it answered; ``offer`` samples the shadow's ``fraction``,
-queues the batch and returns at once. One worker task drains the queue: it joins the
-queued batches of one live/shadow pair into one call of the shadow version, through the
+queues the batch and returns at once. One worker task drains the queue, ``LINGER``
+seconds after an offer arrives: it joins the queued batches of one live/shadow pair into
+one call of the shadow version, through the
 data plane's own scoring (``Score``: the same runtime, batcher and softmax as any request),
 then records, per pair, how the two versions compare:
 
@@ -36,6 +37,11 @@ import numpy as np
 import numpy.typing as npt
 
 log = logging.getLogger("service.operations.shadow")
+
+#: Seconds the worker waits after an offer arrives, so that the offers of the next
+#: moments join one shadow call: a call costs about 100 µs whatever its rows, so one per
+#: request would cost a lone client a fifth of its throughput (benchmarks/shadow.py).
+LINGER = 0.005
 
 Probabilities = npt.NDArray[np.float64]
 
@@ -149,12 +155,14 @@ class ShadowTraffic:
         *,
         max_pending_rows: int = 4096,
         max_call_rows: int = 1024,
+        linger: float = LINGER,
         rng: random.Random | None = None,
     ) -> None:
         self._score = score
         self._metrics = metrics
         self.max_pending_rows = max_pending_rows
         self.max_call_rows = max_call_rows
+        self.linger = linger
         self._random = (rng or random.Random()).random  # noqa: S311 (sampling, not secrets)
         self._queue: deque[_Offer] = deque()
         self._pending_rows = 0
@@ -198,6 +206,8 @@ class ShadowTraffic:
         """Drain the queue until cancelled: one shadow call per pair and ``calibrated``."""
         while True:
             await self._arrived.wait()
+            if self._pending_rows < self.max_call_rows:
+                await asyncio.sleep(self.linger)  # let more offers join this call
             self._arrived.clear()
             while self._queue:
                 await self._drain_one_call()

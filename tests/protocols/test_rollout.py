@@ -151,7 +151,7 @@ def test_the_shadow_compares_every_stable_answer_off_the_response_path(
     with httpx.Client(base_url=server.url, timeout=30) as client:
         stable = probabilities(client, "/models/blobs/versions/1/predict", ROWS)
         canary = probabilities(client, "/models/blobs/versions/2/predict", ROWS)
-        (before,) = comparisons(client)
+        before = settled(client)
         answer = client.post("/models/blobs/labels/stable/predict", json={"instances": ROWS})
         np.testing.assert_array_equal(  # the shadow changes nothing in the answer
             [p["probabilities"] for p in answer.json()["predictions"]], stable
@@ -174,6 +174,17 @@ def test_the_shadow_compares_every_stable_answer_off_the_response_path(
     assert added == pytest.approx(js, rel=1e-6, abs=1e-9)
     metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
     assert 'softmax_shadow_rows_total{model="blobs",shadow_version="2",version="1"}' in metrics
+
+
+def settled(client: httpx.Client) -> dict[str, Any]:
+    """The shadow's record once the rows queued by earlier requests are compared."""
+    (last,) = comparisons(client)
+    while True:
+        time.sleep(0.1)  # the shadow lingers 5 ms before each call
+        (now,) = comparisons(client)
+        if now == last:
+            return now
+        last = now
 
 
 def comparisons(client: httpx.Client) -> list[dict[str, Any]]:
