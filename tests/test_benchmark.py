@@ -388,6 +388,35 @@ def test_the_top_k_script_times_top_k_against_the_whole_distribution() -> None:
 
 
 @pytest.mark.benchmark
+@pytest.mark.timeout(600)
+def test_the_shadow_script_measures_the_live_version_with_the_shadow_on_and_off() -> None:
+    """``benchmarks/shadow.py``: two versions, served with the shadow and without, in turns."""
+    argv = ["--quick", "--rounds", "1", "--duration", "1", "--connections", "16"]
+    output = script("benchmarks/shadow.py", *argv)
+    assert output.startswith("**No errors**"), output
+    (row,) = markdown_table(output, "conns")
+    assert row["conns"] == "16"
+    for side in ("off", "on"):
+        assert number(row[f"req/s {side}"]) > 0
+        assert 0 < number(row[f"p50 ms {side}"]) <= number(row[f"p99 ms {side}"])
+    # One round: the paired median is that round's ratio (the medians are rounded).
+    ratio = number(row["req/s on"]) / number(row["req/s off"])
+    assert math.isclose(number(row["on/off req/s (paired median)"]), ratio, rel_tol=0.02)
+    assert row["target ≥ 0.90x"] in {"PASS", "FAIL"}
+    assert "Target (issue 26)" in output
+    (record,) = markdown_table(output, "conns | rows compared")
+    compared, shed = (int(record[k].replace(",", "")) for k in ("rows compared", "rows shed"))
+    assert compared > 0
+    assert record["other rows not compared"] == "0"
+    assert record["shed share"] == f"{shed / (compared + shed):.1%}"
+    agreement = markdown_table(output, "rows (requests of 100)")
+    assert [found["compared"] for found in agreement] == ["2,000", "2,000"]
+    for found in agreement:
+        assert 0 <= float(found["top-1 agreement"].removesuffix("%")) <= 100
+        assert 0 <= float(found["mean JS divergence (bits)"]) <= 1
+
+
+@pytest.mark.benchmark
 @pytest.mark.timeout(900)
 def test_quick_image_benchmark_is_well_formed(image_run: tuple[Path, str]) -> None:
     out, stdout = image_run
