@@ -29,6 +29,7 @@ from service.http.state import dataplane
 from service.inference.batching import BatchingConfig
 from service.inference.runtime import Runtime
 from service.operations.metrics import CONTENT_TYPE, Metrics
+from service.operations.monitor import LiveMonitor
 from service.operations.shadow import ShadowTraffic
 from service.protocols import tfserving, v2
 from service.protocols.native import direct, router
@@ -72,6 +73,9 @@ def _lifespan(settings: Settings, metrics: Metrics) -> Any:
             plane.shadow_probabilities, metrics, max_pending_rows=settings.shadow_max_pending_rows
         )
         shadowing = asyncio.create_task(plane.shadow.run())
+        if settings.monitor_window:
+            plane.monitor = LiveMonitor(settings.monitor_window)
+            metrics.watch(plane.monitor)
         loading = asyncio.create_task(asyncio.to_thread(registry.load_all))
         loading.add_done_callback(_report_load_failure)
         watching = asyncio.create_task(

@@ -46,6 +46,7 @@ from service.inference.softmax import softmax
 from service.inference.tables import EncodedRows, NamedRows, encode
 from service.inference.text import Texts
 from service.operations.metrics import Metrics
+from service.operations.monitor import LiveMonitor
 from service.operations.shadow import ShadowTraffic, pair_key
 from service.repository.registry import LoadedVersion, ModelRegistry, VersionStatus
 from service.repository.rollout import CANARY, Rollout
@@ -185,10 +186,12 @@ class DataPlane:
         metrics: Metrics | None = None,
         model_control: bool = False,
         shadow: ShadowTraffic | None = None,
+        monitor: LiveMonitor | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.registry = registry
         self.shadow = shadow
+        self.monitor = monitor
         self._random = (rng or random.Random()).random  # noqa: S311 (routing, not secrets)
         self.model_control = model_control
         self.metrics = metrics
@@ -252,6 +255,26 @@ class DataPlane:
     def versions(self, name: str) -> list[int]:
         """The served versions of ``name``, oldest first."""
         return self._loaded().versions(name)
+
+    def monitor_summary(self, name: str, version: str | None = None) -> dict[str, Any]:
+        """The served (or named) version's live window against its training references."""
+        served = self.resolve(name, version)
+        summary = None if self.monitor is None else self.monitor.summary(name, served.version)
+        reference = getattr(served.metadata, "monitoring", None)
+        if self.monitor is None:
+            why = "monitoring is off (SERVICE_MONITOR_WINDOW=0)"
+        elif not isinstance(reference, dict):
+            why = "the version has no training references (an exported model)"
+        else:
+            why = None
+        return {
+            "model": name,
+            "version": str(served.version),
+            "monitored": why is None,
+            **({"reason": why} if why else {}),
+            "window": self.monitor.window if self.monitor is not None else 0,
+            **(summary or {}),
+        }
 
     def rollout(self, name: str) -> dict[str, Any] | None:
         """``name``'s labels, canary fraction and shadow, with the shadow's comparisons so
@@ -355,6 +378,8 @@ class DataPlane:
                 served.metadata.class_names,
                 scores.predicted,
             )
+        if self.monitor is not None:
+            self.monitor.observe(served, scores, x)
         if self.shadow is not None:
             self._offer_shadow(served, x32, scores.probabilities, calibrated)
         best = None if top is None else _top_classes(served, scores, top)

@@ -99,6 +99,11 @@ class Settings(BaseSettings):
     max_json_depth: int = Field(default=32, ge=2)
     """Deepest nesting of arrays and objects in a request body (400 beyond)."""
 
+    monitor_window: int = Field(default=1000, ge=0)
+    """Rows of each model version's rolling window for live drift (``GET
+    /models/{name}/monitor``, the ``softmax_drift_*`` and ``softmax_window_*`` gauges);
+    0 turns monitoring off."""
+
     shadow_max_pending_rows: int = Field(default=4096, ge=1)
     """Most rows waiting for a shadow version (``serving.json``'s ``shadow``); beyond,
     offers are shed and counted, so a slow shadow never slows the live answers."""

@@ -170,6 +170,14 @@ class Scores:
         """``argmax`` in whichever form is at hand (no conversion)."""
         return self._lists.argmax if self._lists is not None else self.argmax
 
+    def at_hand(self) -> tuple[Any, Any, Any]:
+        """(argmax, entropy, ood_distance) in whichever form is at hand: Python lists for
+        a one-row answer, arrays otherwise (no conversion either way)."""
+        if self._lists is not None:
+            return self._lists.argmax, self._lists.entropy, self._lists.ood_distance
+        _, argmax, entropy, distance = self._array_form()
+        return argmax, entropy, distance
+
     def lists(self) -> RowLists:
         """The same numbers as Python lists."""
         if self._lists is None:

@@ -38,6 +38,7 @@ from prometheus_client import (
 from prometheus_client.multiprocess import MultiProcessCollector
 
 if TYPE_CHECKING:
+    from service.operations.monitor import LiveMonitor
     from service.operations.shadow import Comparison
 
 LATENCY_BUCKETS = (
@@ -194,6 +195,58 @@ class Metrics:
             registry=r,
             multiprocess_mode="max",
         )
+        self._monitor: LiveMonitor | None = None
+        version = ["model", "version"]
+        self.drift_feature_psi = Gauge(
+            "softmax_drift_feature_psi",
+            "PSI of a numeric feature's values in the version's rolling window against its "
+            "training deciles (below 0.1: no shift; above 0.25: a shift).",
+            [*version, "feature"],
+            registry=r,
+            multiprocess_mode="all",
+        )
+        self.drift_predicted_mix_psi = Gauge(
+            "softmax_drift_predicted_mix_psi",
+            "PSI of the predicted-class mix in the rolling window against the training rows'.",
+            version,
+            registry=r,
+            multiprocess_mode="all",
+        )
+        self.window_mean_entropy = Gauge(
+            "softmax_window_mean_entropy",
+            "Mean entropy (nats) of the answers in the rolling window.",
+            version,
+            registry=r,
+            multiprocess_mode="all",
+        )
+        self.reference_mean_entropy = Gauge(
+            "softmax_reference_mean_entropy",
+            "Mean entropy (nats) of the version's answers on its training rows.",
+            version,
+            registry=r,
+            multiprocess_mode="all",
+        )
+        self.window_ood_rate = Gauge(
+            "softmax_window_ood_rate",
+            "Share of the rolling window's rows flagged out of distribution.",
+            version,
+            registry=r,
+            multiprocess_mode="all",
+        )
+        self.reference_ood_rate = Gauge(
+            "softmax_reference_ood_rate",
+            "Share of the version's training rows above its OOD threshold.",
+            version,
+            registry=r,
+            multiprocess_mode="all",
+        )
+        self.window_rows = Gauge(
+            "softmax_window_rows",
+            "Rows in the version's rolling window.",
+            version,
+            registry=r,
+            multiprocess_mode="all",
+        )
         self.routed = Counter(
             "softmax_routed_requests_total",
             "Prediction requests naming no version or label, by the version that served them "
@@ -268,8 +321,34 @@ class Metrics:
         self._inflight = now
         return False
 
+    def watch(self, monitor: LiveMonitor) -> None:
+        """Export ``monitor``'s windows as gauges, computed when the metrics are read."""
+        self._monitor = monitor
+
+    def _fold_drift(self) -> None:
+        if self._monitor is None:
+            return
+        for name, number, version in self._monitor.monitored():
+            labels = (name, str(number))
+            summary = version.summary()
+            self.window_rows.labels(*labels).set(summary["window_rows"])
+            pairs = (
+                (self.drift_predicted_mix_psi, summary["predicted_mix_psi"]),
+                (self.window_mean_entropy, summary["mean_entropy"]),
+                (self.reference_mean_entropy, summary["reference_mean_entropy"]),
+                (self.window_ood_rate, summary["ood_rate"]),
+                (self.reference_ood_rate, summary["reference_ood_rate"]),
+            )
+            for gauge, value in pairs:
+                if value is not None:
+                    gauge.labels(*labels).set(value)
+            for feature in summary["features"]:
+                if feature["psi"] is not None:
+                    self.drift_feature_psi.labels(*labels, feature["name"]).set(feature["psi"])
+
     def fold(self) -> None:
         """Bring the prometheus-client series up to date with what was tallied."""
+        self._fold_drift()
         for tally in self._tallies:
             tally.fold()
         if self._inflight is not None:

@@ -19,6 +19,7 @@ from service.protocols.schemas import (
     Health,
     ModelInfo,
     ModelList,
+    MonitorResponse,
     PredictRequest,
     PredictResponse,
     ReloadResponse,
@@ -284,6 +285,30 @@ async def model_info(name: str, request: Request) -> JSONResponse:
 async def version_info(name: str, version: str, request: Request) -> JSONResponse:
     """One version's metadata."""
     return _info(dataplane(request), name, version)
+
+
+@router.get(
+    "/models/{name}/monitor",
+    response_model=MonitorResponse,
+    responses=error_responses(404, 503),
+    tags=["models"],
+)
+async def monitor(name: str, request: Request) -> JSONResponse:
+    """Live drift of the served version: its rolling window of answers against its
+    training references (PSI per numeric feature and of the predicted-class mix, mean
+    entropy, OOD rate)."""
+    return JSONResponse(dataplane(request).monitor_summary(name))
+
+
+@router.get(
+    "/models/{name}/versions/{version}/monitor",
+    response_model=MonitorResponse,
+    responses=error_responses(404, 503),
+    tags=["models"],
+)
+async def version_monitor(name: str, version: str, request: Request) -> JSONResponse:
+    """Live drift of one version."""
+    return JSONResponse(dataplane(request).monitor_summary(name, version))
 
 
 # --- model control: off unless SERVICE_MODEL_CONTROL=true (403) ---------------------------

@@ -459,6 +459,53 @@ class ModelInfo(BaseModel):
     without one."""
 
 
+class MonitorResponse(BaseModel):
+    """A version's rolling window of answers against its training references."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "blobs",
+                    "version": "1",
+                    "monitored": True,
+                    "window": 1000,
+                    "window_rows": 1000,
+                    "rows_seen": 5210,
+                    "reference_rows": 750,
+                    "predicted_mix": [0.25, 0.24, 0.26, 0.25],
+                    "predicted_mix_psi": 0.0012,
+                    "mean_entropy": 0.041,
+                    "reference_mean_entropy": 0.0356,
+                    "ood_rate": 0.002,
+                    "reference_ood_rate": 0.0013,
+                    "features": [
+                        {"name": "x1", "psi": 0.013, "missing": 0.0, "reference_missing": 0.0},
+                        {"name": "x2", "psi": 0.009, "missing": 0.0, "reference_missing": 0.0},
+                    ],
+                }
+            ]
+        },
+    )
+
+    model: str
+    version: str
+    monitored: bool
+    """False for a version without training references, or with monitoring off
+    (``reason`` says which)."""
+    window: int
+    """The window's size in rows (``SERVICE_MONITOR_WINDOW``)."""
+    window_rows: int | None = None
+    predicted_mix_psi: float | None = None
+    mean_entropy: float | None = None
+    reference_mean_entropy: float | None = None
+    ood_rate: float | None = None
+    reference_ood_rate: float | None = None
+    features: list[dict[str, Any]] | None = None
+    """Per numeric feature: ``name``, ``psi``, ``missing``, ``reference_missing``."""
+
+
 class Health(BaseModel):
     """Liveness or readiness."""
 

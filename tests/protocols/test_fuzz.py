@@ -53,6 +53,8 @@ OPERATIONS = [
     ("GET", "/models"),
     ("GET", "/models/{name}"),
     ("GET", "/models/{name}/versions/{version}"),
+    ("GET", "/models/{name}/monitor"),
+    ("GET", "/models/{name}/versions/{version}/monitor"),
     ("GET", "/v1/models/{name}"),
     ("GET", "/v1/models/{name}/versions/{version}"),
     ("GET", "/v1/models/{name}/metadata"),
