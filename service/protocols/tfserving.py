@@ -368,7 +368,8 @@ def _named(row: dict[str, Any], where: str) -> Any:
 
 
 def _check_signature(name: str | None) -> None:
-    if name not in (None, SIGNATURE):
+    """The one signature, by its name; an empty name means it, as in TF Serving."""
+    if name not in (None, "", SIGNATURE):
         raise InvalidInput(
             f"expected signature_name {SIGNATURE!r} (the only signature), received {name[:64]!r}"
         )

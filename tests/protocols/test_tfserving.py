@@ -42,8 +42,9 @@ def test_row_format_as_curl_sends_it_answers_predictions_equal_to_predict(
         {"inputs": ROWS},
         {"inputs": {"input": ROWS}},
         {"signature_name": "serving_default", "inputs": {"dense_input": ROWS}},
+        {"signature_name": "", "inputs": ROWS},
     ],
-    ids=["list", "named", "any name, with signature"],
+    ids=["list", "named", "any name, with signature", "empty signature name: the default"],
 )
 def test_columnar_format_answers_outputs_equal_to_predict(
     client: httpx.Client, body: dict[str, Any]
