@@ -28,6 +28,7 @@ from service.http.routing import add_direct_routes
 from service.http.state import dataplane
 from service.inference.batching import BatchingConfig
 from service.inference.runtime import Runtime
+from service.operations.feedback import FeedbackStore
 from service.operations.metrics import CONTENT_TYPE, Metrics
 from service.operations.monitor import LiveMonitor
 from service.operations.shadow import ShadowTraffic
@@ -76,6 +77,12 @@ def _lifespan(settings: Settings, metrics: Metrics) -> Any:
         if settings.monitor_window:
             plane.monitor = LiveMonitor(settings.monitor_window)
             metrics.watch(plane.monitor)
+        if settings.feedback_max_values:
+            window = settings.monitor_window or 1000
+            plane.feedback = FeedbackStore(
+                settings.feedback_max_values, settings.feedback_ttl_seconds, window
+            )
+            metrics.watch_feedback(plane.feedback)
         loading = asyncio.create_task(asyncio.to_thread(registry.load_all))
         loading.add_done_callback(_report_load_failure)
         watching = asyncio.create_task(

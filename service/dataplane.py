@@ -28,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from service.errors import (
+    Forbidden,
     InferenceFailed,
     InvalidInput,
     ModelControlDisabled,
@@ -45,6 +46,7 @@ from service.inference.scores import NotFinite, Scores, top_k
 from service.inference.softmax import softmax
 from service.inference.tables import EncodedRows, NamedRows, encode
 from service.inference.text import Texts
+from service.operations.feedback import FeedbackStore
 from service.operations.metrics import Metrics
 from service.operations.monitor import LiveMonitor
 from service.operations.shadow import ShadowTraffic, pair_key
@@ -187,11 +189,13 @@ class DataPlane:
         model_control: bool = False,
         shadow: ShadowTraffic | None = None,
         monitor: LiveMonitor | None = None,
+        feedback: FeedbackStore | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.registry = registry
         self.shadow = shadow
         self.monitor = monitor
+        self.feedback = feedback
         self._random = (rng or random.Random()).random  # noqa: S311 (routing, not secrets)
         self.model_control = model_control
         self.metrics = metrics
@@ -267,6 +271,9 @@ class DataPlane:
             why = "the version has no training references (an exported model)"
         else:
             why = None
+        feedback = None
+        if self.feedback is not None:
+            feedback = self.feedback.summary(name, served.version)
         return {
             "model": name,
             "version": str(served.version),
@@ -274,7 +281,18 @@ class DataPlane:
             **({"reason": why} if why else {}),
             "window": self.monitor.window if self.monitor is not None else 0,
             **(summary or {}),
+            "feedback": feedback,
         }
+
+    def label(self, name: str, request_id: str, labels: Sequence[Any]) -> dict[str, Any]:
+        """Join true ``labels`` with what ``request_id`` was answered by model ``name``."""
+        self._loaded()
+        if self.feedback is None:
+            raise Forbidden(
+                "expected feedback to be on (SERVICE_FEEDBACK_MAX_VALUES above 0), received "
+                "a label with feedback off"
+            )
+        return self.feedback.label(name, request_id, labels)
 
     def rollout(self, name: str) -> dict[str, Any] | None:
         """``name``'s labels, canary fraction and shadow, with the shadow's comparisons so
@@ -380,6 +398,14 @@ class DataPlane:
             )
         if self.monitor is not None:
             self.monitor.observe(served, scores, x)
+        if self.feedback is not None and record is not None and "request_id" in record:
+            self.feedback.remember(
+                record["request_id"],
+                served.name,
+                served.version,
+                served.metadata.class_names,
+                scores.at_hand()[0],
+            )
         if self.shadow is not None:
             self._offer_shadow(served, x32, scores.probabilities, calibrated)
         best = None if top is None else _top_classes(served, scores, top)

@@ -104,6 +104,14 @@ class Settings(BaseSettings):
     /models/{name}/monitor``, the ``softmax_drift_*`` and ``softmax_window_*`` gauges);
     0 turns monitoring off."""
 
+    feedback_max_values: int = Field(default=4_000_000, ge=0)
+    """Most probabilities the service keeps (float32, 4 bytes each) so that a true label
+    reported later (``POST /models/{name}/feedback``) can be joined with its answer: the
+    newest answers, up to this many values in all; 0 turns feedback off."""
+
+    feedback_ttl_seconds: float = Field(default=86_400.0, gt=0)
+    """How long an answer waits for its true label; older ones are forgotten (404)."""
+
     shadow_max_pending_rows: int = Field(default=4096, ge=1)
     """Most rows waiting for a shadow version (``serving.json``'s ``shadow``); beyond,
     offers are shed and counted, so a slow shadow never slows the live answers."""

@@ -170,13 +170,13 @@ class Scores:
         """``argmax`` in whichever form is at hand (no conversion)."""
         return self._lists.argmax if self._lists is not None else self.argmax
 
-    def at_hand(self) -> tuple[Any, Any, Any]:
-        """(argmax, entropy, ood_distance) in whichever form is at hand: Python lists for
-        a one-row answer, arrays otherwise (no conversion either way)."""
+    def at_hand(self) -> tuple[Any, Any, Any, Any]:
+        """(probabilities, argmax, entropy, ood_distance) in whichever form is at hand:
+        Python lists for a one-row answer, arrays otherwise (no conversion either way)."""
         if self._lists is not None:
-            return self._lists.argmax, self._lists.entropy, self._lists.ood_distance
-        _, argmax, entropy, distance = self._array_form()
-        return argmax, entropy, distance
+            lists = self._lists
+            return lists.probabilities, lists.argmax, lists.entropy, lists.ood_distance
+        return self._array_form()
 
     def lists(self) -> RowLists:
         """The same numbers as Python lists."""

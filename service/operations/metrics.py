@@ -38,6 +38,7 @@ from prometheus_client import (
 from prometheus_client.multiprocess import MultiProcessCollector
 
 if TYPE_CHECKING:
+    from service.operations.feedback import FeedbackStore
     from service.operations.monitor import LiveMonitor
     from service.operations.shadow import Comparison
 
@@ -240,6 +241,43 @@ class Metrics:
             registry=r,
             multiprocess_mode="all",
         )
+        self.window_estimated_accuracy = Gauge(
+            "softmax_window_estimated_accuracy",
+            "Accuracy expected without labels: the mean top-1 probability of the window's "
+            "calibrated answers.",
+            version,
+            registry=r,
+            multiprocess_mode="all",
+        )
+        self._feedback: FeedbackStore | None = None
+        self.feedback_accuracy = Gauge(
+            "softmax_feedback_accuracy",
+            "Accuracy of the version's last labelled rows (POST /models/{name}/feedback).",
+            version,
+            registry=r,
+            multiprocess_mode="all",
+        )
+        self.feedback_log_loss = Gauge(
+            "softmax_feedback_log_loss",
+            "Log loss (nats) of the version's last labelled rows.",
+            version,
+            registry=r,
+            multiprocess_mode="all",
+        )
+        self.feedback_ece = Gauge(
+            "softmax_feedback_ece",
+            "Expected calibration error (15 bins) of the version's last labelled rows.",
+            version,
+            registry=r,
+            multiprocess_mode="all",
+        )
+        self.feedback_rows = Gauge(
+            "softmax_feedback_rows",
+            "Labelled rows in the version's feedback window.",
+            version,
+            registry=r,
+            multiprocess_mode="all",
+        )
         self.window_rows = Gauge(
             "softmax_window_rows",
             "Rows in the version's rolling window.",
@@ -321,11 +359,26 @@ class Metrics:
         self._inflight = now
         return False
 
+    def watch_feedback(self, feedback: FeedbackStore) -> None:
+        """Export ``feedback``'s labelled windows as gauges, computed when read."""
+        self._feedback = feedback
+
     def watch(self, monitor: LiveMonitor) -> None:
         """Export ``monitor``'s windows as gauges, computed when the metrics are read."""
         self._monitor = monitor
 
     def _fold_drift(self) -> None:
+        if self._feedback is not None:
+            for name, number, labelled in self._feedback.labelled():
+                labels = (name, str(number))
+                self.feedback_rows.labels(*labels).set(labelled["rows"])
+                for gauge, key in (
+                    (self.feedback_accuracy, "accuracy"),
+                    (self.feedback_log_loss, "log_loss"),
+                    (self.feedback_ece, "ece"),
+                ):
+                    if labelled[key] is not None:
+                        gauge.labels(*labels).set(labelled[key])
         if self._monitor is None:
             return
         for name, number, version in self._monitor.monitored():
@@ -338,6 +391,7 @@ class Metrics:
                 (self.reference_mean_entropy, summary["reference_mean_entropy"]),
                 (self.window_ood_rate, summary["ood_rate"]),
                 (self.reference_ood_rate, summary["reference_ood_rate"]),
+                (self.window_estimated_accuracy, summary["estimated_accuracy"]),
             )
             for gauge, value in pairs:
                 if value is not None:

@@ -12,7 +12,11 @@ reference:
 - per numeric feature, the population stability index (PSI) of the window's values
   over the reference's bins, and the window's missing rate;
 - the PSI of the predicted-class mix against the training rows' mix;
-- the window's mean entropy and OOD rate against their training values.
+- the window's mean entropy and OOD rate against their training values;
+- the accuracy expected without any label: the mean top-1 probability of the window's
+  (calibrated) answers, which is what a calibrated model's accuracy is on average
+  (confidence-based performance estimation), to set beside the live accuracy the
+  feedback gives (``service.operations.feedback``).
 
 ``PSI = sum_i (a_i - e_i) ln(a_i / e_i)`` over the bins, with the window's shares
 ``a_i`` and the reference's ``e_i``, each floored at ``PSI_FLOOR`` so an empty bin counts
@@ -73,18 +77,21 @@ class Window:
     has_distance: bool
     rows: int = 0  # rows ever written
     predicted: npt.NDArray[np.intp] = field(init=False)
+    confidence: npt.NDArray[np.float64] = field(init=False)
     entropy: npt.NDArray[np.float64] = field(init=False)
     distance: npt.NDArray[np.float64] = field(init=False)
     x: npt.NDArray[np.float64] = field(init=False)
 
     def __post_init__(self) -> None:
         self.predicted = np.zeros(self.size, dtype=np.intp)
+        self.confidence = np.zeros(self.size)
         self.entropy = np.zeros(self.size)
         self.distance = np.zeros(self.size if self.has_distance else 0)
         self.x = np.zeros((self.size, self.features))
 
     def write(
         self,
+        probabilities: Any,
         predicted: Any,
         entropy: Any,
         distance: Any,
@@ -95,6 +102,7 @@ class Window:
         if n == 1:  # the common case: plain item assignment
             i = self.rows % self.size
             self.predicted[i] = predicted[0]
+            self.confidence[i] = max(probabilities[0])
             self.entropy[i] = entropy[0]
             if self.has_distance:
                 self.distance[i] = distance[0]
@@ -105,6 +113,7 @@ class Window:
         start = max(0, n - self.size)
         positions = (self.rows + np.arange(start, n)) % self.size
         self.predicted[positions] = np.asarray(predicted)[start:]
+        self.confidence[positions] = np.asarray(probabilities)[start:].max(axis=1)
         self.entropy[positions] = np.asarray(entropy)[start:]
         if self.has_distance:
             self.distance[positions] = np.asarray(distance)[start:]
@@ -150,9 +159,11 @@ class VersionMonitor:
         has_distance = reference.get("ood_distance") is not None and threshold is not None
         self.window = Window(size, width, has_distance)
 
-    def observe(self, predicted: Any, entropy: Any, distance: Any, x: Any) -> None:
+    def observe(
+        self, probabilities: Any, predicted: Any, entropy: Any, distance: Any, x: Any
+    ) -> None:
         """Write one answered batch into the window."""
-        self.window.write(predicted, entropy, distance, x)
+        self.window.write(probabilities, predicted, entropy, distance, x)
 
     def summary(self) -> dict[str, Any]:
         """The window against the references (``None`` where nothing is measured yet)."""
@@ -167,6 +178,7 @@ class VersionMonitor:
             "reference_rows": ref.get("rows"),
             "predicted_mix": None,
             "predicted_mix_psi": None,
+            "estimated_accuracy": None,
             "mean_entropy": None,
             "reference_mean_entropy": entropy_ref.get("mean"),
             "ood_rate": None,
@@ -181,6 +193,7 @@ class VersionMonitor:
         body["predicted_mix"] = mix.tolist()
         if classes:
             body["predicted_mix_psi"] = psi(mix, ref["predicted_mix"])
+        body["estimated_accuracy"] = float(w.confidence[:n].mean())
         body["mean_entropy"] = float(w.entropy[:n].mean())
         if w.has_distance and self.threshold is not None:
             body["ood_rate"] = float(np.mean(w.distance[:n] > self.threshold))
@@ -217,8 +230,8 @@ class LiveMonitor:
         else:
             monitor = self._versions[key] = self._monitor_for(served)
         if monitor is not None:
-            predicted, entropy, distance = scores.at_hand()
-            monitor.observe(predicted, entropy, distance, x)
+            probabilities, predicted, entropy, distance = scores.at_hand()
+            monitor.observe(probabilities, predicted, entropy, distance, x)
 
     def _monitor_for(self, served: Any) -> VersionMonitor | None:
         meta = served.metadata

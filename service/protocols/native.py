@@ -16,6 +16,8 @@ from service.http.routing import route_classes
 from service.http.state import dataplane
 from service.protocols.schemas import (
     ColumnarPredictResponse,
+    FeedbackRequest,
+    FeedbackResponse,
     Health,
     ModelInfo,
     ModelList,
@@ -285,6 +287,23 @@ async def model_info(name: str, request: Request) -> JSONResponse:
 async def version_info(name: str, version: str, request: Request) -> JSONResponse:
     """One version's metadata."""
     return _info(dataplane(request), name, version)
+
+
+@router.post(
+    "/models/{name}/feedback",
+    response_model=FeedbackResponse,
+    responses=error_responses(400, 403, 404, 422, 503),
+    tags=["models"],
+    openapi_extra=openapi_body(FeedbackRequest),
+)
+async def feedback(name: str, request: Request) -> JSONResponse:
+    """The true labels of an earlier prediction of this model, by the request id it was
+    answered with: joined with that answer into the version's live accuracy, log loss and
+    calibration error (``GET /models/{name}/monitor``). 404 for a request id the service
+    no longer holds (forgotten, expired, labelled already) or never answered."""
+    plane = dataplane(request)
+    body = await bodies.read(request, FeedbackRequest, plane.max_json_depth)
+    return JSONResponse(plane.label(name, body.request_id, body.labels))
 
 
 @router.get(

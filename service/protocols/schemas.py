@@ -10,7 +10,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, JsonValue, Tag
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    JsonValue,
+    StrictInt,
+    StrictStr,
+    Tag,
+)
 from pydantic.config import JsonDict
 
 from service.errors import InvalidInput
@@ -457,6 +466,39 @@ class ModelInfo(BaseModel):
     ``top1_agreement``, ``mean_abs_difference``, ``mean_js_divergence_bits``,
     ``shadow_calls``, ``shadow_mean_seconds``, ``rows_not_compared`` by reason); ``null``
     without one."""
+
+
+class FeedbackRequest(BaseModel):
+    """The true labels of an earlier prediction, by its request id."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"request_id": "7f3a2b", "labels": ["3"]}]},
+    )
+
+    request_id: str = Field(min_length=1, max_length=128)
+    """The ``X-Request-ID`` the prediction was answered with (sent, or made and echoed)."""
+    labels: list[StrictStr | StrictInt] = Field(min_length=1)
+    """One per instance of that request: a class name, or its index."""
+
+
+class FeedbackResponse(BaseModel):
+    """How the labels compare with what was answered."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"model": "blobs", "version": "1", "request_id": "7f3a2b", "rows": 1, "correct": 1}
+            ]
+        }
+    )
+
+    model: str
+    version: str
+    request_id: str
+    rows: int
+    correct: int
+    """Rows whose most probable class was the true one."""
 
 
 class MonitorResponse(BaseModel):

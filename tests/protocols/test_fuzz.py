@@ -54,6 +54,7 @@ OPERATIONS = [
     ("GET", "/models/{name}"),
     ("GET", "/models/{name}/versions/{version}"),
     ("GET", "/models/{name}/monitor"),
+    ("POST", "/models/{name}/feedback"),
     ("GET", "/models/{name}/versions/{version}/monitor"),
     ("GET", "/v1/models/{name}"),
     ("GET", "/v1/models/{name}/versions/{version}"),
