@@ -35,23 +35,21 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import shutil
-import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import orjson
-from harness import loadgen, machine, plan, report, turns
-from harness.plan import Load, ServerSpec
-from harness.processes import ServerProcess, free_port
+from harness import loadgen, machine, onoff, plan, report
+from harness.onoff import WatchedSpec
+from harness.plan import Load
 from run import check_answer, say
 
 from model_training.data import BLOB_CENTERS, BLOB_STD
@@ -71,23 +69,7 @@ DRAIN_TIMEOUT_S = 10.0
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line."""
-    p = argparse.ArgumentParser(
-        prog="python benchmarks/shadow.py", description=(__doc__ or "").split("\n\n", 1)[0]
-    )
-    p.add_argument("--rounds", type=int, help="turns each (default 7; 2 with --quick)")
-    p.add_argument("--duration", type=int, help="seconds per turn (default 4; 2 with --quick)")
-    p.add_argument(
-        "--connections",
-        type=int,
-        nargs="+",
-        default=[1, 16, 64],
-        help="connection counts, each measured in its own turns (default 1 16 64)",
-    )
-    p.add_argument("--quick", action="store_true", help="train 3 epochs; 2 rounds of 2 s")
-    args = p.parse_args(argv)
-    args.rounds = args.rounds if args.rounds is not None else 2 if args.quick else 7
-    args.duration = args.duration if args.duration is not None else 2 if args.quick else 4
-    return args
+    return onoff.parse_args(argv, "python benchmarks/shadow.py", __doc__)
 
 
 # --- the model repository --------------------------------------------------------------
@@ -153,54 +135,20 @@ def drained_record(url: str, expected: int | None = None) -> dict[str, Any] | No
     return record
 
 
-class RecordingServer(ServerProcess):
-    """A server whose shadow record is read, its queue drained, just before it is stopped
-    (the turns stop their servers on the way out)."""
-
-    read_shadow = False
-    record: dict[str, Any] | None = None
-
-    def stop(self, timeout: float = 20.0) -> None:
-        """Read the record (if asked, and the server got ready), then stop as any server."""
-        if self.read_shadow and not math.isnan(self.ready_s):  # it did get ready
-            self.resume()
-            try:
-                self.record = drained_record(self.url)
-            except httpx.HTTPError as exc:
-                say(f"could not read the shadow's record: {exc!r}")
-        super().stop(timeout)
+def read_record(url: str) -> dict[str, Any] | None:
+    """The shadow's record, its queue drained (read just before its server is stopped:
+    the turns stop their servers on the way out); None if it cannot be read."""
+    try:
+        return drained_record(url)
+    except httpx.HTTPError as exc:
+        say(f"could not read the shadow's record: {exc!r}")
+        return None
 
 
-@dataclass
-class ShadowSpec(ServerSpec):
-    """The service on one copy of the repository; remembers the server it started last."""
-
-    read_shadow: bool = False
-    latest: RecordingServer | None = field(default=None, repr=False)
-
-    def start(self, log: Path, cpus: frozenset[int] | None) -> RecordingServer:
-        """As ``ServerSpec.start``, as a ``RecordingServer``."""
-        port = free_port()
-        server = RecordingServer.start(
-            self.command(port),
-            port=port,
-            env=self.environment(port),
-            cwd=self.cwd,
-            log=log,
-            cpus=cpus,
-            ready_path=self.ready_path,
-            ready_timeout=self.ready_timeout_s,
-            workers=self.workers,
-        )
-        assert isinstance(server, RecordingServer)
-        server.read_shadow = self.read_shadow
-        self.latest = server
-        return server
-
-
-def server_spec(key: str, config: str, repository: Path, load: Load, shadow: bool) -> ShadowSpec:
-    """The service on ``repository``, every version served, as users start it."""
-    return ShadowSpec(
+def server_spec(key: str, config: str, repository: Path, load: Load, shadow: bool) -> WatchedSpec:
+    """The service on ``repository``, every version served, as users start it; with
+    ``shadow``, the shadow's record is read after the turns."""
+    return WatchedSpec(
         key,
         "service",
         config,
@@ -208,41 +156,8 @@ def server_spec(key: str, config: str, repository: Path, load: Load, shadow: boo
         [load],
         env={"SERVICE_VERSION_POLICY": "all"},
         ready_timeout_s=plan.NO_TENSORFLOW_READY_TIMEOUT_S,
-        read_shadow=shadow,
+        read=read_record if shadow else None,
     )
-
-
-class Recorder:
-    """The load generator, keeping every run's whole result by URL: the turns keep each
-    turn's req/s and p50, this also its p99."""
-
-    def __init__(self, inner: loadgen.LoadGenerator) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.fallback = inner.fallback
-        self.runs: dict[str, list[loadgen.LoadResult]] = {}
-
-    def run(
-        self,
-        url: str,
-        body: Path,
-        connections: int,
-        duration_s: int,
-        cpus: frozenset[int] | None,
-        headers: Mapping[str, str] | None = None,
-    ) -> loadgen.LoadResult:
-        """One run of the load generator, recorded."""
-        result = self.inner.run(url, body, connections, duration_s, cpus, headers)
-        self.runs.setdefault(url, []).append(result)
-        return result
-
-    def turns_of(self, url: str, rates: list[float]) -> list[loadgen.LoadResult]:
-        """The results of the turns whose req/s the turns kept (``rates``): the runs on
-        ``url`` after its warm-up."""
-        found = self.runs.get(url, [])[1 : 1 + len(rates)]
-        if [r.requests_per_s for r in found] != rates:
-            raise RuntimeError(f"the recorded runs on {url} are not the turns' runs")
-        return found
 
 
 # --- before the turns: answers, and the versions' agreement ----------------------------
@@ -319,7 +234,7 @@ def measure_agreement(url: str, problems: list[str]) -> list[Agreement]:
 
 
 def check_servers(
-    off: ShadowSpec, on: ShadowSpec, body: Path, pinning: machine.Pinning, workdir: Path
+    off: WatchedSpec, on: WatchedSpec, body: Path, pinning: machine.Pinning, workdir: Path
 ) -> tuple[list[Agreement], list[str]]:
     """Each server answers a row with a 200 from version 1 and names its shadow (or none);
     then the agreement of the two versions, on the shadowed one. Also the problems found."""
@@ -337,9 +252,10 @@ def check_servers(
                 problems.append(f"{spec.key}: answered by version {answer.json().get('version')}")
             rollout = httpx.get(f"{server.url}/models/{MODEL}", timeout=10).json().get("rollout")
             shadow = (rollout or {}).get("shadow")
-            if spec.read_shadow != (shadow is not None and shadow["version"] == "2"):
+            shadowed = spec.read is not None  # the shadowed server's record is read
+            if shadowed != (shadow is not None and shadow["version"] == "2"):
                 problems.append(f"{spec.key}: GET /models/{MODEL} shows the rollout {rollout}")
-            elif spec.read_shadow:
+            elif shadowed:
                 agreement = measure_agreement(server.url, problems)
     return agreement, problems
 
@@ -347,92 +263,11 @@ def check_servers(
 # --- the report ------------------------------------------------------------------------
 
 
-@dataclass
-class Point:
-    """One connection count's turns, each turn's p99, and the shadow's record after them."""
-
-    connections: int
-    taken: turns.Turns
-    p99_ms: dict[str, list[float]]
-    record: dict[str, Any] | None
-
-    def ratio(self) -> float | None:
-        """On over off in req/s, the median of the per-round ratios."""
-        return self.taken.paired(ON, OFF)
-
-    def p99_ratio(self) -> float | None:
-        """On over off in p99, the median of the per-round ratios."""
-        pairs = zip(self.p99_ms[ON], self.p99_ms[OFF], strict=False)
-        found = [on / off for on, off in pairs if off > 0]
-        return statistics.median(found) if found else None
-
-    @property
-    def errors(self) -> int:
-        """Error answers in these turns."""
-        return self.taken.error_answers
-
-    def verdict(self) -> str:
-        """PASS, or FAIL and why."""
-        ratio = self.ratio()
-        if self.errors or self.taken.dropped:
-            return "FAIL (" + "; ".join(f"{k} {v}" for k, v in self.taken.dropped.items()) + ")"
-        if ratio is None:
-            return "FAIL (no round measured both)"
-        return "PASS" if ratio >= TARGET else "FAIL"
-
-
-def median(values: Sequence[float]) -> float | None:
-    """The median, or None of nothing."""
-    return statistics.median(values) if values else None
-
-
-def main_table(points: Sequence[Point]) -> list[str]:
-    """Off against on, one row per connection count."""
-    body = []
-    for point in points:
-        taken, ratios = point.taken, point.taken.ratios(ON, OFF)
-        body.append(
-            [
-                str(point.connections),
-                report.fmt(taken.median(OFF)),
-                report.fmt(taken.median(ON)),
-                report.fmt(point.ratio(), "ratio"),
-                f"{report.fmt(min(ratios), 'ratio')} to {report.fmt(max(ratios), 'ratio')}"
-                if ratios
-                else report.NA,
-                report.fmt(median(taken.p50_ms[OFF])),
-                report.fmt(median(taken.p50_ms[ON])),
-                report.fmt(median(point.p99_ms[OFF])),
-                report.fmt(median(point.p99_ms[ON])),
-                report.fmt(point.p99_ratio(), "ratio"),
-                report.fmt(median(taken.cpu_us[OFF])),
-                report.fmt(median(taken.cpu_us[ON])),
-                point.verdict(),
-            ]
-        )
-    header = (
-        "conns",
-        "req/s off",
-        "req/s on",
-        "on/off req/s (paired median)",
-        "per round",
-        "p50 ms off",
-        "p50 ms on",
-        "p99 ms off",
-        "p99 ms on",
-        "on/off p99",
-        "CPU µs/req off",
-        "CPU µs/req on",
-        f"target ≥ {TARGET:.2f}x",
-    )
-    return report.table_lines(header, body)
-
-
-def record_table(points: Sequence[Point]) -> list[str]:
+def record_table(points: Sequence[onoff.Point]) -> list[str]:
     """The shadow's own record after each connection count's turns."""
     body = []
     for point in points:
-        record = point.record
+        record = point.found
         if record is None:
             body.append([str(point.connections), *[report.NA] * 9])
             continue
@@ -493,18 +328,14 @@ def agreement_table(found: Sequence[Agreement]) -> list[str]:
 
 
 def print_report(
-    points: Sequence[Point], found: Sequence[Agreement], generator: Recorder, pinning: str
+    points: Sequence[onoff.Point],
+    found: Sequence[Agreement],
+    generator: onoff.Recorder,
+    pinning: str,
 ) -> bool:
     """The tables and the verdict; True if the run failed on an error answer."""
-    errors = sum(p.errors for p in points)
-    dropped = [f"{p.connections} connections: {p.taken.dropped}" for p in points if p.taken.dropped]
-    failed = bool(errors or dropped)
-    if failed:
-        print(f"**RUN FAILED: {errors} error answers** ({'; '.join(dropped)})\n")
-    else:
-        print("**No errors**: every answer in every turn was a 200.\n")
-    print("\n".join(main_table(points)))
-    passed = not failed and all(p.verdict() == "PASS" for p in points)
+    failed = onoff.print_table(points)
+    passed = onoff.passed(points, failed)
     counts = ", ".join(str(p.connections) for p in points)
     print(
         f"\nTarget (issue 26), throughput with the shadow on at most {1 - TARGET:.0%} lower "
@@ -522,10 +353,7 @@ def print_report(
     )
     print("\n### The two versions' agreement (seed 42 live, seed 7 shadow)\n")
     print("\n".join(agreement_table(found)))
-    for point in points:
-        print(f"\n### {point.connections} connection{'s' if point.connections > 1 else ''}\n")
-        print("\n".join(report.turns_section(point.taken)))
-    print(f"\n{generator.name}, {pinning}, load average {machine.load_average()} at the end")
+    onoff.print_turns(points, generator, pinning)
     return failed
 
 
@@ -535,7 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="softmax-shadow-") as tmp:
         workdir = Path(tmp)
         setup: list[str] = []
-        generator = Recorder(loadgen.choose("auto", workdir, setup))
+        generator = onoff.Recorder(loadgen.choose("auto", workdir, setup))
         for line in setup:
             say(line)
         repository = train_versions(workdir, args.quick)
@@ -564,26 +392,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         if problems:
             print(f"**RUN FAILED**: {'; '.join(problems)}")
             return 1
-        points = []
-        for connections in args.connections:
-            generator.runs.clear()  # a port may be used again by the next servers
-            taken = turns.take_turns(
-                [turns.Contender(OFF, off, load), turns.Contender(ON, on, load)],
-                rounds=args.rounds,
-                duration_s=args.duration,
-                connections=connections,
-                generator=generator,
-                pinning=pinning,
-                workdir=workdir,
-                say=say,
-                check=check_answer,
-            )
-            p99 = {}
-            for label, spec in ((OFF, off), (ON, on)):
-                url = spec.latest.url + PATH if spec.latest is not None else ""
-                p99[label] = [r.p99_ms for r in generator.turns_of(url, taken.rates[label])]
-            record = on.latest.record if on.latest is not None else None
-            points.append(Point(connections, taken, p99, record))
+        points = onoff.measure(
+            onoff.Comparison(OFF, ON, TARGET),
+            off,
+            on,
+            load,
+            rounds=args.rounds,
+            duration_s=args.duration,
+            connections=args.connections,
+            generator=generator,
+            pinning=pinning,
+            workdir=workdir,
+            say=say,
+            check=check_answer,
+        )
     failed = print_report(points, found, generator, pinning.describe())
     return 1 if failed else 0
 

@@ -77,10 +77,10 @@ def _lifespan(settings: Settings, metrics: Metrics) -> Any:
         if settings.monitor_window:
             plane.monitor = LiveMonitor(settings.monitor_window)
             metrics.watch(plane.monitor)
-        if settings.feedback_max_values:
+        if settings.feedback_max_bytes:
             window = settings.monitor_window or 1000
             plane.feedback = FeedbackStore(
-                settings.feedback_max_values, settings.feedback_ttl_seconds, window
+                settings.feedback_max_bytes, settings.feedback_ttl_seconds, window
             )
             metrics.watch_feedback(plane.feedback)
         loading = asyncio.create_task(asyncio.to_thread(registry.load_all))

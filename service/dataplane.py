@@ -289,7 +289,7 @@ class DataPlane:
         self._loaded()
         if self.feedback is None:
             raise Forbidden(
-                "expected feedback to be on (SERVICE_FEEDBACK_MAX_VALUES above 0), received "
+                "expected feedback to be on (SERVICE_FEEDBACK_MAX_BYTES above 0), received "
                 "a label with feedback off"
             )
         return self.feedback.label(name, request_id, labels)

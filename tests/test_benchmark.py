@@ -417,6 +417,31 @@ def test_the_shadow_script_measures_the_live_version_with_the_shadow_on_and_off(
 
 
 @pytest.mark.benchmark
+@pytest.mark.timeout(600)
+def test_the_monitoring_script_measures_the_service_with_monitoring_on_and_off() -> None:
+    """``benchmarks/monitoring.py``: one model, served with monitoring and without, in turns."""
+    argv = ["--quick", "--rounds", "1", "--duration", "1", "--connections", "16"]
+    output = script("benchmarks/monitoring.py", *argv)
+    assert output.startswith("**No errors**"), output
+    (row,) = markdown_table(output, "conns")
+    assert row["conns"] == "16"
+    for side in ("off", "on"):
+        assert number(row[f"req/s {side}"]) > 0
+        assert 0 < number(row[f"p50 ms {side}"]) <= number(row[f"p99 ms {side}"])
+        assert number(row[f"CPU µs/req {side}"]) > 0
+    # One round: the paired median is that round's ratio (the medians are rounded).
+    ratio = number(row["req/s on"]) / number(row["req/s off"])
+    assert math.isclose(number(row["on/off req/s (paired median)"]), ratio, rel_tol=0.02)
+    assert row["target ≥ 0.95x"] in {"PASS", "FAIL"}
+    assert "Target (issue 27)" in output
+    (line,) = [found for found in output.splitlines() if found.startswith("- 16 connections: ")]
+    assert line.startswith("- 16 connections: window_rows 1,000 of 1,000, rows_seen "), line
+    assert "predicted_mix_psi n/a" not in line
+    assert "estimated_accuracy n/a" not in line
+    assert line.endswith(": ok"), line
+
+
+@pytest.mark.benchmark
 @pytest.mark.timeout(900)
 def test_quick_image_benchmark_is_well_formed(image_run: tuple[Path, str]) -> None:
     out, stdout = image_run

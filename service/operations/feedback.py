@@ -8,8 +8,9 @@ instance); ``label`` joins it with the remembered answer and adds each row to th
 version's labelled window, from which the live accuracy, log loss and expected
 calibration error are computed when read.
 
-The store is bounded twice: at most ``max_values`` probabilities in all (kept as
-float32; the oldest answers forgotten first) and each answer for ``ttl`` seconds. A
+The store is bounded twice: at most ``max_bytes`` of memory (each answer counted as its
+float32 probabilities plus ``ANSWER_BYTES`` for what holds them; the oldest answers
+forgotten first) and each answer for ``ttl`` seconds. A
 request id the store does not hold (never seen, forgotten, expired, or already labelled)
 is a 404 saying which of those it can be; a label that is not one of the model's
 classes, or a count of labels unlike the prediction's rows, a 422.
@@ -30,6 +31,9 @@ from service.errors import InvalidInput, NotFound
 
 #: Equal-width confidence bins of the expected calibration error (as training's report).
 ECE_BINS = 15
+#: What one kept answer costs besides its probabilities: the array, the record, the
+#: request id and the dictionary's entry (tracemalloc: about 330 bytes, and the id).
+ANSWER_BYTES = 400
 
 
 class FeedbackNotFound(NotFound):
@@ -42,7 +46,7 @@ class Remembered:
 
     model: str
     version: int
-    class_names: tuple[str, ...]
+    class_names: Sequence[str]
     probabilities: npt.NDArray[np.float32]
     """(rows, K) what was answered."""
     at: float
@@ -106,13 +110,13 @@ class FeedbackStore:
 
     def __init__(
         self,
-        max_values: int = 4_000_000,
+        max_bytes: int = 64 * 2**20,
         ttl: float = 86_400.0,
         window: int = 1000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.max_values = max_values
-        self.values = 0
+        self.max_bytes = max_bytes
+        self.bytes = 0
         self.ttl = ttl
         self.window = window
         self._clock = clock
@@ -128,12 +132,13 @@ class FeedbackStore:
         kept = np.asarray(p, dtype=np.float32)
         earlier = answers.pop(request_id, None)
         if earlier is not None:
-            self.values -= earlier.probabilities.size
-        answers[request_id] = Remembered(model, version, tuple(class_names), kept, self._clock())
-        self.values += kept.size
-        while self.values > self.max_values and answers:
+            self.bytes -= _cost(earlier)
+        answer = Remembered(model, version, class_names, kept, self._clock())
+        answers[request_id] = answer
+        self.bytes += _cost(answer)
+        while self.bytes > self.max_bytes and answers:
             _, oldest = answers.popitem(last=False)
-            self.values -= oldest.probabilities.size
+            self.bytes -= _cost(oldest)
 
     def label(self, model: str, request_id: str, labels: Sequence[Any]) -> dict[str, Any]:
         """Join ``labels`` (class names or indices, one per instance) with what
@@ -146,7 +151,7 @@ class FeedbackStore:
             raise FeedbackNotFound(
                 f"expected the request id of a prediction of model {model!r} answered in the "
                 f"last {self.ttl:g} s and not labelled yet (the service keeps the newest "
-                f"answers, up to {self.max_values} probabilities), received {request_id[:128]!r}"
+                f"answers, within {self.max_bytes} bytes), received {request_id[:128]!r}"
             )
         p = answer.probabilities.astype(np.float64)
         if len(labels) != len(p):
@@ -170,7 +175,7 @@ class FeedbackStore:
         }
 
     def _forget(self, request_id: str) -> None:
-        self.values -= self._answers.pop(request_id).probabilities.size
+        self.bytes -= _cost(self._answers.pop(request_id))
 
     def summary(self, model: str, version: int) -> dict[str, Any] | None:
         """The version's labelled window (``None`` before its first label)."""
@@ -182,10 +187,15 @@ class FeedbackStore:
         return [(m, v, w.summary()) for (m, v), w in sorted(self._windows.items())]
 
 
-def _index(label: Any, class_names: tuple[str, ...], i: int) -> int:
+def _cost(answer: Remembered) -> int:
+    """The memory one kept answer is counted for."""
+    return ANSWER_BYTES + answer.probabilities.nbytes
+
+
+def _index(label: Any, class_names: Sequence[str], i: int) -> int:
     """A label as a class index: one of the class names, or an index into them."""
     if isinstance(label, str) and label in class_names:
-        return class_names.index(label)
+        return list(class_names).index(label)
     if isinstance(label, int) and not isinstance(label, bool) and 0 <= label < len(class_names):
         return label
     shown = list(class_names[:20]) + (["..."] if len(class_names) > 20 else [])

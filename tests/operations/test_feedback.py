@@ -13,7 +13,7 @@ from sklearn.metrics import log_loss  # type: ignore[import-untyped]
 
 from model_training.calibration import ece
 from service.errors import InvalidInput
-from service.operations.feedback import FeedbackNotFound, FeedbackStore
+from service.operations.feedback import ANSWER_BYTES, FeedbackNotFound, FeedbackStore
 from service.settings import Settings
 from tests.conftest import TrainedRepository, in_process
 
@@ -51,7 +51,7 @@ def test_labels_join_their_answers_and_the_window_matches_independent_metrics() 
 
 def test_what_cannot_be_joined_is_refused_saying_why() -> None:
     clock = Clock()
-    store = FeedbackStore(max_values=9, ttl=60, clock=clock)
+    store = FeedbackStore(max_bytes=3 * (ANSWER_BYTES + 12), ttl=60, clock=clock)
     store.remember("a", "pets", 1, CLASSES, [[0.2, 0.5, 0.3], [0.6, 0.3, 0.1]])
     with pytest.raises(InvalidInput, match=r"expected 2 labels .*, received 1"):
         store.label("pets", "a", ["cat"])
@@ -68,11 +68,11 @@ def test_what_cannot_be_joined_is_refused_saying_why() -> None:
     clock.now = 61.0
     with pytest.raises(FeedbackNotFound, match="in the last 60 s"):
         store.label("pets", "b", ["dog"])
-    for name in ("c", "d", "e", "f"):  # 3 values each, at most 9 kept: c goes
+    for name in ("c", "d", "e", "f"):  # room for three one-row answers: c goes
         store.remember(name, "pets", 1, CLASSES, [[0.2, 0.5, 0.3]])
     with pytest.raises(FeedbackNotFound):
         store.label("pets", "c", ["dog"])
-    assert store.values == 9
+    assert store.bytes == 3 * (ANSWER_BYTES + 12)
 
 
 @pytest.fixture(scope="module")
