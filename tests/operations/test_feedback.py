@@ -77,7 +77,9 @@ def test_what_cannot_be_joined_is_refused_saying_why() -> None:
 
 @pytest.fixture(scope="module")
 def served(trained: TrainedRepository) -> Iterator[TestClient]:
-    settings = Settings(model_repository=trained.repository, monitor_window=400)
+    settings = Settings(
+        model_repository=trained.repository, monitor_window=400, feedback_max_bytes=2**24
+    )
     with in_process(settings) as client:
         yield client
 
