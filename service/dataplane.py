@@ -51,7 +51,7 @@ from service.operations.metrics import Metrics
 from service.operations.monitor import LiveMonitor
 from service.operations.shadow import ShadowTraffic, pair_key
 from service.repository.registry import LoadedVersion, ModelRegistry, VersionStatus
-from service.repository.rollout import CANARY, Rollout
+from service.repository.rollout import CANARY, NO_ROLLOUT, STABLE
 
 log = logging.getLogger("service.dataplane")
 
@@ -210,8 +210,8 @@ class DataPlane:
     def resolve(
         self, model: str | None = None, version: str | None = None, label: str | None = None
     ) -> LoadedVersion:
-        """The version ``model``/``version`` (or ``label``) names (404/503 if none): the
-        newest unless one is named."""
+        """The version ``model``/``version`` (or ``label``) names (404/503 if none); naming
+        none, the one labelled ``stable`` if it is served, else the newest."""
         return self.registry.get(model, version, label)
 
     def route(
@@ -223,15 +223,16 @@ class DataPlane:
         served = self.registry.get(model, version, label)
         if version is not None or label is not None:
             return served
-        fraction = self.registry.rollout(served.name).canary_fraction
+        rollout = self.registry.rollout(served.name)
+        fraction = rollout.canary_fraction
         if fraction == 0:
             return served
-        route = "newest"
+        route = STABLE if rollout.version_labels.get(STABLE) == served.version else "newest"
         if self._random() < fraction:
             try:
                 served = self.registry.get(served.name, label=CANARY)
                 route = CANARY
-            except NotFound:  # the canary's version is not served (any more): the newest
+            except NotFound:  # the canary's version is not served (any more): the default
                 pass
         if self.metrics is not None:
             self.metrics.count_route(served.name, str(served.version), route)
@@ -298,7 +299,7 @@ class DataPlane:
         """``name``'s labels, canary fraction and shadow, with the shadow's comparisons so
         far (``None`` without a ``serving.json``)."""
         rollout = self._loaded().rollout(name)
-        if rollout == Rollout():
+        if rollout == NO_ROLLOUT:
             return None
         body: dict[str, Any] = {
             "version_labels": {k: str(v) for k, v in sorted(rollout.version_labels.items())},

@@ -63,7 +63,7 @@ from service.repository import disk
 from service.repository.artifact import LOOKUPS, METADATA, MODEL_KERAS, MODEL_TFLITE, TEXT
 from service.repository.disk import ServedMetadata
 from service.repository.policy import VersionPolicy
-from service.repository.rollout import ROLLOUT, STABLE, Rollout, read_rollout
+from service.repository.rollout import NO_ROLLOUT, ROLLOUT, STABLE, Rollout, read_rollout
 
 log = logging.getLogger("service.repository.registry")
 
@@ -465,7 +465,7 @@ class ModelRegistry:
                 "refusing %s of model %r: %s; keeping its previous rollout", ROLLOUT, name, exc
             )
             return
-        if rollout != self._rollouts.get(name, Rollout()):
+        if rollout != self._rollouts.get(name, NO_ROLLOUT):
             rollouts = dict(self._rollouts)
             rollouts[name] = rollout
             self._rollouts = rollouts
@@ -590,7 +590,7 @@ class ModelRegistry:
 
     def rollout(self, name: str) -> Rollout:
         """``name``'s labels, canary and shadow (none of them without a ``serving.json``)."""
-        return self._rollouts.get(name, Rollout())
+        return self._rollouts.get(name, NO_ROLLOUT)
 
     def get(
         self,

@@ -19,7 +19,7 @@ as versions are (hot, no restart)::
   scores a sampled ``fraction`` (default 1) of the requests the live version served, off
   the response path (``service.operations.shadow``).
 
-Every field is optional; a missing file is ``Rollout()``: no labels, no canary, no shadow.
+Every field is optional; a missing file is ``NO_ROLLOUT``: no labels, no canary, no shadow.
 As TF Serving does by default, a label (or shadow) must name a version that is served:
 a file that names another is refused when it is read (logged), and the previous rollout
 is kept (``check``).
@@ -127,14 +127,18 @@ class Rollout(BaseModel):
             )
 
 
+#: The rollout of a model with no ``serving.json`` (built once: the hot path asks for it).
+NO_ROLLOUT = Rollout()
+
+
 def read_rollout(model_dir: Path) -> Rollout:
-    """The rollout in ``model_dir`` (``Rollout()`` when there is no file); ``ValueError``
+    """The rollout in ``model_dir`` (``NO_ROLLOUT`` when there is no file); ``ValueError``
     with one line saying what is wrong with a file that cannot be used."""
     path = model_dir / ROLLOUT
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        return Rollout()
+        return NO_ROLLOUT
     except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"cannot read {ROLLOUT}: {exc}") from None
     try:

@@ -127,7 +127,8 @@ def test_the_canary_takes_its_share_and_the_stable_version_the_rest(
     assert 60 <= canary <= 140  # 100 expected; 4.6 standard deviations either side
     after = routed(server)
     assert after[("2", "canary")] - before.get(("2", "canary"), 0) == canary
-    assert after[("1", "newest")] - before.get(("1", "newest"), 0) == 400 - canary
+    assert after[("1", "stable")] - before.get(("1", "stable"), 0) == 400 - canary
+    assert not [key for key in after if key[1] == "newest"]  # a stable label serves
 
 
 def routed(server: Server) -> dict[tuple[str, str], float]:

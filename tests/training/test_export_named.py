@@ -222,9 +222,10 @@ def test_concurrent_requests_go_through_the_batcher_and_stay_exact(
         got = list(pool.map(ask, order))
     np.testing.assert_allclose(got, expected["people"][order], atol=TOLERANCE, rtol=0)
     rows, calls = batched(server)
-    assert rows - rows_before == len(order)  # each through the batcher
-    assert calls - calls_before <= len(order)  # joined only when they overlap (adaptive):
-    # tests/inference/test_named.py shows that overlapping ones are
+    assert rows - rows_before == len(order)  # each through the batcher, in whole calls:
+    assert calls > calls_before
+    # the adaptive batcher joins only requests that overlap, which a model this small
+    # seldom lets happen; tests/inference/test_named.py shows that overlapping ones are.
 
 
 def batched(server: Server) -> tuple[float, float]:
