@@ -45,7 +45,11 @@ typecheck: install
 browser:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
-pytest: install browser
+# The alert rules' tests run Debian's promtool and a real Prometheus (never a download).
+prometheus:
+	@command -v promtool >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq prometheus >/dev/null; }
+
+pytest: install browser prometheus
 	$(PY) -m pytest
 
 test: lint typecheck pytest

@@ -6,19 +6,11 @@ import json
 import re
 from pathlib import Path
 
-import httpx
-from prometheus_client.parser import text_string_to_metric_families
-
 from tests.conftest import ROOT, Server
+from tests.deploy.conftest import exported_names
 
 DASHBOARD = ROOT / "deploy" / "grafana" / "softmax-serving.json"
 METRIC = re.compile(r"\b(softmax_[a-z_]+)\b")
-
-
-def exported_names(server: Server) -> set[str]:
-    httpx.post(server.url + "/predict", json={"instances": [[15.0, 0.0]]})  # touch labelled series
-    text = httpx.get(server.url + "/metrics").text
-    return {s.name for family in text_string_to_metric_families(text) for s in family.samples}
 
 
 def test_dashboard_is_valid_json_with_panels_and_queries() -> None:
@@ -32,7 +24,7 @@ def test_dashboard_is_valid_json_with_panels_and_queries() -> None:
         assert all(t["expr"] for t in panel["targets"])
 
 
-def test_every_queried_metric_is_exported(server: Server) -> None:
+def test_every_queried_metric_is_exported(monitored: Server) -> None:
     dashboard = json.loads(Path(DASHBOARD).read_text())
     queried = {
         name
@@ -40,6 +32,6 @@ def test_every_queried_metric_is_exported(server: Server) -> None:
         for target in panel["targets"]
         for name in METRIC.findall(target["expr"])
     }
-    exported = exported_names(server)
+    exported = exported_names(monitored)
     missing = {name for name in queried if name not in exported}
     assert not missing, f"the dashboard queries metrics the service does not export: {missing}"
