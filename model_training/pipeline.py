@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from model_training import __version__, monitoring, tensorflow_logs
+from model_training import __version__, explanation, monitoring, tensorflow_logs
 from model_training.artifact import LOOKUPS, TEXT, Column, InputSpec
 from model_training.baseline import logistic_regression
 from model_training.calibration import calibrate
@@ -485,6 +485,11 @@ def _train_table(
         ),
         ood=statistics["ood"],
         ood_inputs=parts.x_train,
+    )
+    metadata["explanation"] = explanation.background(
+        parts.x_train,
+        categorical=table is not None and any(c.kind == "categorical" for c in table.columns),
+        seed=job.seed,
     )
     report = _report_data(
         job,

@@ -67,6 +67,8 @@ def _lifespan(settings: Settings, metrics: Metrics) -> Any:
             max_image_pixels=settings.max_image_pixels,
             max_steps=settings.max_steps,
             max_json_depth=settings.max_json_depth,
+            explain_max_instances=settings.explain_max_instances,
+            explain_max_features=settings.explain_max_features,
             metrics=metrics,
             model_control=settings.model_control,
         )

@@ -37,6 +37,7 @@ from service.errors import (
     PayloadTooLarge,
     ServiceError,
 )
+from service.inference import explain as shapley
 from service.inference import named as named_inputs
 from service.inference.images import EncodedImages, decode_all
 from service.inference.inputs import Inputs, Instances, features, whole_numbers
@@ -50,6 +51,7 @@ from service.operations.feedback import FeedbackStore
 from service.operations.metrics import Metrics
 from service.operations.monitor import LiveMonitor
 from service.operations.shadow import ShadowTraffic, pair_key
+from service.repository import explanations
 from service.repository.registry import LoadedVersion, ModelRegistry, VersionStatus
 from service.repository.rollout import CANARY, NO_ROLLOUT, STABLE
 
@@ -125,6 +127,31 @@ class ScoredBatch:
 
 
 @dataclass(frozen=True)
+class Explanation:
+    """Each instance's probabilities and, for the classes asked about, the Shapley value
+    of each player (``service.inference.explain``)."""
+
+    model: LoadedVersion
+    players: list[str]
+    """The players' names: a table's named columns, else its features."""
+    attributions: list[shapley.Attributions]
+    """Per instance, every class's attributions."""
+    classes: npt.NDArray[np.intp]
+    """(n, m) the classes explained for each instance (default: its predicted class)."""
+    baseline: str
+    """The background's kind: ``kmeans``, ``kmedoids``, ``training_mean`` or ``zeros``."""
+    background: shapley.Background
+    calibrated: bool
+    model_rows: int
+    """Rows the model scored for each instance: 2^players x background points."""
+
+    @property
+    def probabilities(self) -> npt.NDArray[np.float64]:
+        """(n, K) each instance's probabilities (the full coalition's value)."""
+        return np.stack([a.prediction for a in self.attributions])
+
+
+@dataclass(frozen=True)
 class ModelSummary:
     """A served model: its served versions and the one ``/predict`` and friends default to."""
 
@@ -167,6 +194,26 @@ def _check_top(served: LoadedVersion, k: int) -> None:
         )
 
 
+def _class_indices(served: LoadedVersion, classes: Sequence[str | int]) -> npt.NDArray[np.intp]:
+    """The indices of the classes an explanation asks for, by name or index (else 422)."""
+    names = served.metadata.class_names
+    if not classes:
+        raise InvalidInput("expected at least one class to explain, received an empty list")
+    indices = []
+    for asked in classes:
+        if isinstance(asked, str) and asked in names:
+            indices.append(names.index(asked))
+        elif isinstance(asked, int) and not isinstance(asked, bool) and 0 <= asked < len(names):
+            indices.append(asked)
+        else:
+            shown = names[:10] + (["..."] if len(names) > 10 else [])
+            raise InvalidInput(
+                f"expected classes of model {served.name!r} by name {shown} or index 0 to "
+                f"{len(names) - 1}, received {str(asked)[:64]!r}"
+            )
+    return np.asarray(indices, dtype=np.intp)
+
+
 def _top_classes(served: LoadedVersion, scores: Scores, k: int) -> TopClasses:
     """Each row's ``k`` most probable classes, taken from its whole distribution."""
     indices, probabilities = top_k(scores.probabilities, k)
@@ -185,6 +232,8 @@ class DataPlane:
         max_image_pixels: int = 16_777_216,
         max_steps: int = 4096,
         max_json_depth: int = 32,
+        explain_max_instances: int = 16,
+        explain_max_features: int = 12,
         metrics: Metrics | None = None,
         model_control: bool = False,
         shadow: ShadowTraffic | None = None,
@@ -204,6 +253,8 @@ class DataPlane:
         self.max_image_pixels = max_image_pixels
         self.max_steps = max_steps
         self.max_json_depth = max_json_depth
+        self.explain_max_instances = explain_max_instances
+        self.explain_max_features = explain_max_features
 
     # --- what is served -------------------------------------------------------------
 
@@ -412,16 +463,104 @@ class DataPlane:
         best = None if top is None else _top_classes(served, scores, top)
         return ScoredBatch(served, logits, scores, unseen, best)
 
-    async def _outputs(self, served: LoadedVersion, x32: Features) -> Logits:
-        """What the version's runtime outputs for ``x32`` (inline, on a thread, or batched)."""
+    async def _outputs(
+        self, served: LoadedVersion, x32: Features, *, offload: bool = False
+    ) -> Logits:
+        """What the version's runtime outputs for ``x32`` (inline, on a thread, or batched);
+        ``offload``: never inline (a large batch, which would hold the event loop)."""
         try:
-            if served.batcher is None and not served.runtime.blocking:
+            if served.batcher is None and not served.runtime.blocking and not offload:
                 return served.runtime.logits(x32)  # microseconds: cheaper than any hand-off
             return await self._logits(served, x32)
         except ServiceError:
             raise
         except Exception as exc:  # the runtime refused input that passed every check
             raise self._runtime_failed(served, exc) from None
+
+    async def explain(
+        self,
+        instances: Instances | EncodedImages | NamedRows | Texts | NamedColumns,
+        *,
+        model: str | None = None,
+        version: str | None = None,
+        label: str | None = None,
+        classes: Sequence[str | int] | None = None,
+        calibrated: bool = True,
+    ) -> Explanation:
+        """Exact Shapley values of each instance's class probabilities, for a table model:
+        its players' coalitions scored through the version's runtime (and batcher), as
+        any prediction is; ``classes`` (names, or indices) to explain instead of each
+        instance's predicted one."""
+        started = time.perf_counter()
+        served = self.route(model, version, label)
+        if len(instances) > self.explain_max_instances:
+            raise PayloadTooLarge(
+                f"expected at most {self.explain_max_instances} instances per explanation "
+                f"(SERVICE_EXPLAIN_MAX_INSTANCES), received {len(instances)}"
+            )
+        x32 = self._table_rows(served, instances)
+        players = explanations.players(served.metadata)
+        if len(players) > self.explain_max_features:
+            raise InvalidInput(
+                f"expected a table of at most {self.explain_max_features} features for an "
+                f"exact explanation (SERVICE_EXPLAIN_MAX_FEATURES), received model "
+                f"{served.name!r} version {served.version} of {len(players)}"
+            )
+        asked = None if classes is None else _class_indices(served, classes)
+        background, baseline = explanations.background(served.metadata)
+        every = shapley.coalitions(len(players))
+        temperature = served.metadata.temperature if calibrated else 1.0
+        classes_of = len(served.labels)
+        spec = served.metadata.input_spec
+        attributions = []
+        for row in x32:
+            z = shapley.masked_rows(row, background, players, every)
+            z = (np.rint(z) if spec.integral else z).astype(spec.dtype)  # as the model takes
+            outputs = await self._outputs(served, z, offload=True)
+            probabilities = softmax(outputs[:, :classes_of], temperature)
+            attributions.append(shapley.shapley(probabilities, background, every))
+        rows = len(every.masks) * len(background.weights)
+        predicted = np.array([a.prediction.argmax() for a in attributions], dtype=np.intp)
+        chosen = predicted[:, None] if asked is None else np.tile(asked, (len(predicted), 1))
+        record = served_record.get()
+        if record is not None:
+            record.update(model=served.name, version=served.version, rows=len(x32))
+            record["explained"] = shapley.METHOD
+        if self.metrics is not None:
+            self.metrics.observe_explanation(
+                served.name,
+                str(served.version),
+                shapley.METHOD,
+                len(x32),
+                rows * len(x32),
+                time.perf_counter() - started,
+            )
+        return Explanation(
+            served, players.names, attributions, chosen, baseline, background, calibrated, rows
+        )
+
+    def _table_rows(
+        self,
+        served: LoadedVersion,
+        instances: Instances | EncodedImages | NamedRows | Texts | NamedColumns,
+    ) -> Features:
+        """A table model's checked input rows, or a 422 saying explanations are for tables."""
+        spec = served.metadata.input_spec
+        if spec.kind != "table" or served.text is not None or spec.inputs is not None:
+            raise InvalidInput(
+                f"expected a table model to explain (feature attributions are computed for "
+                f"tables), received model {served.name!r}, which takes "
+                f"{spec.kind.replace('_', ' ')}"
+            )
+        if isinstance(instances, NamedRows):
+            return self._checked(served, self._named(served, instances).x)[1]
+        if isinstance(instances, EncodedImages | Texts | NamedColumns):
+            raise InvalidInput(
+                f"expected instances as rows of {spec.shape[0]} numbers or objects of named "
+                f"features (model {served.name!r} takes a table), received "
+                f"{'strings' if isinstance(instances, Texts) else 'image files'}"
+            )
+        return self._checked(served, instances)[1]
 
     async def shadow_probabilities(
         self, served: LoadedVersion, x32: Features, calibrated: bool

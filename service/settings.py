@@ -99,6 +99,16 @@ class Settings(BaseSettings):
     max_json_depth: int = Field(default=32, ge=2)
     """Deepest nesting of arrays and objects in a request body (400 beyond)."""
 
+    explain_max_instances: int = Field(default=16, ge=1)
+    """Most instances one explanation request (``/models/{name}/explain``, ``:explain``)
+    may ask about (413 beyond): each costs the model 2^features x background rows."""
+
+    explain_max_features: int = Field(default=12, ge=1, le=20)
+    """Most features (named columns) of a table whose Shapley values are computed exactly,
+    by enumerating all 2^features coalitions (4096 at 12, times the background's 10
+    points: one model call of about 41,000 rows per instance); a wider table's
+    explanation is refused with 422."""
+
     monitor_window: int = Field(default=1000, ge=0)
     """Rows of each model version's rolling window for live drift (``GET
     /models/{name}/monitor``, the ``softmax_drift_*`` and ``softmax_window_*`` gauges);

@@ -332,6 +332,26 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.explained = Counter(
+            "softmax_explained_instances_total",
+            "Instances explained (feature attributions), by model, version and method; not "
+            "counted in softmax_predicted_class_total or the drift window.",
+            ["model", "version", "method"],
+            registry=r,
+        )
+        self.explanation_rows = Counter(
+            "softmax_explanation_model_rows_total",
+            "Rows the model scored for explanations (2^features x background points each).",
+            ["model", "version"],
+            registry=r,
+        )
+        self.explanation_seconds = Histogram(
+            "softmax_explanation_duration_seconds",
+            "Time to explain one request's instances (model calls and attributions).",
+            ["model", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
 
     def count(self, metric: Counter, *labels: str) -> Count:
         """The series of ``metric`` with ``labels``, for updates from the event loop."""
@@ -434,6 +454,14 @@ class Metrics:
         counts = np.bincount(argmax, minlength=len(class_names))
         for index in np.flatnonzero(counts):
             classes[index].inc(float(counts[index]))
+
+    def observe_explanation(
+        self, model: str, version: str, method: str, instances: int, rows: int, seconds: float
+    ) -> None:
+        """One explanation request: its instances, the model rows they cost, its time."""
+        self.explained.labels(model, version, method).inc(instances)
+        self.explanation_rows.labels(model, version).inc(rows)
+        self.explanation_seconds.labels(model, version).observe(seconds)
 
     def count_route(self, model: str, version: str, route: str) -> None:
         """One request naming no version or label, served by ``version`` by ``route``."""

@@ -14,6 +14,8 @@ from service.http.bodies import openapi_body
 from service.http.responses import JSONResponse
 from service.http.routing import route_classes
 from service.http.state import dataplane
+from service.protocols import explanations
+from service.protocols.explanations import ExplainRequest, ExplainResponse
 from service.protocols.schemas import (
     ColumnarPredictResponse,
     FeedbackRequest,
@@ -183,6 +185,47 @@ async def predict_label(name: str, label: str, request: Request) -> JSONResponse
     """Class probabilities from the version the label names (``serving.json``'s
     ``version_labels``); 404 naming the labels there are for an unknown one."""
     return await _predict(request, name, None, label)
+
+
+async def _explain(request: Request, model: str, version: str | None) -> JSONResponse:
+    plane = dataplane(request)
+    body = await bodies.read(request, ExplainRequest, plane.max_json_depth)
+    result = await plane.explain(
+        core_instances(body.instances),
+        model=model,
+        version=version,
+        classes=body.classes,
+        calibrated=body.calibrated,
+    )
+    return JSONResponse(explanations.body(result))
+
+
+EXPLAIN = {
+    "response_model": ExplainResponse,
+    "responses": PREDICT_ERRORS,
+    "tags": ["explain"],
+    "openapi_extra": openapi_body(ExplainRequest),
+}
+
+
+@direct.post("/models/{name}/explain", **EXPLAIN)  # type: ignore[arg-type]
+async def explain_model(name: str, request: Request) -> JSONResponse:
+    """Exact Shapley values of each instance's class probabilities, per feature of a table
+    model, from its newest version.
+
+    Each feature's attribution to the predicted class (or to each of ``classes``),
+    measured against the background saved with the version (its training rows' weighted
+    k-means summary; else their mean; else zeros, as ``baseline`` says). 413 for more
+    instances than ``SERVICE_EXPLAIN_MAX_INSTANCES``; 422 for a model that is not a table,
+    a table wider than ``SERVICE_EXPLAIN_MAX_FEATURES``, or an unknown class.
+    """
+    return await _explain(request, name, None)
+
+
+@direct.post("/models/{name}/versions/{version}/explain", **EXPLAIN)  # type: ignore[arg-type]
+async def explain_version(name: str, version: str, request: Request) -> JSONResponse:
+    """Exact Shapley values of each instance's class probabilities, from one version."""
+    return await _explain(request, name, version)
 
 
 @direct.post(

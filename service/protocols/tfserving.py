@@ -13,6 +13,9 @@
   ``ready`` (a version is ``AVAILABLE``), which KServe's clients read.
 - ``GET /v1/models/{name}[/versions/{v}]/metadata``: the ``serving_default``
   ``signature_def``.
+- ``POST /v1/models/{name}[/versions/{v}]:explain``: KServe V1's explain verb, in
+  ``:predict``'s request forms (plus ``classes``, ``calibrated``), answering the native
+  ``/models/{name}/explain``'s body (``service.protocols.explanations``).
 - ``POST /v1/models/{name}[/versions/{v}]:classify``: TF Serving's Classify API.
   ``examples`` (objects naming the model's features, or its one input), ``context``
   merged into each (an example's own value wins, as in TF Serving, which parses the
@@ -37,7 +40,8 @@ from service.http.responses import JSONResponse
 from service.http.routing import route_classes
 from service.http.state import dataplane
 from service.inference.named import NamedColumns
-from service.protocols import schemas
+from service.protocols import explanations, schemas
+from service.protocols.explanations import CALIBRATED_FIELD, CLASSES_FIELD, ExplainResponse
 from service.protocols.schemas import (
     FILE,
     NAMED,
@@ -143,6 +147,24 @@ class PredictRequest(StrictBody):
     signature_name: str | None = Field(default=None, description="Only serving_default.")
     instances: list[Instance] | None = Field(default=None, min_length=1)
     inputs: Columns | None = None
+
+
+class ExplainRequest(PredictRequest):
+    """``:explain``: ``:predict``'s ``instances`` or ``inputs`` (a table's rows, or objects of
+    its named features), and optionally the classes to explain."""
+
+    model_config = ConfigDict(
+        title="V1ExplainRequest",
+        json_schema_extra={
+            "examples": [
+                {"instances": [[15.0, 0.5]]},
+                {"instances": [{"x1": 15.0, "x2": 0.5}], "classes": ["0", "1"]},
+            ]
+        },
+    )
+
+    classes: list[str | int] | None = CLASSES_FIELD
+    calibrated: bool = CALIBRATED_FIELD
 
 
 #: One ``tf.Example`` as TF Serving's JSON has it: feature name -> value. A table's
@@ -367,7 +389,7 @@ def _named(row: dict[str, Any], where: str) -> Any:
     return row
 
 
-def _check_signature(name: str | None) -> None:
+def check_signature(name: str | None) -> None:
     """The one signature, by its name; an empty name means it, as in TF Serving."""
     if name not in (None, "", SIGNATURE):
         raise InvalidInput(
@@ -378,7 +400,7 @@ def _check_signature(name: str | None) -> None:
 def _rows(body: PredictRequest, several: bool = False) -> tuple[Any, str]:
     """The instances, and the key the answer goes under; ``several``: the model has several
     inputs, which rows name in objects and columns in the ``inputs`` dict."""
-    _check_signature(body.signature_name)
+    check_signature(body.signature_name)
     if body.instances is not None and body.inputs is not None:
         raise InvalidInput(
             "expected either 'instances' (row format) or 'inputs' (columnar format), received both"
@@ -484,7 +506,7 @@ def _examples(body: ClassifyRequest, served: LoadedVersion) -> list[Any]:
     """Each example with the context merged in (its own values win, as in TF Serving), in
     ``:predict``'s terms: named features or inputs as they are, or the model's one input
     (named by any name) as its value."""
-    _check_signature(body.signature_name)
+    check_signature(body.signature_name)
     context = body.context or {}
     merged = [{**context, **example} for example in body.examples]
     table = served.metadata.columns is not None
@@ -539,6 +561,44 @@ async def classify_version(name: str, version: str, request: Request) -> JSONRes
 async def classify_label(name: str, label: str, request: Request) -> JSONResponse:
     """Every class and its probability for each example, from the labelled version."""
     return await _classify(request, name, None, label)
+
+
+# --- explain (KServe V1) ----------------------------------------------------------------
+
+
+async def _explain(request: Request, name: str, version: str | None) -> JSONResponse:
+    plane = dataplane(request)
+    body = await bodies.read(request, ExplainRequest, plane.max_json_depth)
+    rows, key = _rows(body)
+    where = "instances" if key == "predictions" else "inputs"
+    result = await plane.explain(
+        core_instances(rows, where),
+        model=name,
+        version=version,
+        classes=body.classes,
+        calibrated=body.calibrated,
+    )
+    return JSONResponse(explanations.body(result))
+
+
+EXPLAIN = {
+    "response_model": ExplainResponse,
+    "responses": error_responses(400, 404, 413, 503),
+    "openapi_extra": openapi_body(ExplainRequest),
+}
+
+
+@direct.post("/v1/models/{name}:explain", **EXPLAIN)  # type: ignore[arg-type]
+async def explain(name: str, request: Request) -> JSONResponse:
+    """KServe V1's explain: exact Shapley values of each instance's class probabilities,
+    per feature of a table model, from the newest version (as ``/models/{name}/explain``)."""
+    return await _explain(request, name, None)
+
+
+@direct.post("/v1/models/{name}/versions/{version}:explain", **EXPLAIN)  # type: ignore[arg-type]
+async def explain_version(name: str, version: str, request: Request) -> JSONResponse:
+    """KServe V1's explain, from one version."""
+    return await _explain(request, name, version)
 
 
 # --- what TF Serving has and this server does not -----------------------------------------
@@ -667,7 +727,9 @@ def _input_tensor(spec: InputSpec, name: str) -> dict[str, Any]:
     return _tensor(TF_DTYPES[spec.dtype], spec.shape, f"{SIGNATURE}_{name}:0")
 
 
-def _metadata(served: LoadedVersion) -> dict[str, Any]:
+def signature_metadata(served: LoadedVersion) -> dict[str, Any]:
+    """The version's ``serving_default`` signature, as GetModelMetadata answers it (over
+    REST and gRPC alike)."""
     meta = served.metadata
     spec = meta.input_spec
     pairs = [(s.name, s) for s in spec.inputs] if spec.inputs is not None else [(INPUT, spec)]
@@ -691,7 +753,7 @@ def _metadata(served: LoadedVersion) -> dict[str, Any]:
 async def model_metadata(name: str, request: Request) -> JSONResponse:
     """The newest version's signature: its input and output tensors."""
     plane = dataplane(request)
-    return JSONResponse(_metadata(plane.resolve(name)))
+    return JSONResponse(signature_metadata(plane.resolve(name)))
 
 
 @router.get(
@@ -702,7 +764,7 @@ async def model_metadata(name: str, request: Request) -> JSONResponse:
 async def version_metadata(name: str, version: str, request: Request) -> JSONResponse:
     """One version's signature."""
     plane = dataplane(request)
-    return JSONResponse(_metadata(plane.resolve(name, version)))
+    return JSONResponse(signature_metadata(plane.resolve(name, version)))
 
 
 @router.get(
@@ -713,4 +775,4 @@ async def version_metadata(name: str, version: str, request: Request) -> JSONRes
 async def label_metadata(name: str, label: str, request: Request) -> JSONResponse:
     """The labelled version's signature."""
     plane = dataplane(request)
-    return JSONResponse(_metadata(plane.resolve(name, label=label)))
+    return JSONResponse(signature_metadata(plane.resolve(name, label=label)))

@@ -347,6 +347,43 @@ class Calibration(BaseModel):
     temperature: float = Field(gt=0, allow_inf_nan=False)
 
 
+class ExplanationBackground(BaseModel):
+    """What a table's feature attributions are measured against (``metadata.json``'s
+    ``explanation``): a few weighted points summarising the training rows in the model's
+    input space (after encoding: one-hot inputs included), so that no training row ships
+    with the version. The service's Shapley values replace the features a coalition leaves
+    out by each point in turn and average with these weights; their weighted mean is the
+    baseline the attributions of an instance add up from.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    method: str = "kmeans"
+    """How the points were chosen: ``kmeans`` (k-means centroids of the standardized
+    rows) or ``kmedoids`` (each cluster's row nearest its centroid, for tables with
+    categorical columns, whose one-hot inputs a centroid would blur)."""
+    computed_on: str = "train"
+    """The rows summarised: ``train``, the training part (validation rows included)."""
+    rows: int = Field(ge=1)
+    """How many rows were summarised."""
+    points: list[list[Annotated[float, Field(allow_inf_nan=False)]]] = Field(min_length=1)
+    """The points, each of ``input_dim`` values."""
+    weights: list[Annotated[float, Field(ge=0, allow_inf_nan=False)]] = Field(min_length=1)
+    """Each point's share of the rows (its cluster's size over ``rows``); they sum to 1."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ExplanationBackground:
+        if len(self.weights) != len(self.points) or not math.isclose(
+            sum(self.weights), 1.0, abs_tol=1e-9
+        ):
+            raise ValueError(
+                f"expected one weight per background point, summing to 1, received "
+                f"{len(self.weights)} weights summing to {sum(self.weights)} for "
+                f"{len(self.points)} points"
+            )
+        return self
+
+
 class Metadata(BaseModel):
     """``metadata.json``: what the version is, how it was made, and the hash of every file.
 
@@ -372,6 +409,10 @@ class Metadata(BaseModel):
     training: dict[str, Any] | None = None
     training_data: TrainingData | None = None
     libraries: dict[str, str] | None = None
+    explanation: ExplanationBackground | None = None
+    """For a table trained here: the background of its feature attributions. ``None``
+    (versions exported from elsewhere, or written before it existed): the service
+    explains against the training mean where ``training_data`` records one, else zeros."""
     files: dict[str, FileEntry]
 
     @model_validator(mode="after")
@@ -391,6 +432,12 @@ class Metadata(BaseModel):
             raise ValueError(
                 f"expected input.shape {self.input.shape} to hold input_dim={self.input_dim} "
                 f"values, received {self.input.size}"
+            )
+        background = self.explanation
+        if background is not None and {len(p) for p in background.points} != {self.input_dim}:
+            raise ValueError(
+                f"expected explanation background points of input_dim={self.input_dim} "
+                f"values, received lengths {sorted({len(p) for p in background.points})}"
             )
         ood = self.ood
         if ood is not None:

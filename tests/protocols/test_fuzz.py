@@ -70,8 +70,10 @@ OPERATIONS = [
     *[
         ("POST", f"/v1/models/{{name}}{where}:{api}")
         for where in ("", "/versions/{version}")
-        for api in ("classify", "regress")
+        for api in ("classify", "regress", "explain")
     ],
+    ("POST", "/models/{name}/explain"),
+    ("POST", "/models/{name}/versions/{version}/explain"),
     *[
         ("POST", f"/v1/models/{{name}}/labels/{{label}}:{api}")
         for api in ("predict", "classify", "regress")

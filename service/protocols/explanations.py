@@ -1,0 +1,207 @@
+"""Explanation bodies, shared by the native ``/models/{name}/explain`` and TF Serving's (KServe
+V1's) ``:explain``: the request's fields beside the instances, and the one answer both give.
+
+An answer holds, for each instance, its probabilities and, for each class explained (its
+predicted class, or the ``classes`` asked for), the Shapley value of each feature of the
+table (``features``: its named columns) for that class's probability, the class's
+expected probability over the background, and how far the values are from adding up
+exactly (``additivity_error``); beside them the method, the baseline and the settings.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.dataplane import Explanation
+from service.inference.explain import METHOD
+from service.protocols.schemas import Batch, StrictBody
+
+CLASSES_FIELD = Field(
+    default=None,
+    min_length=1,
+    description="The classes to explain, by name or index (default: each instance's "
+    "predicted class).",
+)
+CALIBRATED_FIELD = Field(
+    default=True,
+    description="Explain the calibrated probabilities (the version's temperature applied, "
+    "as /predict answers them); false: the Keras model's own.",
+)
+
+
+class ExplainRequest(StrictBody):
+    """Instances to explain (a table model's rows or objects of named features), and
+    optionally the classes to explain."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"instances": [[15.0, 0.5]]},
+                {"instances": [{"x1": 15.0, "x2": 0.5}], "classes": ["0", "1"]},
+            ]
+        }
+    )
+
+    instances: Batch = Field(
+        description="One per instance: a row of the table's features, or an object of named "
+        "features (null: missing)."
+    )
+    classes: list[str | int] | None = CLASSES_FIELD
+    calibrated: bool = CALIBRATED_FIELD
+
+
+# --- the answer (documentation; the routes build it with ``body``) -------------------------
+
+
+class ClassAttributions(BaseModel):
+    """One class's attributions for one instance."""
+
+    index: int = Field(description="The class's index in class_names.")
+    label: str = Field(description="The class's name.")
+    probability: float = Field(description="The instance's probability of the class.")
+    expected_value: float = Field(
+        description="The class's probability averaged over the background: the baseline "
+        "the attributions start from."
+    )
+    attributions: list[float] = Field(
+        description="One per feature (in 'features' order): its Shapley value for the "
+        "class's probability. They sum to probability - expected_value."
+    )
+    additivity_error: float = Field(
+        description="|sum(attributions) - (probability - expected_value)|: float64 rounding."
+    )
+
+
+class InstanceExplanation(BaseModel):
+    """One instance: its probabilities and the classes explained."""
+
+    probabilities: list[float]
+    argmax: int
+    label: str
+    classes: list[ClassAttributions]
+
+
+class Baseline(BaseModel):
+    """What a feature left out of a coalition is replaced with."""
+
+    kind: str = Field(
+        description="kmeans or kmedoids (the weighted training summary saved with the "
+        "version), training_mean, or zeros (a version that records neither)."
+    )
+    description: str
+    points: int = Field(description="Background points, each scored with every coalition.")
+
+
+class ExplainSettings(BaseModel):
+    """How the values were computed."""
+
+    output: str = Field(description="What is attributed: the class probability.")
+    calibrated: bool
+    features: int = Field(description="The players: the table's features (named columns).")
+    coalitions: int = Field(description="2^features, every one enumerated.")
+    model_rows_per_instance: int = Field(description="coalitions x background points.")
+
+
+class ExplainResponse(BaseModel):
+    """Exact Shapley values of each instance's class probabilities."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "blobs",
+                    "version": "1",
+                    "method": METHOD,
+                    "baseline": {
+                        "kind": "kmeans",
+                        "description": "10 weighted kmeans points summarising the 750 "
+                        "training rows",
+                        "points": 10,
+                    },
+                    "settings": {
+                        "output": "probability",
+                        "calibrated": True,
+                        "features": 2,
+                        "coalitions": 4,
+                        "model_rows_per_instance": 40,
+                    },
+                    "features": ["x1", "x2"],
+                    "explanations": [
+                        {
+                            "probabilities": [0.0007, 0.9986, 0.0004, 0.0003],
+                            "argmax": 1,
+                            "label": "1",
+                            "classes": [
+                                {
+                                    "index": 1,
+                                    "label": "1",
+                                    "probability": 0.9986,
+                                    "expected_value": 0.2501,
+                                    "attributions": [0.4012, 0.3473],
+                                    "additivity_error": 1.1e-16,
+                                }
+                            ],
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
+    model: str
+    version: str
+    method: str = Field(description='"exact shapley": all coalitions enumerated.')
+    baseline: Baseline
+    settings: ExplainSettings
+    features: list[str] = Field(description="The features attributed to, in order.")
+    explanations: list[InstanceExplanation]
+
+
+def body(result: Explanation) -> dict[str, Any]:
+    """The answer's JSON for an explanation."""
+    names = result.model.metadata.class_names
+    instances = []
+    for attributions, classes in zip(result.attributions, result.classes, strict=True):
+        probabilities = attributions.prediction
+        error = attributions.additivity_error
+        best = int(probabilities.argmax())
+        instances.append(
+            {
+                "probabilities": probabilities.tolist(),
+                "argmax": best,
+                "label": names[best],
+                "classes": [
+                    {
+                        "index": int(k),
+                        "label": names[k],
+                        "probability": float(probabilities[k]),
+                        "expected_value": float(attributions.expected[k]),
+                        "attributions": attributions.values[:, k].tolist(),
+                        "additivity_error": float(error[k]),
+                    }
+                    for k in classes
+                ],
+            }
+        )
+    points = len(result.background.weights)
+    return {
+        "model": result.model.name,
+        "version": str(result.model.version),
+        "method": METHOD,
+        "baseline": {
+            "kind": result.baseline,
+            "description": result.background.description,
+            "points": points,
+        },
+        "settings": {
+            "output": "probability",
+            "calibrated": result.calibrated,
+            "features": len(result.players),
+            "coalitions": result.model_rows // points,
+            "model_rows_per_instance": result.model_rows,
+        },
+        "features": result.players,
+        "explanations": instances,
+    }
