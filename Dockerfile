@@ -34,7 +34,8 @@ RUN pip install --no-cache-dir "./[train]"
 # ---- common runtime: unprivileged user, /app with the model repository ---------
 FROM python-base AS runtime
 ENV SERVICE_HOST=0.0.0.0 \
-    SERVICE_PORT=8000
+    SERVICE_PORT=8000 \
+    SERVICE_GRPC_PORT=8001
 # /app/models is created owned by the runtime user, so an empty named volume
 # mounted there starts with that ownership and training can write into it.
 RUN groupadd --gid 10001 app \
@@ -53,11 +54,11 @@ COPY --from=train-venv /opt/venv /opt/venv
 USER 10001:10001
 CMD ["python", "-m", "model_training", "--if-missing"]
 
-# ---- target "api": serves every model in /app/models on port 8000 --------------
+# ---- target "api": serves every model in /app/models on port 8000 (gRPC: 8001) -
 FROM runtime AS api
 COPY --from=api-venv /opt/venv /opt/venv
 USER 10001:10001
-EXPOSE 8000
+EXPOSE 8000 8001
 # Ready means the default model is loaded and warmed; the request raises (exit 1)
 # on any non-2xx answer or connection failure. No curl in a slim image. Proxies
 # are bypassed: Docker may inject HTTP_PROXY, which must not see 127.0.0.1.

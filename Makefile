@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 MODELS ?= models
 
-.PHONY: serve test check lint typecheck pytest train install browser clean
+.PHONY: serve test check lint typecheck pytest train install browser prometheus protos clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ $(VENV)/.installed-train: pyproject.toml | $(PY)
 # Everything the tests, linters and type checks need.
 $(VENV)/.installed: pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e '.[dev]'
+	# TF Serving's gRPC stubs, for tests/protocols/test_grpc_tfserving.py: its metadata
+	# requires the "tensorflow" distribution, which would install beside the train extra's
+	# tensorflow-cpu (the same module); everything else it needs is there.
+	$(PY) -m pip install --quiet --no-deps 'tensorflow-serving-api~=2.21.0'
 	$(PY) -m compileall -q service model_training
 	touch $@ $(VENV)/.installed-train
 
@@ -59,6 +63,11 @@ test: lint typecheck pytest
 FAST := not (process or training or containers or browser or benchmark)
 check: lint typecheck install
 	SOFTMAX_TRAINED_CACHE=.pytest_cache/trained $(PY) -m pytest -q -m "$(FAST)"
+
+# The gRPC messages (service/protocols/grpc/*.proto), regenerated and committed: serving
+# needs protobuf only, not the compiler.
+protos: install
+	$(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. service/protocols/grpc/*.proto
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -12,7 +12,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
@@ -41,6 +41,9 @@ from service.settings import Settings
 from service.ui.docs import mount_offline_docs
 from service.ui.playground import mount_playground
 
+if TYPE_CHECKING:
+    from service.protocols.grpc.server import GrpcListener
+
 log = logging.getLogger("service")
 
 DESCRIPTION = """Class probabilities from Keras softmax classifiers.
@@ -49,7 +52,7 @@ Served from each version's LiteRT export with the softmax applied in float64.
 Every error is `{"error": "..."}` saying what was expected and what was received."""
 
 
-def _lifespan(settings: Settings, metrics: Metrics) -> Any:
+def _lifespan(settings: Settings, metrics: Metrics, serve_grpc: bool = False) -> Any:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         _tune_garbage_collector()
@@ -98,14 +101,53 @@ def _lifespan(settings: Settings, metrics: Metrics) -> Any:
             # uvicorn restarts a crashed worker). So it joins only once it can serve; the
             # other workers keep answering /health/live meanwhile.
             await asyncio.wait([loading])
+        grpc = None
+        if serve_grpc and settings.grpc_port:
+            grpc = asyncio.create_task(_start_grpc(settings, plane, metrics, loading))
+            grpc.add_done_callback(_report_grpc_failure)
         try:
             yield {"dataplane": plane}
         finally:
+            if grpc is not None:
+                await _stop_grpc(grpc, settings.timeout_graceful_shutdown)
             watching.cancel()
             shadowing.cancel()
             await asyncio.wait([loading, watching, shadowing])
 
     return lifespan
+
+
+async def _start_grpc(
+    settings: Settings, plane: DataPlane, metrics: Metrics, loading: asyncio.Task[None]
+) -> GrpcListener:
+    """The gRPC listener on ``plane``, listening once the repository's first load is over:
+    importing and starting gRPC costs about a tenth of a second that HTTP's start-up
+    (and its readiness) does not wait for, and until then a gRPC client is refused as by
+    a server not ready. Imported here: the in-process tests never pay for it."""
+    await asyncio.wait([loading])
+    from service.protocols.grpc.server import GrpcListener
+
+    listener = GrpcListener(settings, plane, metrics)
+    await listener.start(loading)
+    return listener
+
+
+async def _stop_grpc(starting: asyncio.Task[GrpcListener], grace: float) -> None:
+    """Drain the gRPC listener (or stop it from starting)."""
+    if not starting.done():
+        starting.cancel()
+    await asyncio.wait([starting])
+    if not starting.cancelled() and starting.exception() is None:
+        await starting.result().stop(grace)
+
+
+def _report_grpc_failure(starting: asyncio.Task[GrpcListener]) -> None:
+    if not starting.cancelled() and starting.exception() is not None:
+        log.error(
+            "the gRPC listener did not start: %s; HTTP serves on",
+            starting.exception(),
+            extra={"fields": {"event": "grpc_failed"}},
+        )
 
 
 def batching_policy(settings: Settings, metrics: Metrics | None = None) -> BatchingPolicy:
@@ -200,15 +242,17 @@ class ServiceApp(FastAPI):
         return document_errors(hoist_body_schemas(super().openapi()))
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the service for ``settings`` (default: read from ``SERVICE_*`` variables)."""
+def create_app(settings: Settings | None = None, *, serve_grpc: bool = False) -> FastAPI:
+    """Build the service for ``settings`` (default: read from ``SERVICE_*`` variables);
+    with ``serve_grpc``, its lifespan also runs the gRPC listener (``SERVICE_GRPC_PORT``),
+    as ``python -m service`` does."""
     settings = settings or Settings()
     metrics = Metrics()
     app = ServiceApp(
         title="softmax-serving",
         version=__version__,
         description=DESCRIPTION,
-        lifespan=_lifespan(settings, metrics),
+        lifespan=_lifespan(settings, metrics, serve_grpc),
         docs_url=None,
         redoc_url=None,
         # Our metrics are Prometheus (service.operations.metrics). FastAPI's native OpenTelemetry

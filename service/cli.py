@@ -78,7 +78,7 @@ def worker_app() -> FastAPI:
     logging.getLogger("uvicorn.access").propagate = False
     from service.app import create_app
 
-    return create_app(settings)
+    return create_app(settings, serve_grpc=True)
 
 
 def _address_problem(host: str, port: int) -> str | None:
@@ -119,6 +119,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    if settings.grpc_port:
+        problem = _address_problem(settings.host, settings.grpc_port)
+        if problem is not None:
+            print(
+                f"error: cannot listen for gRPC on {settings.host}:{settings.grpc_port}: "
+                f"{problem.lower()}; choose another with SERVICE_GRPC_PORT (0: no gRPC)",
+                file=sys.stderr,
+            )
+            return 1
     logs.configure(settings.log_level)
     common = {
         "host": settings.host,
@@ -141,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings.workers == 1:
         from service.app import create_app
 
-        uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
+        uvicorn.run(create_app(settings, serve_grpc=True), **common)  # type: ignore[arg-type]
     else:
         # The supervisor never builds the app (each worker does): it does not import it
         # either, and spawns the workers ~0.35 s sooner.

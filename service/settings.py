@@ -43,6 +43,15 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     """TCP port to listen on (0 picks a free one)."""
 
+    grpc_port: int = Field(default=8001, ge=0, le=65535)
+    """TCP port of the gRPC listener (the Open Inference Protocol's
+    ``inference.GRPCInferenceService`` and ``grpc.health.v1.Health``), on the same host
+    and in the same processes as HTTP; Triton's default, 8001. 0 turns gRPC off."""
+
+    grpc_max_message_bytes: int = Field(default=64 * 1024 * 1024, ge=4 * 1024 * 1024)
+    """Largest gRPC message received or sent; a larger one is refused with
+    RESOURCE_EXHAUSTED. gRPC's own default, 4 MiB, is too small for image batches."""
+
     workers: int = Field(default=1, ge=1, le=64)
     """Worker processes; each loads the repository on its own. One per core is a good start."""
 

@@ -55,6 +55,8 @@ def python_argv(argv: tuple[str, ...]) -> list[str]:
 def subprocess_env(**extra: str) -> dict[str, str]:
     """The test environment, with the project importable and no stray SERVICE_* settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SERVICE_")}
+    # No gRPC listener unless a test asks for one on a free port: servers run side by side.
+    env["SERVICE_GRPC_PORT"] = "0"
     env["PYTHONPATH"] = str(ROOT)
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     env.update(extra)

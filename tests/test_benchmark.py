@@ -389,6 +389,19 @@ def test_the_top_k_script_times_top_k_against_the_whole_distribution() -> None:
 
 @pytest.mark.benchmark
 @pytest.mark.timeout(600)
+def test_the_grpc_script_measures_grpc_and_http_on_one_service_in_turns() -> None:
+    """``benchmarks/grpc_vs_http.py``: /predict, V2 binary over HTTP and gRPC raw, checked
+    to agree, then in turns at 1 and 16 requests in flight."""
+    output = script("benchmarks/grpc_vs_http.py", "--quick")
+    assert output.count("| form | req/s |") == 2, output  # at 1 and at 16 in flight
+    table = markdown_table(output, "form")
+    assert [row["form"] for row in table] == ["/predict", "V2 binary HTTP", "gRPC raw"]
+    assert all(number(row["req/s"].replace(",", "")) > 0 for row in table)
+    assert all(number(row["server CPU µs/request"]) > 0 for row in table)
+
+
+@pytest.mark.benchmark
+@pytest.mark.timeout(600)
 def test_the_shadow_script_measures_the_live_version_with_the_shadow_on_and_off() -> None:
     """``benchmarks/shadow.py``: two versions, served with the shadow and without, in turns."""
     argv = ["--quick", "--rounds", "1", "--duration", "1", "--connections", "16"]

@@ -124,6 +124,8 @@ class Bodies:
 def server_env(extra: dict[str, str] | None = None, pythonpath: Path = ROOT) -> dict[str, str]:
     """This environment without stray SERVICE_* settings, with the project importable."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SERVICE_")}
+    # No gRPC listener unless a spec's env asks for one: servers run side by side.
+    env["SERVICE_GRPC_PORT"] = "0"
     env["PYTHONPATH"] = str(pythonpath)
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     env.update(extra or {})

@@ -150,6 +150,19 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.grpc_requests = Counter(
+            "softmax_grpc_requests_total",
+            "gRPC calls answered, by method, served model, version and status code.",
+            ["method", "model", "version", "code"],
+            registry=r,
+        )
+        self.grpc_request_seconds = Histogram(
+            "softmax_grpc_request_duration_seconds",
+            "Time from a gRPC call to its answer, by method.",
+            ["method"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.inference_seconds = Histogram(
             "softmax_inference_duration_seconds",
             "Time in the model runtime (and batching queue) per request, by model and version.",

@@ -328,7 +328,8 @@ class RepositoryEntry(BaseModel):
 # --- parameters -------------------------------------------------------------------------
 
 
-def _flag(parameters: Parameters, key: str, default: bool, where: str) -> bool:
+def flag(parameters: Parameters, key: str, default: bool, where: str) -> bool:
+    """The boolean parameter ``key`` (``default`` when absent), or a 400 naming ``where``."""
     value = parameters.get(key, default)
     if not isinstance(value, bool):
         raise InvalidInput(
@@ -410,7 +411,7 @@ def _named_inputs(
     return NamedColumns(columns, "the request's inputs"), datatype
 
 
-def _input(
+def request_input(
     body: InferenceRequest, tail: tensors.BinaryTail, spec: InputSpec
 ) -> tuple[npt.NDArray[Any] | EncodedImages | Texts | NamedColumns, str]:
     """The one input as an ``[N, *shape]`` array (or image files, or strings), and its
@@ -456,12 +457,12 @@ def _input(
     return x, given.datatype
 
 
-def _requested(body: InferenceRequest | None) -> list[tuple[str, bool, int | None]]:
+def requested_outputs(body: InferenceRequest | None) -> list[tuple[str, bool, int | None]]:
     """(name, binary, classification count) of each output to return, in request order
     (every output, as JSON, for a request that is one image file)."""
     if body is None:
         return [(name, False, None) for name in OUTPUTS]
-    binary_default = _flag(body.parameters, "binary_data_output", False, "the request")
+    binary_default = flag(body.parameters, "binary_data_output", False, "the request")
     if body.outputs is None:
         return [(name, binary_default, None) for name in OUTPUTS]
     seen: set[str] = set()
@@ -477,12 +478,12 @@ def _requested(body: InferenceRequest | None) -> list[tuple[str, bool, int | Non
             )
         seen.add(output.name)
         where = f"output {output.name!r}"
-        binary = _flag(output.parameters, "binary_data", binary_default, where)
+        binary = flag(output.parameters, "binary_data", binary_default, where)
         wanted.append((output.name, binary, _count(output.parameters, where)))
     return wanted
 
 
-def _encode(
+def encode_outputs(
     request_id: str | None,
     result: ScoredBatch,
     datatype: str,
@@ -525,17 +526,17 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
     if bodies.is_image(request):
         served = plane.route(name, version)
         x: npt.NDArray[Any] | EncodedImages | Texts | NamedColumns = await bodies.image(request)
-        request_id, datatype, calibrated, wanted = None, "BYTES", True, _requested(None)
+        request_id, datatype, calibrated, wanted = None, "BYTES", True, requested_outputs(None)
     else:
         raw = await request.body()
         header, tail = tensors.split_body(raw, bodies.header(request, HEADER_LENGTH))
         body = bodies.parse(InferenceRequest, header, plane.max_json_depth)
         served = plane.route(name, version)
-        x, datatype = _input(body, tensors.BinaryTail(tail), served.metadata.input_spec)
-        calibrated = _flag(body.parameters, "calibrated", True, "the request")
-        request_id, wanted = body.id, _requested(body)
+        x, datatype = request_input(body, tensors.BinaryTail(tail), served.metadata.input_spec)
+        calibrated = flag(body.parameters, "calibrated", True, "the request")
+        request_id, wanted = body.id, requested_outputs(body)
     result = await plane.predict(x, calibrated=calibrated, served=served)
-    head, binaries = _encode(request_id, result, datatype, wanted)
+    head, binaries = encode_outputs(request_id, result, datatype, wanted)
     if not binaries:
         return JSONResponse(head)
     encoded = orjson.dumps(head, option=orjson.OPT_SERIALIZE_NUMPY)
@@ -623,7 +624,8 @@ def _tensor_metadata(name: str, spec: InputSpec) -> dict[str, Any]:
     }
 
 
-def _model_metadata(served: LoadedVersion, versions: list[int]) -> dict[str, Any]:
+def model_metadata_of(served: LoadedVersion, versions: list[int]) -> dict[str, Any]:
+    """The protocol's model metadata of ``served`` (over HTTP and gRPC alike)."""
     classes = len(served.metadata.class_names)
     spec = served.metadata.input_spec
     return {
@@ -644,7 +646,7 @@ def _model_metadata(served: LoadedVersion, versions: list[int]) -> dict[str, Any
 async def model_metadata(name: str, request: Request) -> JSONResponse:
     """The model's versions, input and outputs (of its newest version)."""
     plane = dataplane(request)
-    return JSONResponse(_model_metadata(plane.resolve(name), plane.versions(name)))
+    return JSONResponse(model_metadata_of(plane.resolve(name), plane.versions(name)))
 
 
 @router.get(
@@ -656,7 +658,7 @@ async def version_metadata(name: str, version: str, request: Request) -> JSONRes
     """One version's input and outputs."""
     plane = dataplane(request)
     served = plane.resolve(name, version)
-    return JSONResponse(_model_metadata(served, plane.versions(name)))
+    return JSONResponse(model_metadata_of(served, plane.versions(name)))
 
 
 READY = {"response_model": ModelReadyResponse, "responses": error_responses(404, 503)}

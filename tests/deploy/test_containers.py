@@ -365,6 +365,8 @@ def test_api_image_listens_on_all_interfaces_on_the_exposed_port(
         for word in i.args.split()
     }
     assert env.get("SERVICE_PORT") in exposed, f"SERVICE_PORT {env.get('SERVICE_PORT')!r}"
+    grpc = env.get("SERVICE_GRPC_PORT")
+    assert grpc in exposed, f"SERVICE_GRPC_PORT {grpc!r}"
 
 
 def test_api_healthcheck_probes_ready_with_python_not_curl(stages: dict[str, Stage]) -> None:
@@ -545,8 +547,12 @@ def test_services_share_the_model_volume_where_the_commands_look(
 
 
 def _api_listen(compose: dict[str, Any], stages: dict[str, Stage]) -> tuple[str, int]:
-    env = {**_env(stages, "api"), **(_service(compose, "api").get("environment") or {})}
+    env = _api_env(compose, stages)
     return str(env.get("SERVICE_HOST")), int(env["SERVICE_PORT"])
+
+
+def _api_env(compose: dict[str, Any], stages: dict[str, Stage]) -> dict[str, Any]:
+    return {**_env(stages, "api"), **(_service(compose, "api").get("environment") or {})}
 
 
 def test_api_publishes_the_port_it_listens_on(
@@ -554,8 +560,10 @@ def test_api_publishes_the_port_it_listens_on(
 ) -> None:
     host, port = _api_listen(compose, stages)
     assert host == "0.0.0.0", f"api listens on {host}, unreachable through a published port"
+    grpc = int(_api_env(compose, stages)["SERVICE_GRPC_PORT"])
     ports = _service(compose, "api").get("ports") or []
-    assert [(p.get("target"), str(p.get("published"))) for p in ports] == [(port, str(port))]
+    published = [(p.get("target"), str(p.get("published"))) for p in ports]
+    assert published == [(port, str(port)), (grpc, str(grpc))]
 
 
 def test_compose_api_healthcheck_probes_ready_with_python_not_curl(
