@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import get_args
@@ -38,6 +39,7 @@ from model_training.pipeline import (
     export_versions,
     train_version,
 )
+from model_training.prediction_log import LABEL, joined_table
 from model_training.repository import RepositoryError, check_name, versions
 from model_training.table_selection import ARCHITECTURES, FOLDS
 
@@ -157,6 +159,13 @@ def train_parser() -> argparse.ArgumentParser:
         type=Path,
         help="train on this CSV, or on this folder holding one sub-folder of PNG/JPEG images "
         "per class (an image classifier)",
+    )
+    parser.add_argument(
+        "--prediction-log",
+        type=Path,
+        metavar="DIR",
+        help="train on the service's prediction log (SERVICE_PREDICTION_LOG_DIR): the "
+        "requests --name's model answered that have labels reported through feedback",
     )
     parser.add_argument(
         "--image-size",
@@ -359,6 +368,10 @@ def _check_combination(parser: argparse.ArgumentParser, args: argparse.Namespace
     """Options that only mean something with others: a usage error (exit 2) otherwise."""
     if args.example is not None and args.data is not None:
         parser.error("--example and --data exclude each other: train on one or the other")
+    if args.prediction_log is not None and (args.data is not None or args.example is not None):
+        parser.error("--prediction-log excludes --data and --example: train on one of them")
+    if args.prediction_log is not None and args.text_column is not None:
+        parser.error("--text-column does not apply to --prediction-log: the log says")
     if args.image_size is not None and (args.data is None or not args.data.is_dir()):
         parser.error("--image-size applies to --data DIR (a folder of images) only")
     if args.categorical is not None and (args.data is None or args.data.is_dir()):
@@ -370,6 +383,8 @@ def _check_combination(parser: argparse.ArgumentParser, args: argparse.Namespace
 
 
 def _train(args: argparse.Namespace) -> int:
+    if args.prediction_log is not None:
+        return _train_from_log(args)
     job = training_job(args)
     check_name(job.name)
     if args.if_missing and (existing := versions(job.repository, job.name)):
@@ -384,6 +399,22 @@ def _train(args: argparse.Namespace) -> int:
     if written.report is not None:
         print(f"report: {written.report}")
     return 0
+
+
+def _train_from_log(args: argparse.Namespace) -> int:
+    """Join the prediction log with its labels into a table, and train on it."""
+    name = args.name or DEFAULT_NAME
+    check_name(name)
+    with tempfile.TemporaryDirectory(prefix="softmax-log-") as scratch:
+        table = joined_table(args.prediction_log, name, Path(scratch) / f"{name}.csv")
+        print(
+            f"prediction log: {table.labelled} of {table.predictions} logged requests of "
+            f"{name} have labels: {table.rows} rows ({table.form})"
+        )
+        args.data, args.name = table.path, name
+        args.label_column, args.text_column = LABEL, table.text_column
+        args.prediction_log = None
+        return _train(args)
 
 
 def _export(args: argparse.Namespace) -> int:

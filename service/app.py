@@ -31,6 +31,7 @@ from service.inference.runtime import Runtime
 from service.operations.feedback import FeedbackStore
 from service.operations.metrics import CONTENT_TYPE, Metrics
 from service.operations.monitor import LiveMonitor
+from service.operations.prediction_log import PredictionLog
 from service.operations.shadow import ShadowTraffic
 from service.protocols import tfserving, v2
 from service.protocols.native import direct, router
@@ -88,6 +89,16 @@ def _lifespan(settings: Settings, metrics: Metrics, serve_grpc: bool = False) ->
                 settings.feedback_max_bytes, settings.feedback_ttl_seconds, window
             )
             metrics.watch_feedback(plane.feedback)
+        if settings.prediction_log_dir is not None:
+            plane.prediction_log = PredictionLog(
+                settings.prediction_log_dir,
+                sample=settings.prediction_log_sample,
+                max_bytes=settings.prediction_log_max_bytes,
+                backups=settings.prediction_log_backups,
+                count=metrics.count_prediction_log,
+            )
+            if plane.feedback is not None:
+                plane.feedback.on_label = plane.prediction_log.feedback
         loading = asyncio.create_task(asyncio.to_thread(registry.load_all))
         loading.add_done_callback(_report_load_failure)
         watching = asyncio.create_task(
@@ -113,6 +124,8 @@ def _lifespan(settings: Settings, metrics: Metrics, serve_grpc: bool = False) ->
             watching.cancel()
             shadowing.cancel()
             await asyncio.wait([loading, watching, shadowing])
+            if plane.prediction_log is not None:
+                await asyncio.to_thread(plane.prediction_log.close)
 
     return lifespan
 

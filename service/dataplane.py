@@ -50,6 +50,7 @@ from service.inference.text import Texts
 from service.operations.feedback import FeedbackStore
 from service.operations.metrics import Metrics
 from service.operations.monitor import LiveMonitor
+from service.operations.prediction_log import PredictionLog
 from service.operations.shadow import ShadowTraffic, pair_key
 from service.repository import explanations
 from service.repository.registry import LoadedVersion, ModelRegistry, VersionStatus
@@ -245,6 +246,7 @@ class DataPlane:
         self.shadow = shadow
         self.monitor = monitor
         self.feedback = feedback
+        self.prediction_log: PredictionLog | None = None
         self._random = (rng or random.Random()).random  # noqa: S311 (routing, not secrets)
         self.model_control = model_control
         self.metrics = metrics
@@ -458,6 +460,17 @@ class DataPlane:
                 served.metadata.class_names,
                 scores.at_hand()[0],
             )
+        if self.prediction_log is not None:
+            self.prediction_log.offer(
+                None if record is None else record.get("request_id"),
+                served.name,
+                served.version,
+                instances,
+                scores.probabilities,
+                scores.predicted,
+                served.metadata.class_names,
+                served.metadata.feature_names,
+            )
         if self.shadow is not None:
             self._offer_shadow(served, x32, scores.probabilities, calibrated)
         best = None if top is None else _top_classes(served, scores, top)
@@ -513,6 +526,7 @@ class DataPlane:
         classes_of = len(served.labels)
         spec = served.metadata.input_spec
         attributions = []
+        rows = 0
         for row in x32:
             z = shapley.masked_rows(row, background, players, every)
             z = (np.rint(z) if spec.integral else z).astype(spec.dtype)  # as the model takes
@@ -544,7 +558,8 @@ class DataPlane:
         served: LoadedVersion,
         instances: Instances | EncodedImages | NamedRows | Texts | NamedColumns,
     ) -> Features:
-        """A table model's checked input rows, or a 422 saying explanations are for tables."""
+        """A table model's checked input rows, or a 422 saying explanations are for tables
+        and images."""
         spec = served.metadata.input_spec
         if spec.kind != "table" or served.text is not None or spec.inputs is not None:
             raise InvalidInput(

@@ -110,7 +110,7 @@ class Settings(BaseSettings):
 
     explain_max_instances: int = Field(default=16, ge=1)
     """Most instances one explanation request (``/models/{name}/explain``, ``:explain``)
-    may ask about (413 beyond): each costs the model 2^features x background rows."""
+    may ask about (413 beyond): each costs the model coalitions x background rows."""
 
     explain_max_features: int = Field(default=12, ge=1, le=20)
     """Most features (named columns) of a table whose Shapley values are computed exactly,
@@ -132,6 +132,21 @@ class Settings(BaseSettings):
 
     feedback_ttl_seconds: float = Field(default=86_400.0, gt=0)
     """How long an answer waits for its true label; older ones are forgotten (404)."""
+
+    prediction_log_dir: Path | None = None
+    """Directory of the prediction log: a sample of the requests (their inputs, answers,
+    model, version, request id and time) and every reported label, as JSON lines
+    (``predictions-<pid>.jsonl``), written off the response path; unset: no log."""
+
+    prediction_log_sample: float = Field(default=1.0, gt=0.0, le=1.0)
+    """Share of the answered requests the prediction log keeps."""
+
+    prediction_log_max_bytes: int = Field(default=64 * 1024 * 1024, ge=4096)
+    """Size at which a prediction log file is rotated."""
+
+    prediction_log_backups: int = Field(default=4, ge=1)
+    """Rotated prediction log files kept per process; the oldest is deleted beyond. With
+    ``SERVICE_PREDICTION_LOG_MAX_BYTES`` it caps what each process writes."""
 
     shadow_max_pending_rows: int = Field(default=4096, ge=1)
     """Most rows waiting for a shadow version (``serving.json``'s ``shadow``); beyond,

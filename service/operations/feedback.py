@@ -122,6 +122,9 @@ class FeedbackStore:
         self._clock = clock
         self._answers: OrderedDict[str, Remembered] = OrderedDict()
         self._windows: dict[tuple[str, int], LabelledWindow] = {}
+        self.on_label: Callable[[str, str, int, list[str]], None] | None = None
+        """Told of each join: request id, model, version and the labels as class names
+        (the prediction log writes them down)."""
 
     def remember(
         self, request_id: str, model: str, version: int, class_names: Sequence[str], p: Any
@@ -166,6 +169,10 @@ class FeedbackStore:
         if window is None:
             window = self._windows[key] = LabelledWindow(self.window)
         window.add(p, y)
+        if self.on_label is not None:
+            self.on_label(
+                request_id, answer.model, answer.version, [answer.class_names[i] for i in y]
+            )
         return {
             "model": answer.model,
             "version": str(answer.version),

@@ -298,6 +298,13 @@ class Metrics:
             registry=r,
             multiprocess_mode="all",
         )
+        self.prediction_log_lines = Counter(
+            "softmax_prediction_log_lines_total",
+            "Lines of the prediction log (SERVICE_PREDICTION_LOG_DIR) by outcome: written, "
+            "dropped (its queue was full) or failed (the write failed, e.g. a full disk).",
+            ["outcome"],
+            registry=r,
+        )
         self.routed = Counter(
             "softmax_routed_requests_total",
             "Prediction requests naming no version or label, by the version that served them "
@@ -475,6 +482,10 @@ class Metrics:
         self.explained.labels(model, version, method).inc(instances)
         self.explanation_rows.labels(model, version).inc(rows)
         self.explanation_seconds.labels(model, version).observe(seconds)
+
+    def count_prediction_log(self, outcome: str, lines: int) -> None:
+        """Lines of the prediction log, by outcome (from its writer thread)."""
+        self.prediction_log_lines.labels(outcome).inc(lines)
 
     def count_route(self, model: str, version: str, route: str) -> None:
         """One request naming no version or label, served by ``version`` by ``route``."""
