@@ -265,6 +265,14 @@ def export_parser() -> argparse.ArgumentParser:
         help="a SavedModel's signature to serve, as TF Serving's signature_name "
         "(default serving_default)",
     )
+    parser.add_argument(
+        "--reference-data",
+        type=Path,
+        metavar="FILE.csv",
+        help="rows like the model's training data (its feature columns, and optionally one "
+        "column of class names), for the references live drift is measured against; "
+        "without it an exported version is not monitored for drift",
+    )
     _common(parser)
     return parser
 
@@ -429,6 +437,7 @@ def _export(args: argparse.Namespace) -> int:
         output=args.output,
         imports=tuple(args.imports),
         signature=args.signature,
+        reference_data=args.reference_data,
     )
     for written in export_versions(job):
         training, described = written.metadata["training"], written.metadata["input"]

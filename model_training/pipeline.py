@@ -10,6 +10,7 @@ elsewhere into the repository. ``model_training.cli`` only parses and prints.
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import json
 import platform
@@ -136,6 +137,9 @@ class ExportJob:
     """Modules to import before loading: they register the model's custom classes."""
     signature: str = "serving_default"
     """A SavedModel's signature to serve (TF Serving's ``signature_name``)."""
+    reference_data: Path | None = None
+    """A CSV of rows like the model's training data (its feature columns, and optionally
+    one column of class names), for the references live drift is measured against."""
 
 
 @dataclass(frozen=True)
@@ -704,6 +708,7 @@ def export_versions(job: ExportJob) -> list[Written]:
     from model_training.saved_model import base_path_versions, is_saved_model
 
     if is_saved_model(job.model) or base_path_versions(job.model):
+        _no_reference_data(job, "a SavedModel")
         return _export_saved_models(job)
     from model_training.export import ExportError, check_head, load_keras
     from model_training.heads import HeadError, functional, read_head
@@ -715,6 +720,7 @@ def export_versions(job: ExportJob) -> list[Written]:
     try:
         model = functional(model)
         if is_named_model(model):
+            _no_reference_data(job, "a model of several inputs")
             return [_export_named(job, split_named(model))]
         text = split_text(model) if is_text_model(model) else None
         network = model if text is None else text.network  # what LiteRT runs
@@ -733,7 +739,10 @@ def export_versions(job: ExportJob) -> list[Written]:
             **({"imports": list(job.imports)} if job.imports else {}),
         )
         if text is None:
+            if job.reference_data is not None:
+                metadata["monitoring"] = _reference_monitoring(job, classifier, metadata)
             return [_write(job.repository, job.name, classifier, probes, metadata)]
+        _no_reference_data(job, "a model of raw text")
         metadata["training"]["text_layer"] = text.description["layer"]
         document = json.dumps(text.description, ensure_ascii=False, allow_nan=False)
         return [
@@ -749,6 +758,77 @@ def export_versions(job: ExportJob) -> list[Written]:
         ]
     except (HeadError, InputError, ExportError, TextLayerError) as exc:
         raise ExportError(f"cannot export {job.model}: {exc}") from exc
+
+
+def _no_reference_data(job: ExportJob, what: str) -> None:
+    from model_training.export import ExportError
+
+    if job.reference_data is not None:
+        raise ExportError(
+            f"expected --reference-data for a model of one table input, received {what} "
+            f"({job.model}): export it without, and its versions are not monitored for drift"
+        )
+
+
+def _reference_monitoring(
+    job: ExportJob, classifier: Any, metadata: dict[str, Any]
+) -> dict[str, Any]:
+    """The ``monitoring`` block of an exported table model, measured on the rows of
+    ``job.reference_data``: each feature's deciles, the entropy and the predicted mix of
+    the model's own answers to them and, when the CSV has a column of class names, the
+    class prior."""
+    from model_training.export import ExportError
+
+    assert job.reference_data is not None
+    if metadata["input"]["kind"] != "table":
+        _no_reference_data(job, f"a model of {metadata['input']['kind']} inputs")
+    features, classes = metadata["feature_names"], metadata["class_names"]
+    with job.reference_data.open(newline="", encoding="utf-8") as source:
+        reader = csv.reader(source)
+        header = next(reader, [])
+        rows = list(reader)
+    missing = [name for name in features if name not in header]
+    extra = [name for name in header if name not in features]
+    if missing or len(extra) > 1:
+        raise ExportError(
+            f"expected --reference-data {job.reference_data} to hold the model's feature "
+            f"columns {features} and at most one column of class names, received {header}"
+        )
+    where = [header.index(name) for name in features]
+    try:
+        x = np.array([[float(row[j]) for j in where] for row in rows], dtype=np.float64)
+    except (ValueError, IndexError) as exc:
+        raise ExportError(
+            f"expected a number in every feature cell of {job.reference_data}: {exc}"
+        ) from None
+    if len(x) < 10 or not np.isfinite(x).all():
+        raise ExportError(
+            f"expected at least 10 rows of finite numbers in {job.reference_data}, received "
+            f"{len(x)} rows{'' if np.isfinite(x).all() else ' with missing or infinite cells'}"
+        )
+    p = np.asarray(classifier.predict(x.astype(np.float32), verbose=0), dtype=np.float64)
+    logits = np.log(np.clip(p, np.finfo(np.float64).tiny, None))  # softmax(log p) = p
+    labels = p.argmax(axis=1)
+    if extra:
+        column = header.index(extra[0])
+        unknown = sorted({row[column] for row in rows} - set(classes))
+        if unknown:
+            raise ExportError(
+                f"expected class names {classes} in column {extra[0]!r} of "
+                f"{job.reference_data}, received {unknown[:10]}"
+            )
+        labels = np.array([classes.index(row[column]) for row in rows])
+    block = monitoring.reference(
+        logits,
+        labels,
+        len(classes),
+        features=monitoring.array_features(features, x),
+        computed_on="reference_data",
+    )
+    if not extra:
+        block["class_prior"] = None  # no labels: the predicted mix is all there is
+    block["reference_data"] = str(job.reference_data)
+    return block
 
 
 def _export_named(job: ExportJob, split: NamedSplit) -> Written:

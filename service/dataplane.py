@@ -322,7 +322,10 @@ class DataPlane:
         if self.monitor is None:
             why = "monitoring is off (SERVICE_MONITOR_WINDOW=0)"
         elif not isinstance(reference, dict):
-            why = "the version has no training references (an exported model)"
+            why = (
+                "the version has no training references (an exported model: export it "
+                "with --reference-data FILE.csv to monitor it)"
+            )
         else:
             why = None
         feedback = None
