@@ -545,16 +545,21 @@ def test_container_port_service_target_port_and_service_port_setting_agree(
     api = container(pod, "api")
     settings = service_settings(settings_env(objects, api), monkeypatch)
     ports = [p["containerPort"] for p in api["ports"]]
-    assert ports == [settings.port] == [image_port], (ports, settings.port, image_port)
+    assert ports == [settings.port, settings.grpc_port], (ports, settings)
+    assert settings.port == image_port
     service = one(objects, "Service")
-    [service_port] = service["spec"]["ports"]
-    assert named_port(api, service_port["targetPort"]) == settings.port
+    service_ports = [named_port(api, p["targetPort"]) for p in service["spec"]["ports"]]
+    assert service_ports == [settings.port, settings.grpc_port]
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     selector = service["spec"]["selector"]
     assert selector.items() <= labels.items(), "the Service selects no api pod"
     assert deployment["spec"]["selector"]["matchLabels"] == selector
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+    for probe in ("startupProbe", "livenessProbe"):
         assert named_port(api, api[probe]["httpGet"]["port"]) == settings.port, probe
+    # Readiness: Kubernetes' gRPC probe, on the gRPC listener's port (a number: the
+    # probe takes no name); tests/protocols/test_grpc.py shows its health following
+    # readiness on a real server.
+    assert api["readinessProbe"]["grpc"] == {"port": settings.grpc_port}
 
 
 @pytest.fixture(scope="module")
@@ -565,7 +570,7 @@ def probe_paths(rendered: dict[str, list[Object]]) -> dict[str, str]:
     boxes += one(rendered["kserve"], "ServingRuntime")["spec"]["containers"]
     for box in boxes:
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            if probe in box:
+            if probe in box and "httpGet" in box[probe]:  # the api's readiness is gRPC
                 paths.setdefault(probe, set()).add(box[probe]["httpGet"]["path"])
     assert all(len(found) == 1 for found in paths.values()), paths
     return {probe: found.pop() for probe, found in paths.items()}
