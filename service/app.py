@@ -73,6 +73,10 @@ def _lifespan(settings: Settings, metrics: Metrics, serve_grpc: bool = False) ->
             max_json_depth=settings.max_json_depth,
             explain_max_instances=settings.explain_max_instances,
             explain_max_features=settings.explain_max_features,
+            explain_samples=settings.explain_samples,
+            explain_max_sampled_features=settings.explain_max_sampled_features,
+            explain_patch=settings.explain_patch,
+            explain_max_patches=settings.explain_max_patches,
             metrics=metrics,
             model_control=settings.model_control,
         )

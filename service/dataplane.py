@@ -38,6 +38,7 @@ from service.errors import (
     ServiceError,
 )
 from service.inference import explain as shapley
+from service.inference import kernel_shap, occlusion
 from service.inference import named as named_inputs
 from service.inference.images import EncodedImages, decode_all
 from service.inference.inputs import Inputs, Instances, features, whole_numbers
@@ -144,12 +145,39 @@ class Explanation:
     background: shapley.Background
     calibrated: bool
     model_rows: int
-    """Rows the model scored for each instance: 2^players x background points."""
+    """Rows the model scored for each instance: coalitions x background points."""
+    method: str = shapley.METHOD
+    """``exact shapley`` (every coalition), or ``kernel shap`` (a sample of them)."""
+    samples: int | None = None
+    """KernelSHAP's budget of coalitions besides the empty and the full one; None: exact."""
 
     @property
     def probabilities(self) -> npt.NDArray[np.float64]:
         """(n, K) each instance's probabilities (the full coalition's value)."""
         return np.stack([a.prediction for a in self.attributions])
+
+
+@dataclass(frozen=True)
+class ImageExplanation:
+    """Each image's probabilities and, for the classes asked about, its occlusion heat map
+    (``service.inference.occlusion``)."""
+
+    model: LoadedVersion
+    heat_maps: list[occlusion.HeatMaps]
+    """Per image, every class's heat map."""
+    classes: npt.NDArray[np.intp]
+    """(n, m) the classes explained for each image (default: its predicted class)."""
+    baseline: str
+    """What a hidden patch is set to: ``training_mean`` or ``zeros``."""
+    baseline_value: float
+    """That value, in the model's pixel units."""
+    baseline_description: str
+    calibrated: bool
+    patch: int
+    """The patches' side in pixels (``SERVICE_EXPLAIN_PATCH``)."""
+    model_rows: int
+    """Rows the model scored for each image: its patches, and the image itself."""
+    method: str = occlusion.METHOD
 
 
 @dataclass(frozen=True)
@@ -235,6 +263,10 @@ class DataPlane:
         max_json_depth: int = 32,
         explain_max_instances: int = 16,
         explain_max_features: int = 12,
+        explain_samples: int = 2048,
+        explain_max_sampled_features: int = 200,
+        explain_patch: int = 8,
+        explain_max_patches: int = 256,
         metrics: Metrics | None = None,
         model_control: bool = False,
         shadow: ShadowTraffic | None = None,
@@ -257,6 +289,10 @@ class DataPlane:
         self.max_json_depth = max_json_depth
         self.explain_max_instances = explain_max_instances
         self.explain_max_features = explain_max_features
+        self.explain_samples = explain_samples
+        self.explain_max_sampled_features = explain_max_sampled_features
+        self.explain_patch = explain_patch
+        self.explain_max_patches = explain_max_patches
 
     # --- what is served -------------------------------------------------------------
 
@@ -502,11 +538,12 @@ class DataPlane:
         label: str | None = None,
         classes: Sequence[str | int] | None = None,
         calibrated: bool = True,
-    ) -> Explanation:
-        """Exact Shapley values of each instance's class probabilities, for a table model:
-        its players' coalitions scored through the version's runtime (and batcher), as
-        any prediction is; ``classes`` (names, or indices) to explain instead of each
-        instance's predicted one."""
+    ) -> Explanation | ImageExplanation:
+        """Shapley values of each instance's class probabilities, for a table model: exact
+        up to ``explain_max_features`` players, KernelSHAP's estimate above; for an image
+        model, occlusion heat maps. Each instance's variants are scored in one call through
+        the version's runtime (and batcher), as any prediction is; ``classes`` (names, or
+        indices) to explain instead of each instance's predicted one."""
         started = time.perf_counter()
         served = self.route(model, version, label)
         if len(instances) > self.explain_max_instances:
@@ -514,47 +551,140 @@ class DataPlane:
                 f"expected at most {self.explain_max_instances} instances per explanation "
                 f"(SERVICE_EXPLAIN_MAX_INSTANCES), received {len(instances)}"
             )
+        spec = served.metadata.input_spec
+        if spec.kind == "image" and spec.inputs is None:
+            return await self._explain_images(served, instances, classes, calibrated, started)
         x32 = self._table_rows(served, instances)
         players = explanations.players(served.metadata)
-        if len(players) > self.explain_max_features:
-            raise InvalidInput(
-                f"expected a table of at most {self.explain_max_features} features for an "
-                f"exact explanation (SERVICE_EXPLAIN_MAX_FEATURES), received model "
-                f"{served.name!r} version {served.version} of {len(players)}"
-            )
+        samples = self._explain_samples(served, len(players))
+        method = shapley.METHOD if samples is None else kernel_shap.METHOD
         asked = None if classes is None else _class_indices(served, classes)
         background, baseline = explanations.background(served.metadata)
-        every = shapley.coalitions(len(players))
         temperature = served.metadata.temperature if calibrated else 1.0
         classes_of = len(served.labels)
         spec = served.metadata.input_spec
         attributions = []
         rows = 0
         for row in x32:
-            z = shapley.masked_rows(row, background, players, every)
+            if samples is None:
+                every = shapley.coalitions(len(players))
+                masks = every.masks
+            else:  # the instance's own sample: the same row, the same answer
+                plan = kernel_shap.plan(len(players), samples, kernel_shap.seed(row))
+                masks = plan.masks
+            z = shapley.coalition_rows(row, background, players, masks)
             z = (np.rint(z) if spec.integral else z).astype(spec.dtype)  # as the model takes
             outputs = await self._outputs(served, z, offload=True)
             probabilities = softmax(outputs[:, :classes_of], temperature)
-            attributions.append(shapley.shapley(probabilities, background, every))
-        rows = len(every.masks) * len(background.weights)
-        predicted = np.array([a.prediction.argmax() for a in attributions], dtype=np.intp)
+            attributions.append(
+                shapley.shapley(probabilities, background, every)
+                if samples is None
+                else kernel_shap.kernel_shap(probabilities, background, plan)
+            )
+            rows = len(z)
+        predictions = [a.prediction for a in attributions]
+        chosen = self._explained(served, method, predictions, asked, rows, started)
+        return Explanation(
+            served,
+            players.names,
+            attributions,
+            chosen,
+            baseline,
+            background,
+            calibrated,
+            rows,
+            method,
+            samples,
+        )
+
+    async def _explain_images(
+        self,
+        served: LoadedVersion,
+        instances: Instances | EncodedImages | NamedRows | Texts | NamedColumns,
+        classes: Sequence[str | int] | None,
+        calibrated: bool,
+        started: float,
+    ) -> ImageExplanation:
+        """Occlusion heat maps of each image's class probabilities: the image and its
+        variants, one patch hidden in each, scored in one call."""
+        spec = served.metadata.input_spec
+        tiles = occlusion.patches(spec.shape[0], spec.shape[1], self.explain_patch)
+        if len(tiles.masks) > self.explain_max_patches:
+            raise InvalidInput(
+                f"expected images of at most {self.explain_max_patches} patches to explain "
+                f"(SERVICE_EXPLAIN_MAX_PATCHES; a larger SERVICE_EXPLAIN_PATCH makes fewer), "
+                f"received model {served.name!r}'s {spec.shape[0]}x{spec.shape[1]} images "
+                f"of {len(tiles.masks)} patches of {self.explain_patch}"
+            )
+        if isinstance(instances, EncodedImages):
+            x32 = (await self._images(served, instances))[1]
+        elif isinstance(instances, NamedRows | Texts | NamedColumns):
+            raise InvalidInput(
+                f"expected instances as image files or nested arrays of shape {spec.shape} "
+                f"(model {served.name!r} takes images), received "
+                f"{'strings' if isinstance(instances, Texts) else 'named inputs'}"
+            )
+        else:
+            x32 = self._checked(served, instances)[1]
+        asked = None if classes is None else _class_indices(served, classes)
+        value, baseline, description = explanations.pixel_baseline(served.metadata)
+        value = float(np.rint(value)) if spec.integral else value
+        temperature = served.metadata.temperature if calibrated else 1.0
+        classes_of = len(served.labels)
+        maps = []
+        for image in x32:
+            z = occlusion.occluded(image, value, tiles, dtype=spec.dtype)
+            outputs = await self._outputs(served, z, offload=True)
+            probabilities = softmax(outputs[:, :classes_of], temperature)
+            maps.append(occlusion.heat_maps(probabilities, tiles))
+        rows = len(tiles.masks) + 1
+        predictions = [m.prediction for m in maps]
+        chosen = self._explained(served, occlusion.METHOD, predictions, asked, rows, started)
+        return ImageExplanation(
+            served, maps, chosen, baseline, value, description, calibrated, tiles.size, rows
+        )
+
+    def _explained(
+        self,
+        served: LoadedVersion,
+        method: str,
+        predictions: list[npt.NDArray[np.float64]],
+        asked: npt.NDArray[np.intp] | None,
+        rows: int,
+        started: float,
+    ) -> npt.NDArray[np.intp]:
+        """The classes explained for each instance (its predicted one, unless ``asked``),
+        with the explanation recorded and counted apart from predictions."""
+        predicted = np.array([p.argmax() for p in predictions], dtype=np.intp)
         chosen = predicted[:, None] if asked is None else np.tile(asked, (len(predicted), 1))
         record = served_record.get()
         if record is not None:
-            record.update(model=served.name, version=served.version, rows=len(x32))
-            record["explained"] = shapley.METHOD
+            record.update(model=served.name, version=served.version, rows=len(predictions))
+            record["explained"] = method
         if self.metrics is not None:
             self.metrics.observe_explanation(
                 served.name,
                 str(served.version),
-                shapley.METHOD,
-                len(x32),
-                rows * len(x32),
+                method,
+                len(predictions),
+                rows * len(predictions),
                 time.perf_counter() - started,
             )
-        return Explanation(
-            served, players.names, attributions, chosen, baseline, background, calibrated, rows
-        )
+        return chosen
+
+    def _explain_samples(self, served: LoadedVersion, players: int) -> int | None:
+        """KernelSHAP's budget of coalitions for a table of ``players`` (None: exact), or a
+        422 for a table wider than any explanation may be."""
+        if players <= self.explain_max_features:
+            return None
+        if players > self.explain_max_sampled_features:
+            raise InvalidInput(
+                f"expected a table of at most {self.explain_max_sampled_features} features "
+                f"to explain (SERVICE_EXPLAIN_MAX_SAMPLED_FEATURES), received model "
+                f"{served.name!r} version {served.version} of {players}"
+            )
+        # At least 4 per player: the sizes 1 and n - 1 whole, and as many pairs drawn.
+        return max(self.explain_samples, 4 * players)
 
     def _table_rows(
         self,
@@ -566,8 +696,8 @@ class DataPlane:
         spec = served.metadata.input_spec
         if spec.kind != "table" or served.text is not None or spec.inputs is not None:
             raise InvalidInput(
-                f"expected a table model to explain (feature attributions are computed for "
-                f"tables), received model {served.name!r}, which takes "
+                f"expected a table or an image model to explain (attributions are computed "
+                f"for tables and images), received model {served.name!r}, which takes "
                 f"{spec.kind.replace('_', ' ')}"
             )
         if isinstance(instances, NamedRows):

@@ -115,8 +115,28 @@ class Settings(BaseSettings):
     explain_max_features: int = Field(default=12, ge=1, le=20)
     """Most features (named columns) of a table whose Shapley values are computed exactly,
     by enumerating all 2^features coalitions (4096 at 12, times the background's 10
-    points: one model call of about 41,000 rows per instance); a wider table's
-    explanation is refused with 422."""
+    points: one model call of about 41,000 rows per instance); a wider table is
+    explained by KernelSHAP (``SERVICE_EXPLAIN_SAMPLES``)."""
+
+    explain_samples: int = Field(default=2048, ge=16, le=65536)
+    """Coalitions KernelSHAP values for a table wider than ``SERVICE_EXPLAIN_MAX_FEATURES``
+    (at least 4 x features are used): one model call of (samples + 2) x background
+    points rows per instance (20,500 at 2048 and 10 points). More samples, smaller
+    standard errors (which fall as 1 / sqrt(samples)); the answer states both."""
+
+    explain_max_sampled_features: int = Field(default=200, ge=1, le=10_000)
+    """Most features (named columns) of a table explained at all, by KernelSHAP above
+    ``SERVICE_EXPLAIN_MAX_FEATURES``; a wider table's explanation is refused with 422."""
+
+    explain_patch: int = Field(default=8, ge=1)
+    """Side in pixels of the square patches an image model's explanation hides one at a
+    time (occlusion): a 96 x 96 image has 144 patches of 8, scored with the image in one
+    model call of 145 images."""
+
+    explain_max_patches: int = Field(default=256, ge=1)
+    """Most patches of an image explained by occlusion (each an image the model scores);
+    an image of more (its sides over ``SERVICE_EXPLAIN_PATCH``, rounded up, multiplied) is
+    refused with 422."""
 
     monitor_window: int = Field(default=1000, ge=0)
     """Rows of each model version's rolling window for live drift (``GET

@@ -402,6 +402,33 @@ def test_the_grpc_script_measures_grpc_and_http_on_one_service_in_turns() -> Non
 
 @pytest.mark.benchmark
 @pytest.mark.timeout(600)
+def test_the_explain_script_times_exact_and_sampled_explanations() -> None:
+    """``benchmarks/explain.py``: exact Shapley values up to 12 features, KernelSHAP at 30,
+    occlusion on a 96x96 image."""
+    output = script("benchmarks/explain.py", "--quick")
+    table = markdown_table(output, "model")
+    names = ["blobs", "table8", "table12", "table30", "image96"]
+    assert [row["model"] for row in table] == names
+    inputs = ["2 features", "8 features", "12 features", "30 features", "96x96x3 image"]
+    assert [row["input"] for row in table] == inputs
+    methods = [row["method"] for row in table]
+    assert methods == ["exact shapley"] * 3 + ["kernel shap", "occlusion"]
+    variants = [int(row["variants"]) for row in table]
+    # 2^features; samples + the empty and full coalitions; 12 x 12 patches + the image
+    assert variants == [4, 256, 4096, 2050, 145]
+    for row, count in zip(table, variants, strict=True):
+        points = 1 if row["method"] == "occlusion" else 10  # the background's 10 points
+        assert int(row["model rows"]) == count * points
+        assert 0 < number(row["p50 ms"]) <= number(row["p99 ms"])
+        assert number(row["per s"]) > 0
+    assert [number(row["max s.e."]) for row in table[:3]] == [0, 0, 0]
+    assert number(table[3]["max s.e."]) >= 0
+    assert table[4]["max s.e."] == "n/a"
+    assert "20 one-instance explanations per model" in output
+
+
+@pytest.mark.benchmark
+@pytest.mark.timeout(600)
 def test_the_shadow_script_measures_the_live_version_with_the_shadow_on_and_off() -> None:
     """``benchmarks/shadow.py``: two versions, served with the shadow and without, in turns."""
     argv = ["--quick", "--rounds", "1", "--duration", "1", "--connections", "16"]

@@ -149,8 +149,17 @@ def masked_rows(
     """(2^n * B, d) the rows whose probabilities value the coalitions of one instance
     ``x`` (d,): row ``c * B + b`` is ``x`` on the inputs of coalition c, background point
     b on the others."""
+    return coalition_rows(x, background, players, every.masks)
+
+
+def coalition_rows(
+    x: npt.ArrayLike, background: Background, players: Players, masks: npt.NDArray[np.bool_]
+) -> Float64:
+    """(C * B, d) the rows whose probabilities value the C coalitions ``masks`` (C, n) of
+    one instance ``x`` (d,): row ``c * B + b`` is ``x`` on the inputs of coalition c,
+    background point b on the others."""
     row = np.asarray(x, dtype=np.float64).reshape(-1)
-    kept = every.masks @ players.members  # (2^n, d): the inputs coalition c takes from x
+    kept = masks @ players.members  # (C, d): the inputs coalition c takes from x
     z = np.where(kept[:, None, :], row[None, None, :], background.points[None, :, :])
     return z.reshape(-1, len(row))
 
@@ -165,6 +174,9 @@ class Attributions:
     """(K,) ``sum_b w_b p(b)``: the value of the empty coalition (the baseline's)."""
     prediction: Float64
     """(K,) ``f(x)``: the value of the full coalition, the instance's probabilities."""
+    standard_errors: Float64 | None = None
+    """(n, K) for sampled values (``service.inference.kernel_shap``), each value's sampling
+    standard error; None for exact values."""
 
     @property
     def additivity_error(self) -> Float64:

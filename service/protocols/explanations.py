@@ -5,7 +5,11 @@ An answer holds, for each instance, its probabilities and, for each class explai
 predicted class, or the ``classes`` asked for), the Shapley value of each feature of the
 table (``features``: its named columns) for that class's probability, the class's
 expected probability over the background, and how far the values are from adding up
-exactly (``additivity_error``); beside them the method, the baseline and the settings.
+exactly (``additivity_error``); beside them the method (``exact shapley``, or ``kernel
+shap`` for a table wider than the exact limit, whose values come with their sampling
+``standard_errors``), the baseline and the settings. An image model's answer holds, in
+place of the attributions, each class's occlusion ``heatmap`` (the image's height x width:
+each pixel how much the class's probability falls when its patch is hidden).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.dataplane import Explanation
+from service.dataplane import Explanation, ImageExplanation
 from service.inference.explain import METHOD
 from service.protocols.schemas import Batch, StrictBody
 
@@ -61,16 +65,31 @@ class ClassAttributions(BaseModel):
     index: int = Field(description="The class's index in class_names.")
     label: str = Field(description="The class's name.")
     probability: float = Field(description="The instance's probability of the class.")
-    expected_value: float = Field(
-        description="The class's probability averaged over the background: the baseline "
-        "the attributions start from."
+    expected_value: float | None = Field(
+        default=None,
+        description="Tables: the class's probability averaged over the background: the "
+        "baseline the attributions start from.",
     )
-    attributions: list[float] = Field(
-        description="One per feature (in 'features' order): its Shapley value for the "
-        "class's probability. They sum to probability - expected_value."
+    attributions: list[float] | None = Field(
+        default=None,
+        description="Tables: one per feature (in 'features' order): its Shapley value for "
+        "the class's probability. They sum to probability - expected_value.",
     )
-    additivity_error: float = Field(
-        description="|sum(attributions) - (probability - expected_value)|: float64 rounding."
+    additivity_error: float | None = Field(
+        default=None,
+        description="Tables: |sum(attributions) - (probability - expected_value)|: float64 "
+        "rounding.",
+    )
+    heatmap: list[list[float]] | None = Field(
+        default=None,
+        description="Images (occlusion): the image's height x width, each pixel the fall "
+        "of the class's probability when the patch holding it is set to the baseline.",
+    )
+    standard_errors: list[float] | None = Field(
+        default=None,
+        description="kernel shap only: one per feature, its attribution's sampling standard "
+        "error (the delta method over the sampled pairs of coalitions): the exact Shapley "
+        "value lies within 2 of them about 95% of the time.",
     )
 
 
@@ -91,7 +110,12 @@ class Baseline(BaseModel):
         "version), training_mean, or zeros (a version that records neither)."
     )
     description: str
-    points: int = Field(description="Background points, each scored with every coalition.")
+    points: int | None = Field(
+        default=None, description="Tables: background points, each scored with every coalition."
+    )
+    value: float | None = Field(
+        default=None, description="Images: the value of a hidden patch's pixels."
+    )
 
 
 class ExplainSettings(BaseModel):
@@ -99,13 +123,31 @@ class ExplainSettings(BaseModel):
 
     output: str = Field(description="What is attributed: the class probability.")
     calibrated: bool
-    features: int = Field(description="The players: the table's features (named columns).")
-    coalitions: int = Field(description="2^features, every one enumerated.")
-    model_rows_per_instance: int = Field(description="coalitions x background points.")
+    features: int | None = Field(
+        default=None, description="Tables: the players, the table's features (named columns)."
+    )
+    coalitions: int | None = Field(
+        default=None,
+        description="Tables: coalitions valued per instance: exact, 2^features, every one; "
+        "kernel shap, samples + 2 (the empty and the full coalition).",
+    )
+    model_rows_per_instance: int = Field(
+        description="Tables: coalitions x background points; images: patches + 1."
+    )
+    patch: int | None = Field(
+        default=None, description="Images: the patches' side in pixels (SERVICE_EXPLAIN_PATCH)."
+    )
+    patches: int | None = Field(default=None, description="Images: the patches hidden in turn.")
+    samples: int | None = Field(
+        default=None,
+        description="kernel shap only: the budget of coalitions regressed over "
+        "(SERVICE_EXPLAIN_SAMPLES, at least 4 x features), whole sizes enumerated while it "
+        "covers them, the rest drawn in complementary pairs seeded by the instance.",
+    )
 
 
 class ExplainResponse(BaseModel):
-    """Exact Shapley values of each instance's class probabilities."""
+    """Shapley values of each instance's class probabilities (exact, or KernelSHAP's)."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -152,20 +194,81 @@ class ExplainResponse(BaseModel):
 
     model: str
     version: str
-    method: str = Field(description='"exact shapley": all coalitions enumerated.')
+    method: str = Field(
+        description='"exact shapley": all coalitions enumerated; "kernel shap": a table '
+        "wider than SERVICE_EXPLAIN_MAX_FEATURES, a weighted regression over a sample."
+    )
     baseline: Baseline
     settings: ExplainSettings
-    features: list[str] = Field(description="The features attributed to, in order.")
+    features: list[str] | None = Field(
+        default=None, description="Tables: the features attributed to, in order."
+    )
     explanations: list[InstanceExplanation]
 
 
-def body(result: Explanation) -> dict[str, Any]:
+def body(result: Explanation | ImageExplanation) -> dict[str, Any]:
     """The answer's JSON for an explanation."""
+    if isinstance(result, ImageExplanation):
+        return image_body(result)
     names = result.model.metadata.class_names
     instances = []
     for attributions, classes in zip(result.attributions, result.classes, strict=True):
         probabilities = attributions.prediction
         error = attributions.additivity_error
+        spread = attributions.standard_errors
+        best = int(probabilities.argmax())
+        explained = []
+        for k in classes:
+            one: dict[str, Any] = {
+                "index": int(k),
+                "label": names[k],
+                "probability": float(probabilities[k]),
+                "expected_value": float(attributions.expected[k]),
+                "attributions": attributions.values[:, k].tolist(),
+                "additivity_error": float(error[k]),
+            }
+            if spread is not None:
+                one["standard_errors"] = spread[:, k].tolist()
+            explained.append(one)
+        instances.append(
+            {
+                "probabilities": probabilities.tolist(),
+                "argmax": best,
+                "label": names[best],
+                "classes": explained,
+            }
+        )
+    points = len(result.background.weights)
+    settings: dict[str, Any] = {
+        "output": "probability",
+        "calibrated": result.calibrated,
+        "features": len(result.players),
+        "coalitions": result.model_rows // points,
+        "model_rows_per_instance": result.model_rows,
+    }
+    if result.samples is not None:
+        settings["samples"] = result.samples
+    return {
+        "model": result.model.name,
+        "version": str(result.model.version),
+        "method": result.method,
+        "baseline": {
+            "kind": result.baseline,
+            "description": result.background.description,
+            "points": points,
+        },
+        "settings": settings,
+        "features": result.players,
+        "explanations": instances,
+    }
+
+
+def image_body(result: ImageExplanation) -> dict[str, Any]:
+    """The answer's JSON for an image model's occlusion heat maps."""
+    names = result.model.metadata.class_names
+    instances = []
+    for maps, classes in zip(result.heat_maps, result.classes, strict=True):
+        probabilities = maps.prediction
         best = int(probabilities.argmax())
         instances.append(
             {
@@ -177,31 +280,27 @@ def body(result: Explanation) -> dict[str, Any]:
                         "index": int(k),
                         "label": names[k],
                         "probability": float(probabilities[k]),
-                        "expected_value": float(attributions.expected[k]),
-                        "attributions": attributions.values[:, k].tolist(),
-                        "additivity_error": float(error[k]),
+                        "heatmap": maps.maps[:, :, k].tolist(),
                     }
                     for k in classes
                 ],
             }
         )
-    points = len(result.background.weights)
     return {
         "model": result.model.name,
         "version": str(result.model.version),
-        "method": METHOD,
+        "method": result.method,
         "baseline": {
             "kind": result.baseline,
-            "description": result.background.description,
-            "points": points,
+            "description": result.baseline_description,
+            "value": result.baseline_value,
         },
         "settings": {
             "output": "probability",
             "calibrated": result.calibrated,
-            "features": len(result.players),
-            "coalitions": result.model_rows // points,
+            "patch": result.patch,
+            "patches": result.model_rows - 1,
             "model_rows_per_instance": result.model_rows,
         },
-        "features": result.players,
         "explanations": instances,
     }

@@ -210,21 +210,25 @@ EXPLAIN = {
 
 @direct.post("/models/{name}/explain", **EXPLAIN)  # type: ignore[arg-type]
 async def explain_model(name: str, request: Request) -> JSONResponse:
-    """Exact Shapley values of each instance's class probabilities, per feature of a table
+    """Shapley values of each instance's class probabilities, per feature of a table
     model, from its newest version.
 
     Each feature's attribution to the predicted class (or to each of ``classes``),
     measured against the background saved with the version (its training rows' weighted
-    k-means summary; else their mean; else zeros, as ``baseline`` says). 413 for more
-    instances than ``SERVICE_EXPLAIN_MAX_INSTANCES``; 422 for a model that is not a table,
-    a table wider than ``SERVICE_EXPLAIN_MAX_FEATURES``, or an unknown class.
+    k-means summary; else their mean; else zeros, as ``baseline`` says): exact up to
+    ``SERVICE_EXPLAIN_MAX_FEATURES`` features, KernelSHAP's estimate with its standard
+    errors above; for an image model, each class's occlusion heat map (the image's size).
+    413 for more instances than ``SERVICE_EXPLAIN_MAX_INSTANCES``; 422 for a model that is
+    neither a table nor an image, a table wider than
+    ``SERVICE_EXPLAIN_MAX_SAMPLED_FEATURES``, an image of more patches than
+    ``SERVICE_EXPLAIN_MAX_PATCHES``, or an unknown class.
     """
     return await _explain(request, name, None)
 
 
 @direct.post("/models/{name}/versions/{version}/explain", **EXPLAIN)  # type: ignore[arg-type]
 async def explain_version(name: str, version: str, request: Request) -> JSONResponse:
-    """Exact Shapley values of each instance's class probabilities, from one version."""
+    """Shapley values of each instance's class probabilities, from one version."""
     return await _explain(request, name, version)
 
 

@@ -590,8 +590,10 @@ EXPLAIN = {
 
 @direct.post("/v1/models/{name}:explain", **EXPLAIN)  # type: ignore[arg-type]
 async def explain(name: str, request: Request) -> JSONResponse:
-    """KServe V1's explain: exact Shapley values of each instance's class probabilities,
-    per feature of a table model, from the newest version (as ``/models/{name}/explain``)."""
+    """KServe V1's explain: Shapley values of each instance's class probabilities (exact,
+    or KernelSHAP's above ``SERVICE_EXPLAIN_MAX_FEATURES``), per feature of a table model,
+    or an image model's occlusion heat maps, from the newest version (as
+    ``/models/{name}/explain``)."""
     return await _explain(request, name, None)
 
 

@@ -9,6 +9,10 @@ The background (``service.inference.explain.Background``), in order of preferenc
 
 And the players (``Players``): a table's named columns (a categorical column's one-hot
 inputs together), else one per input, named by ``feature_names`` or by position.
+
+An image's occlusion baseline (``pixel_baseline``): the training images' mean pixel value
+where the version records it (``training_data.pixel_mean``), else 0 in the model's pixel
+units.
 """
 
 from __future__ import annotations
@@ -64,3 +68,15 @@ def players(meta: ServedMetadata) -> Players:
         return Players.columns(columns)
     names = meta.feature_names or [f"x{j}" for j in range(meta.input_dim)]
     return Players.features(names)
+
+
+def pixel_baseline(meta: ServedMetadata) -> tuple[float, str, str]:
+    """The value an image's occluded patch takes, its kind (``training_mean``, ``zeros``)
+    and its description."""
+    statistics: dict[str, Any] = (
+        (meta.training_data.model_extra or {}) if meta.training_data else {}
+    )
+    mean = statistics.get("pixel_mean")
+    if isinstance(mean, int | float) and np.isfinite(mean):
+        return float(mean), TRAINING_MEAN, "the training images' mean pixel value"
+    return 0.0, ZEROS, "0 in the model's pixel units: the version records nothing of its images"

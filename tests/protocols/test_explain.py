@@ -23,6 +23,7 @@ import numpy.typing as npt
 import pytest
 
 from service.inference.explain import Background, exact
+from service.inference.occlusion import heat_maps, occluded, patches
 from service.inference.softmax import softmax
 from service.settings import Settings
 from tests.conftest import Server, TrainedRepository, in_process
@@ -172,11 +173,33 @@ def test_bad_explanations_are_clear_4xx(
     assert_error(client.post(path, json=body), status, fragment)
 
 
-def test_a_table_wider_than_the_exact_limit_is_refused(trained: TrainedRepository) -> None:
+def test_a_table_wider_than_the_exact_limit_gets_kernel_shap_and_beyond_a_422(
+    client: httpx.Client, trained: TrainedRepository
+) -> None:
     settings = Settings(model_repository=trained.repository, explain_max_features=1)
     with in_process(settings) as http:
+        sampled = http.post("/models/blobs/explain", json={"instances": ROWS})
+    assert sampled.status_code == 200, sampled.text
+    body = sampled.json()
+    assert body["method"] == "kernel shap"
+    # 2 features: the budget (at least 2048) covers both one-feature coalitions, so
+    # KernelSHAP's regression gives the exact values, with standard errors of zero.
+    assert body["settings"]["samples"] == 2048
+    assert body["settings"]["coalitions"] == 4
+    exact_body = client.post("/models/blobs/explain", json={"instances": ROWS}).json()
+    for ours, exact_answer in zip(body["explanations"], exact_body["explanations"], strict=True):
+        [explained], [reference] = ours["classes"], exact_answer["classes"]
+        np.testing.assert_allclose(explained["attributions"], reference["attributions"], atol=1e-9)
+        assert explained["standard_errors"] == [0.0, 0.0]
+        assert "standard_errors" not in reference
+        assert explained["additivity_error"] < 1e-9
+
+    narrow = Settings(
+        model_repository=trained.repository, explain_max_features=1, explain_max_sampled_features=1
+    )
+    with in_process(narrow) as http:
         response = http.post("/models/blobs/explain", json={"instances": ROWS[:1]})
-    assert_error(response, 422, "at most 1 features for an exact explanation")
+    assert_error(response, 422, "at most 1 features to explain (SERVICE_EXPLAIN_MAX_SAMPLED")
 
 
 def test_explanations_are_counted_apart_from_predictions(client: httpx.Client) -> None:
@@ -212,3 +235,67 @@ def test_the_kserve_sdks_explain_call_gets_the_attributions(server: Server) -> N
     direct = httpx.post(f"{server.url}/models/blobs/explain", json={"instances": ROWS}, timeout=30)
     assert answer == direct.json()
     assert len(answer["explanations"]) == len(ROWS)
+
+
+# --- images: occlusion ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gray(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """``tests/protocols/test_images.py``'s small gray model (8x8x1, 3 classes, raw pixels)
+    as a bare ``model.keras``: a version that records nothing of its images."""
+    from tests.protocols.test_images import build
+
+    repository = tmp_path_factory.mktemp("gray") / "models"
+    model = build("gray")
+    (repository / "gray" / "1").mkdir(parents=True)
+    model.save(repository / "gray" / "1" / "model.keras")
+    return repository, model
+
+
+def test_an_image_model_is_explained_by_occlusion_heat_maps(gray: tuple[Path, Any]) -> None:
+    from tests.protocols.test_images import b64, keras_probabilities, pixels, png
+
+    repository, model = gray
+    image = pixels((8, 8, 1), 3)
+    settings = Settings(model_repository=repository, explain_patch=3)  # 3 x 3 patches
+    ask = {"classes": [0, 2]}
+    with in_process(settings) as http:
+        nested = http.post(
+            "/models/gray/explain", json={"instances": [image.astype(float).tolist()], **ask}
+        )
+        file = http.post(
+            "/v1/models/gray:explain", json={"instances": [{"b64": b64(png(image))}], **ask}
+        )
+    assert nested.status_code == file.status_code == 200, nested.text
+    body = nested.json()
+    assert body == file.json()  # a PNG of the pixels is the pixels (raw, 0..255)
+    assert body["method"] == "occlusion"
+    assert body["baseline"]["kind"] == "zeros"
+    assert body["baseline"]["value"] == 0.0
+    assert body["settings"] == {
+        "output": "probability",
+        "calibrated": True,
+        "patch": 3,
+        "patches": 9,  # 3 x 3, the last row and column 2 pixels wide
+        "model_rows_per_instance": 10,
+    }
+    tiles = patches(8, 8, 3)
+    reference = heat_maps(keras_probabilities(model, occluded(image, 0.0, tiles)), tiles)
+    [answer] = body["explanations"]
+    np.testing.assert_allclose(answer["probabilities"], reference.prediction, atol=1e-5)
+    for explained in answer["classes"]:
+        k = explained["index"]
+        heatmap = np.array(explained["heatmap"])
+        assert heatmap.shape == (8, 8)  # the image's size
+        np.testing.assert_allclose(heatmap, reference.maps[:, :, k], atol=1e-5)
+
+
+def test_an_image_of_more_patches_than_the_limit_is_refused(gray: tuple[Path, Any]) -> None:
+    settings = Settings(model_repository=gray[0], explain_patch=1, explain_max_patches=63)
+    with in_process(settings) as http:
+        response = http.post("/models/gray/explain", json={"instances": [[[[0.0]] * 8] * 8]})
+        text = http.post("/models/gray/explain", json={"instances": ["a string"]})
+    assert_error(response, 422, "at most 63 patches to explain (SERVICE_EXPLAIN_MAX_PATCHES")
+    assert "of 64 patches of 1" in response.json()["error"]
+    assert text.status_code == 422
