@@ -58,6 +58,8 @@ class LabelledWindow:
 
     size: int
     rows: int = 0
+    last_label_at: float | None = None
+    """Wall-clock time (Unix seconds) of the last label joined."""
     correct: npt.NDArray[np.bool_] = field(init=False)
     log_p: npt.NDArray[np.float64] = field(init=False)
     confidence: npt.NDArray[np.float64] = field(init=False)
@@ -84,6 +86,7 @@ class LabelledWindow:
             return {
                 "rows": 0,
                 "rows_seen": self.rows,
+                "last_label_at": self.last_label_at,
                 "accuracy": None,
                 "log_loss": None,
                 "ece": None,
@@ -99,6 +102,7 @@ class LabelledWindow:
         return {
             "rows": n,
             "rows_seen": self.rows,
+            "last_label_at": self.last_label_at,
             "accuracy": float(correct.mean()),
             "log_loss": float(-self.log_p[:n].mean()),
             "ece": float(ece),
@@ -169,6 +173,7 @@ class FeedbackStore:
         if window is None:
             window = self._windows[key] = LabelledWindow(self.window)
         window.add(p, y)
+        window.last_label_at = time.time()
         if self.on_label is not None:
             self.on_label(
                 request_id, answer.model, answer.version, [answer.class_names[i] for i in y]

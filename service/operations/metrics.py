@@ -284,6 +284,13 @@ class Metrics:
             registry=r,
             multiprocess_mode="all",
         )
+        self.feedback_last_label = Gauge(
+            "softmax_feedback_last_label_timestamp_seconds",
+            "When the version's last true label was reported (Unix time): feedback lag.",
+            ["model", "version"],
+            registry=r,
+            multiprocess_mode="max",
+        )
         self.feedback_rows = Gauge(
             "softmax_feedback_rows",
             "Labelled rows in the version's feedback window.",
@@ -412,6 +419,8 @@ class Metrics:
             for name, number, labelled in self._feedback.labelled():
                 labels = (name, str(number))
                 self.feedback_rows.labels(*labels).set(labelled["rows"])
+                if labelled["last_label_at"] is not None:
+                    self.feedback_last_label.labels(*labels).set(labelled["last_label_at"])
                 for gauge, key in (
                     (self.feedback_accuracy, "accuracy"),
                     (self.feedback_log_loss, "log_loss"),

@@ -32,7 +32,7 @@ def promtool(*args: str) -> str:
 
 
 def test_promtool_accepts_the_rules_and_the_example_configuration() -> None:
-    assert "SUCCESS: 5 rules found" in promtool("check", "rules", str(RULES))
+    assert "SUCCESS: 6 rules found" in promtool("check", "rules", str(RULES))
     assert "is valid prometheus config" in promtool(
         "check", "config", str(PROMETHEUS / "prometheus.yml")
     )
@@ -132,6 +132,7 @@ def test_a_real_prometheus_raises_the_alerts_when_inputs_leave_the_training_data
         "SoftmaxOutOfDistribution",
         "SoftmaxLessSure",
         "SoftmaxAccuracyBelowEstimate",
+        "SoftmaxFeedbackStalled",
     }
     assert all(r["health"] == "ok" for r in rules), rules
     time.sleep(2)  # two more evaluations of the calm window
@@ -155,6 +156,7 @@ def test_a_real_prometheus_raises_the_alerts_when_inputs_leave_the_training_data
     wait_for(lambda: expected <= set(alerts(prometheus)), what=f"raising {expected}")
     held = alerts(prometheus)
     assert "SoftmaxPredictedMixDrift" not in held  # the four blobs are still equally mixed
+    assert "SoftmaxFeedbackStalled" not in held  # the labels have just come back
     for name in expected:
         for alert in held[name]:
             assert alert["state"] == "pending"  # its `for` has not passed yet

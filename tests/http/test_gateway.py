@@ -81,6 +81,10 @@ def test_every_inference_route_is_served_by_the_gateway(tmp_path: Path) -> None:
         "/v1/models/{name}/labels/{label}:classify",
         "/v2/models/{name}/infer",
         "/v2/models/{name}/versions/{version}/infer",
+        "/models/{name}/explain",
+        "/models/{name}/versions/{version}/explain",
+        "/v1/models/{name}:explain",
+        "/v1/models/{name}/versions/{version}:explain",
     }
 
 
