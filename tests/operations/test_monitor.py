@@ -85,6 +85,24 @@ def test_a_stream_like_the_training_data_shows_no_drift_and_a_shifted_one_does(
     assert 'softmax_window_rows{model="blobs",version="1"} 500.0' in metrics
 
 
+def test_the_drift_rule_does_not_fire_on_a_hundred_unshifted_windows(
+    monitored: TestClient,
+) -> None:
+    """The alerts' threshold (PSI 0.25, deploy/prometheus/alerts.yml) on windows drawn like
+    the training rows: no false alarm, and the largest PSI seen far below it."""
+    largest = []
+    for seed in range(100, 200):
+        send(monitored, blobs(WINDOW, seed=seed), batch=WINDOW)  # the window, all new
+        window = monitored.get("/models/blobs/monitor").json()
+        largest.append(max([f["psi"] for f in window["features"]] + [window["predicted_mix_psi"]]))
+    print(
+        f"largest PSI over 100 unshifted windows of {WINDOW}: max {max(largest):.4f}, "
+        f"median {np.median(largest):.4f}"
+    )
+    assert sum(psi > 0.25 for psi in largest) == 0
+    assert max(largest) < 0.1
+
+
 def test_the_window_is_computed_as_an_independent_reading_of_the_answers(
     monitored: TestClient,
 ) -> None:
