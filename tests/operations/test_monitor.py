@@ -103,6 +103,20 @@ def test_the_drift_rule_does_not_fire_on_a_hundred_unshifted_windows(
     assert max(largest) < 0.1
 
 
+def test_a_request_marked_unmonitored_is_answered_alike_and_kept_out_of_the_window(
+    monitored: TestClient,
+) -> None:
+    rows = blobs(20, seed=300).tolist()
+    before = monitored.get("/models/blobs/monitor").json()["rows_seen"]
+    quiet = monitored.post(
+        "/predict", json={"instances": rows}, headers={"X-Softmax-Monitor": "OFF"}
+    )
+    assert monitored.get("/models/blobs/monitor").json()["rows_seen"] == before
+    counted = monitored.post("/predict", json={"instances": rows})
+    assert monitored.get("/models/blobs/monitor").json()["rows_seen"] == before + 20
+    assert quiet.json()["predictions"] == counted.json()["predictions"]
+
+
 def test_the_window_is_computed_as_an_independent_reading_of_the_answers(
     monitored: TestClient,
 ) -> None:

@@ -123,6 +123,8 @@ class Calls:
             metadata = dict(context.invocation_metadata() or ())
             request_id = self._request_id(metadata.get("x-request-id"))
             record: dict[str, Any] = {"request_id": request_id}
+            if str(metadata.get("x-softmax-monitor", "")).lower() == "off":
+                record["unmonitored"] = True  # answered and counted, but not watched
             token = served_record.set(record)
             trailer = (("x-request-id", request_id),)
             code = grpc.StatusCode.OK

@@ -9,7 +9,12 @@
 // #text-panel, #text-input, #text-classify and #text-probabilities (likewise); for models
 // of several named inputs #named-panel, one input per model input in #named-fields (its
 // data-name the input's name), #named-classify, #named-error and #named-probabilities
-// (likewise). Text from the server is only ever set with textContent.
+// (likewise); on the map, #regions-ood (its data-cells: how many cells are out of
+// distribution); the live monitor #monitor (data-state, data-model, data-rows-seen) whose
+// every number is a <data> element with data-key naming its field in the monitor's JSON
+// ("ood_rate", "features.x1.psi", "predicted_mix.0", ...; "reference.predicted_mix.0" and
+// "reference.test_accuracy" from the model's metadata) and its exact value in value.
+// Text from the server is only ever set with textContent.
 "use strict";
 
 (() => {
@@ -26,9 +31,10 @@
     }
   }
 
-  /** GET (no body) or POST (body: a JSON string or a value to serialize) and parse JSON. */
-  async function api(path, body) {
-    const headers = { Accept: "application/json" };
+  /** GET (no body) or POST (body: a JSON string or a value to serialize) and parse JSON;
+   * ``extra``: more request headers. */
+  async function api(path, body, extra = {}) {
+    const headers = { Accept: "application/json", ...extra };
     const init = { method: body === undefined ? "GET" : "POST", headers };
     if (body !== undefined) {
       headers["Content-Type"] = "application/json";
@@ -195,6 +201,9 @@
   const mapNote = $("map-note");
   const mapFigure = $("map");
   const canvas = $("regions");
+  const oodCanvas = $("regions-ood");
+  const oodCaption = $("ood-caption");
+  const pointOod = $("point-ood");
   const pointPanel = $("point-panel");
   const pointCoordinates = $("point-coordinates");
   const pointProbabilities = $("point-probabilities");
@@ -230,8 +239,12 @@
 
   const css = ([r, g, b]) => `rgb(${r} ${g} ${b})`;
 
-  /** What the map shows now: the model, its extent, the painted grid and the clicked point. */
-  const map = { model: null, extent: null, centres: [], image: null, point: null };
+  /**
+   * What the map shows now: the model, its extent, the painted grid, which of its cells
+   * are out of distribution (row by row from the top; null when the model has no OOD
+   * detector) and the clicked point.
+   */
+  const map = { model: null, extent: null, centres: [], image: null, ood: null, point: null };
   let modelRequest = 0;
   let pointRequest = 0;
 
@@ -299,16 +312,23 @@
     $("axis-y").textContent = model.feature_names[1];
   }
 
-  function drawLegend(model) {
-    legend.replaceChildren(
-      ...model.class_names.map((name, k) => {
-        const item = document.createElement("span");
-        const swatch = document.createElement("i");
-        swatch.style.background = css(classColour(k));
-        item.append(swatch, document.createTextNode(`class ${name}`));
-        return item;
-      }),
-    );
+  function drawLegend(model, ood) {
+    const items = model.class_names.map((name, k) => {
+      const item = document.createElement("span");
+      const swatch = document.createElement("i");
+      swatch.style.background = css(classColour(k));
+      item.append(swatch, document.createTextNode(`class ${name}`));
+      return item;
+    });
+    if (ood) {
+      const item = document.createElement("span");
+      item.id = "legend-ood";
+      const swatch = document.createElement("i");
+      swatch.className = "ood-swatch";
+      item.append(swatch, document.createTextNode("far from the training data (OOD)"));
+      items.push(item);
+    }
+    legend.replaceChildren(...items);
   }
 
   /**
@@ -341,6 +361,43 @@
     return [((x - ex[0]) / (ex[1] - ex[0])) * size, ((ey[1] - y) / (ey[1] - ey[0])) * size];
   }
 
+  /**
+   * Over the regions, on a canvas of its own: a grey wash and hatching on every cell
+   * whose answer is out of distribution, so the class colour still shows through.
+   */
+  function drawOod(size, ratio) {
+    oodCanvas.width = size;
+    oodCanvas.height = size;
+    const context = oodCanvas.getContext("2d");
+    context.clearRect(0, 0, size, size);
+    if (!map.ood) return;
+    const cell = size / GRID;
+    const region = new Path2D();
+    for (let row = 0; row < GRID; row++) {
+      // One rectangle per run of OOD cells in the row.
+      for (let col = 0; col < GRID; col++) {
+        if (!map.ood[row * GRID + col]) continue;
+        const start = col;
+        while (col + 1 < GRID && map.ood[row * GRID + col + 1]) col++;
+        region.rect(start * cell, row * cell, (col - start + 1) * cell, cell);
+      }
+    }
+    context.save();
+    context.clip(region);
+    context.fillStyle = "rgb(105 105 105 / 0.4)";
+    context.fillRect(0, 0, size, size);
+    context.strokeStyle = "rgb(30 30 30 / 0.5)";
+    context.lineWidth = ratio;
+    const step = 7 * ratio;
+    context.beginPath();
+    for (let d = -size; d < size; d += step) {
+      context.moveTo(d, size);
+      context.lineTo(d + size, 0);
+    }
+    context.stroke();
+    context.restore();
+  }
+
   /** The painted grid, the training centres (+) and the clicked point (ringed dot). */
   function redraw() {
     const ratio = window.devicePixelRatio || 1;
@@ -352,6 +409,7 @@
     const context = canvas.getContext("2d");
     context.imageSmoothingEnabled = false; // crisp cells: one per grid point asked
     context.drawImage(map.image, 0, 0, size, size);
+    drawOod(size, ratio);
     context.lineWidth = 2 * ratio;
     context.strokeStyle = "rgb(20 20 20 / 0.7)";
     const arm = 5 * ratio;
@@ -387,19 +445,30 @@
       }
     }
     canvas.dataset.state = "loading";
-    const answer = await api(predictPath(model), { instances, format: "columnar" });
+    // The grid is the page's own question, not traffic: kept out of the live monitor's
+    // window, the feedback store, the prediction log and the shadow (docs/operations.md).
+    const answer = await api(
+      predictPath(model),
+      { instances, format: "columnar" },
+      { "X-Softmax-Monitor": "off" },
+    );
     if (request !== modelRequest) return;
+    // An answer carries `ood` per row when the version has an OOD detector.
+    const ood = Array.isArray(answer.ood) ? answer.ood.map(Boolean) : null;
     Object.assign(map, {
       model,
       extent,
       centres: extent.centres,
       image: paintGrid(answer, model.class_names.length),
+      ood,
       point: null,
     });
     // For tests and the curious: the region drawn, as [x min, x max, y min, y max].
     canvas.dataset.extent = JSON.stringify([...extent.x, ...extent.y]);
+    oodCanvas.dataset.cells = String(ood ? ood.filter(Boolean).length : 0);
+    oodCaption.hidden = !ood;
     drawAxes(model, extent);
-    drawLegend(model);
+    drawLegend(model, ood);
     mapFigure.hidden = false;
     pointPanel.hidden = false;
     redraw();
@@ -462,30 +531,27 @@
     hideDrawing();
     hideText();
     hideNamed();
+    hideMonitor();
     try {
       const model = await api(`models/${encodeURIComponent(name)}`);
       if (request !== modelRequest) return;
       modelSummary.textContent = describe(model);
       if (imageInput(model)) {
         showDrawing(model);
-        return;
-      }
-      if (takesText(model)) {
+      } else if (takesText(model)) {
         showText(model);
-        return;
-      }
-      if (namedInputs(model)) {
+      } else if (namedInputs(model)) {
         showNamed(model);
-        return;
-      }
-      if (model.input_dim !== 2) {
+      } else if (model.input_dim !== 2) {
         mapNote.textContent =
           `The decision-region map is for 2-D models only: ${model.name} has ` +
           `${model.input_dim} features.`;
         mapNote.hidden = false;
-        return;
+      } else {
+        await drawRegions(model, request);
       }
-      await drawRegions(model, request);
+      // After the map: its own prediction is in the window the monitor shows.
+      if (request === modelRequest) showMonitor(model);
     } catch (error) {
       if (request !== modelRequest) return;
       canvas.dataset.state = "error";
@@ -607,9 +673,25 @@
     }
   }
 
+  /** Whether the clicked point is out of distribution, in words (nothing without a detector). */
+  function showPointOod(prediction) {
+    pointOod.hidden = typeof prediction.ood !== "boolean";
+    if (pointOod.hidden) return;
+    const distance = Number.isFinite(prediction.ood_distance)
+      ? ` (OOD distance ${prediction.ood_distance.toPrecision(3)})`
+      : "";
+    pointOod.textContent = prediction.ood
+      ? `Far from the training data${distance}: do not trust this answer, however sure.`
+      : `Within reach of the training data${distance}.`;
+    pointOod.classList.toggle("far", prediction.ood);
+    pointOod.dataset.ood = String(prediction.ood);
+  }
+
   function resetPoint() {
     ++pointRequest;
     map.point = null;
+    pointOod.hidden = true;
+    delete pointOod.dataset.ood;
     pointCoordinates.textContent = "Click the map.";
     pointProbabilities.replaceChildren();
     pointProbabilities.dataset.state = "idle";
@@ -633,6 +715,7 @@
       const answer = await api(predictPath(model), { instances: [[x, y]] });
       if (request !== pointRequest) return;
       const { probabilities, argmax, label } = answer.predictions[0];
+      showPointOod(answer.predictions[0]);
       pointProbabilities.replaceChildren(probabilityTable(model, probabilities, argmax));
       Object.assign(pointProbabilities.dataset, {
         x: String(x),
@@ -997,6 +1080,414 @@
     }
     showError(namedError, null);
     predictOne(named, instance, namedView);
+  });
+
+  // --- Live monitor ------------------------------------------------------------------------
+  //
+  // The selected version's window against its training references: the predicted-class
+  // mix beside the training one, the PSI of each feature and of the mix against the usual
+  // thresholds, and the scalar signals beside their training values, each with a verdict
+  // in words using the rules of deploy/prometheus/alerts.yml. Refreshed on demand and,
+  // while the box is ticked and the tab is visible, every MONITOR_EVERY_MS.
+
+  const monitorSection = $("monitor");
+  const monitorStatus = $("monitor-status");
+  const monitorError = $("monitor-error");
+  const monitorReason = $("monitor-reason");
+  const monitorBody = $("monitor-body");
+  const monitorAuto = $("monitor-auto");
+  const monitorMix = $("monitor-mix");
+  const monitorPsi = $("monitor-psi");
+  const monitorSignals = $("monitor-signals");
+
+  const MONITOR_EVERY_MS = 5000;
+  const PSI_SOME = 0.1; // below: no shift
+  const PSI_SHIFT = 0.25; // above: a shift
+  const PSI_AXIS = 0.5; // the PSI bars' scale; longer ones are cut
+
+  /** The model watched, the number of the newest request, the auto-refresh timer. */
+  const monitor = { model: null, request: 0, timer: 0 };
+
+  /** An element with a class and children (strings become text nodes). */
+  function el(tag, className, ...children) {
+    const element = document.createElement(tag);
+    if (className) element.className = className;
+    element.append(...children);
+    return element;
+  }
+
+  /** A number as a <data> element: shown as `text`, exact in value, named by data-key. */
+  function num(key, value, text) {
+    const element = el("data", "num", text);
+    element.value = String(value);
+    element.dataset.key = key;
+    return element;
+  }
+
+  const isNumber = (v) => typeof v === "number" && Number.isFinite(v);
+  const percent = (v) => (v === 0 ? "0 %" : `${(v * 100).toPrecision(3)} %`);
+  const decimal = (v) => v.toPrecision(3);
+
+  /** The number, or a dash for what is not measured (null). */
+  const shown = (key, value, format) => (isNumber(value) ? num(key, value, format(value)) : "–");
+
+  /** A horizontal bar of `fraction` (0..1) of its track, in `colour` or of `className`. */
+  function bar(fraction, className, colour, key) {
+    const element = el("div", `mbar ${className}`);
+    element.style.width = `${Math.max(0, Math.min(1, fraction)) * 100}%`;
+    if (colour) element.style.background = colour;
+    if (key) element.dataset.key = key;
+    return element;
+  }
+
+  function monitorPath(model) {
+    const name = encodeURIComponent(model.name);
+    return `models/${name}/versions/${encodeURIComponent(model.version)}/monitor`;
+  }
+
+  function hideMonitor() {
+    ++monitor.request; // an answer still on its way is dropped
+    clearTimeout(monitor.timer);
+    monitor.model = null;
+    monitorSection.hidden = true;
+    monitorSection.dataset.state = "idle";
+    delete monitorSection.dataset.model;
+    delete monitorSection.dataset.rowsSeen;
+  }
+
+  function showMonitor(model) {
+    monitor.model = model;
+    monitorSection.hidden = false;
+    refreshMonitor();
+  }
+
+  function scheduleMonitor() {
+    clearTimeout(monitor.timer);
+    if (monitor.model && monitorAuto.checked) {
+      monitor.timer = setTimeout(() => {
+        if (document.hidden) scheduleMonitor(); // nobody looks: ask later
+        else refreshMonitor();
+      }, MONITOR_EVERY_MS);
+    }
+  }
+
+  async function refreshMonitor() {
+    const model = monitor.model;
+    if (!model) return;
+    clearTimeout(monitor.timer);
+    const request = ++monitor.request;
+    monitorSection.dataset.state = "loading";
+    try {
+      const summary = await api(monitorPath(model));
+      if (request !== monitor.request) return;
+      showError(monitorError, null);
+      renderMonitor(model, summary);
+    } catch (error) {
+      if (request !== monitor.request) return;
+      monitorSection.dataset.state = "error";
+      showError(monitorError, error);
+    }
+    scheduleMonitor();
+  }
+
+  /** What the status line says: the version, the window's rows, the time of the answer. */
+  function monitorStatusLine(summary) {
+    const parts = [`version ${summary.version}`];
+    if (summary.monitored) {
+      parts.push(
+        " · window: the last ",
+        num("window_rows", summary.window_rows ?? 0, String(summary.window_rows ?? 0)),
+        ` of `,
+        num("rows_seen", summary.rows_seen ?? 0, String(summary.rows_seen ?? 0)),
+        ` answered rows (it holds ${summary.window})`,
+      );
+      if (isNumber(summary.reference_rows)) {
+        parts.push(
+          " · training: ",
+          num("reference_rows", summary.reference_rows, String(summary.reference_rows)),
+          " rows",
+        );
+      }
+    }
+    parts.push(` · as of ${new Date().toLocaleTimeString()}`);
+    return parts;
+  }
+
+  function renderMonitor(model, summary) {
+    monitorSection.dataset.model = model.name;
+    monitorStatus.replaceChildren(...monitorStatusLine(summary));
+    monitorSection.dataset.rowsSeen = String(summary.rows_seen ?? 0);
+    if (!summary.monitored) {
+      const reason = String(summary.reason ?? "no reason given");
+      monitorReason.textContent = `Not monitored: ${reason}${/[.!?]$/.test(reason) ? "" : "."}`;
+      monitorReason.hidden = false;
+      monitorBody.hidden = true;
+      monitorSection.dataset.state = "unmonitored";
+      return;
+    }
+    if (!summary.window_rows) {
+      monitorReason.textContent =
+        "Nothing in the window yet: the signals appear with the version's first answers.";
+      monitorReason.hidden = false;
+      monitorBody.hidden = true;
+      monitorSection.dataset.state = "empty";
+      return;
+    }
+    monitorReason.hidden = true;
+    const reference = model.monitoring || {};
+    monitorMix.replaceChildren(...mixRows(model, summary.predicted_mix, reference.predicted_mix));
+    monitorPsi.replaceChildren(...psiRows(summary));
+    monitorSignals.replaceChildren(...signalRows(model, summary));
+    monitorBody.hidden = false;
+    monitorSection.dataset.state = "ready";
+  }
+
+  /** One row per class: the window's share (its colour) over the training's (grey). */
+  function mixRows(model, mix, referenceMix) {
+    const training = Array.isArray(referenceMix) ? referenceMix : [];
+    const scale = Math.max(...mix, ...training.filter(isNumber), 1e-9);
+    return mix.map((share, k) => {
+      const name = model.class_names[k] ?? String(k);
+      const expected = training[k];
+      const track = el(
+        "div",
+        "mbar-track pair",
+        bar(share / scale, "window", css(classColour(k)), `predicted_mix.${k}`),
+        bar(isNumber(expected) ? expected / scale : 0, "reference"),
+      );
+      const values = el(
+        "span",
+        "mbar-values",
+        shown(`predicted_mix.${k}`, share, percent),
+        el("span", "subtle", " vs "),
+        shown(`reference.predicted_mix.${k}`, expected, percent),
+      );
+      return el("div", "mbar-row", el("span", "mbar-label", `class ${name}`), track, values);
+    });
+  }
+
+  /** In words, where a PSI stands against the usual thresholds. */
+  function psiVerdict(value) {
+    if (!isNumber(value)) return ["", "not measured"];
+    if (value > PSI_SHIFT) return ["shift", "shift"];
+    if (value >= PSI_SOME) return ["some", "some shift"];
+    return ["ok", "no shift"];
+  }
+
+  /** A PSI bar on the 0..PSI_AXIS scale, with the two thresholds drawn across its track. */
+  function psiRow(label, key, value, extra) {
+    const [zone, words] = psiVerdict(value);
+    const track = el("div", "mbar-track psi");
+    for (const threshold of [PSI_SOME, PSI_SHIFT]) {
+      const line = el("span", "threshold");
+      line.style.left = `${(threshold / PSI_AXIS) * 100}%`;
+      track.append(line);
+    }
+    if (isNumber(value)) {
+      const cut = value > PSI_AXIS ? " cut" : "";
+      track.prepend(bar(value / PSI_AXIS, `zone-${zone}${cut}`, null, key));
+    }
+    const verdict = el("span", `verdict ${zone}`, words);
+    return el(
+      "div",
+      "mbar-row psi-row",
+      el("span", "mbar-label", label),
+      track,
+      el("span", "mbar-values", shown(key, value, decimal), " ", verdict),
+      el("span", "missing subtle", ...extra),
+    );
+  }
+
+  function psiRows(summary) {
+    const head = el(
+      "div",
+      "mbar-row psi-row head subtle",
+      el("span", "", ""),
+      el("span", "", ""),
+      el("span", "", "PSI"),
+      el("span", "", "missing (training)"),
+    );
+    const rows = [
+      head,
+      psiRow("class mix", "predicted_mix_psi", summary.predicted_mix_psi, []),
+    ];
+    for (const feature of summary.features || []) {
+      const key = `features.${feature.name}`;
+      rows.push(
+        psiRow(feature.name, `${key}.psi`, feature.psi, [
+          shown(`${key}.missing`, feature.missing, percent),
+          " (",
+          shown(`${key}.reference_missing`, feature.reference_missing, percent),
+          ")",
+        ]),
+      );
+    }
+    const axis = el("div", "psi-axis");
+    for (const [at, text] of [
+      [0, "0"],
+      [PSI_SOME, "0.1"],
+      [PSI_SHIFT, "0.25"],
+      [PSI_AXIS, "0.5"],
+    ]) {
+      const tick = el("span", "", text);
+      tick.style.left = `${(at / PSI_AXIS) * 100}%`;
+      axis.append(tick);
+    }
+    rows.push(el("div", "mbar-row psi-row", el("span", "", ""), axis));
+    if (!(summary.features || []).length) {
+      rows.push(
+        el(
+          "p",
+          "subtle monitor-note",
+          "The inputs are not measured for this model (its input is not a table of its " +
+            "own numbers): only the output-side signals are.",
+        ),
+      );
+    }
+    return rows;
+  }
+
+  /**
+   * One scalar signal: the window's (`live`) value beside the training one, as two bars on a
+   * common scale (`scale`: the largest of the two unless given) and as numbers, with
+   * a verdict [zone, words].
+   */
+  function signalRow(title, live, training, format, verdict, scale) {
+    const top = scale ?? Math.max(live.value ?? 0, training.value ?? 0, 1e-12);
+    const bars = el(
+      "div",
+      "mbar-track pair",
+      bar(isNumber(live.value) ? live.value / top : 0, "window signal", null, live.key),
+      bar(isNumber(training.value) ? training.value / top : 0, "reference"),
+    );
+    const numbers = el(
+      "span",
+      "mbar-values",
+      shown(live.key, live.value, format),
+      el("span", "subtle", ` ${live.words ?? "window"} · `),
+      shown(training.key, training.value, format),
+      el("span", "subtle", ` ${training.words ?? "training"}`),
+    );
+    const [zone, words] = verdict;
+    return el(
+      "div",
+      "signal-row",
+      el("span", "signal-title", title),
+      bars,
+      numbers,
+      el("span", `verdict ${zone}`, words),
+    );
+  }
+
+  function signalRows(model, summary) {
+    const rows = [];
+    const ood = summary.ood_rate;
+    const oodTraining = summary.reference_ood_rate;
+    let oodVerdict = ["", "this version has no OOD detector"];
+    if (isNumber(ood) && isNumber(oodTraining)) {
+      if (ood > 3 * oodTraining && ood > 0.05) {
+        oodVerdict = ["shift", "far more inputs far from the training data than in training"];
+      } else if (ood > oodTraining) {
+        oodVerdict = ["some", "above training, below the alert (3 × training and 5 %)"];
+      } else {
+        oodVerdict = ["ok", "no more than in training"];
+      }
+    }
+    rows.push(
+      signalRow(
+        "Far from the training data (OOD rate)",
+        { key: "ood_rate", value: ood },
+        { key: "reference_ood_rate", value: oodTraining },
+        percent,
+        oodVerdict,
+      ),
+    );
+
+    const entropy = summary.mean_entropy;
+    const entropyTraining = summary.reference_mean_entropy;
+    let entropyVerdict = ["", "no training value"];
+    if (isNumber(entropy) && isNumber(entropyTraining)) {
+      if (entropy > 1.5 * entropyTraining + 0.05) {
+        entropyVerdict = ["shift", "far less sure than in training"];
+      } else if (entropy > entropyTraining) {
+        entropyVerdict = ["some", "less sure than in training, below the alert"];
+      } else {
+        entropyVerdict = ["ok", "as sure as in training, or surer"];
+      }
+    }
+    rows.push(
+      signalRow(
+        "Mean entropy (nats; 0 is certain)",
+        { key: "mean_entropy", value: entropy },
+        { key: "reference_mean_entropy", value: entropyTraining },
+        decimal,
+        entropyVerdict,
+      ),
+    );
+
+    const estimate = summary.estimated_accuracy;
+    const tested = model.metrics && model.metrics.test_accuracy;
+    let estimateVerdict = ["", "no test accuracy to compare with"];
+    if (isNumber(estimate) && isNumber(tested)) {
+      estimateVerdict =
+        estimate < tested - 0.05
+          ? ["some", "the model is less sure than on its test set"]
+          : ["ok", "as sure as on its test set"];
+    }
+    rows.push(
+      signalRow(
+        "Estimated accuracy (no labels: the mean top-1 probability)",
+        { key: "estimated_accuracy", value: estimate },
+        { key: "reference.test_accuracy", value: tested, words: "test set" },
+        decimal,
+        estimateVerdict,
+        1,
+      ),
+    );
+
+    const feedback = summary.feedback;
+    if (feedback && isNumber(feedback.accuracy)) {
+      const below = isNumber(estimate) && feedback.accuracy < estimate - 0.05;
+      const title = el(
+        "span",
+        "",
+        "Accuracy on reported labels (",
+        num("feedback.rows", feedback.rows, String(feedback.rows)),
+        " rows; log loss ",
+        shown("feedback.log_loss", feedback.log_loss, decimal),
+        ", ECE ",
+        shown("feedback.ece", feedback.ece, decimal),
+        ")",
+      );
+      rows.push(
+        signalRow(
+          title,
+          { key: "feedback.accuracy", value: feedback.accuracy, words: "labelled" },
+          { key: "estimated_accuracy", value: estimate, words: "estimated" },
+          decimal,
+          below
+            ? ["shift", "5 points or more below the label-free estimate"]
+            : ["ok", "in line with the label-free estimate"],
+          1,
+        ),
+      );
+    } else {
+      rows.push(
+        el(
+          "p",
+          "subtle monitor-note",
+          "Accuracy on true labels: none reported yet (a client reports them with POST " +
+            `/models/${model.name}/feedback, when feedback is on).`,
+        ),
+      );
+    }
+    return rows;
+  }
+
+  $("monitor-refresh").addEventListener("click", refreshMonitor);
+  monitorAuto.addEventListener("change", scheduleMonitor);
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden && monitor.model && monitorAuto.checked) refreshMonitor();
   });
 
   // --- The API key: in memory only, sent as X-API-Key -------------------------------------
