@@ -33,6 +33,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
+from service.dataplane import DataPlane
 from service.errors import InvalidInput, NotImplementedHere, VersionNotFound
 from service.http import bodies
 from service.http.bodies import openapi_body
@@ -522,20 +523,27 @@ def _in_examples(exc: InvalidInput) -> InvalidInput:
     return type(exc)(exc.message.replace("instances[", "examples["), detail=exc.detail)
 
 
-async def _classify(
-    request: Request, name: str, version: str | None, label: str | None = None
-) -> JSONResponse:
-    plane = dataplane(request)
-    body = await bodies.read(request, ClassifyRequest, plane.max_json_depth)
-    served = plane.route(name, version, label)
+async def classify_examples(
+    plane: DataPlane, body: ClassifyRequest, served: LoadedVersion
+) -> list[list[tuple[str, float]]]:
+    """Per example, every class (``class_names`` order) with its probability: Classify,
+    over REST and gRPC alike."""
     examples = _examples(body, served)
     try:
         result = await plane.predict(core_instances(examples, "examples"), served=served)
     except InvalidInput as exc:
         raise _in_examples(exc) from None
     labels = served.metadata.class_names
-    rows = result.probabilities.tolist()
-    return JSONResponse({"result": [list(zip(labels, row, strict=True)) for row in rows]})
+    return [list(zip(labels, row, strict=True)) for row in result.probabilities.tolist()]
+
+
+async def _classify(
+    request: Request, name: str, version: str | None, label: str | None = None
+) -> JSONResponse:
+    plane = dataplane(request)
+    body = await bodies.read(request, ClassifyRequest, plane.max_json_depth)
+    served = plane.route(name, version, label)
+    return JSONResponse({"result": await classify_examples(plane, body, served)})
 
 
 CLASSIFY = {
@@ -670,8 +678,9 @@ def _status(status: VersionStatus) -> dict[str, Any]:
     }
 
 
-def _model_status(request: Request, name: str, version: str | None) -> JSONResponse:
-    plane = dataplane(request)
+def status_body(plane: DataPlane, name: str, version: str | None) -> dict[str, Any]:
+    """``GetModelStatusResponse`` as JSON, with KServe V1's ``name`` and ``ready``: what
+    REST and gRPC's GetModelStatus answer."""
     statuses = plane.statuses(name)
     if version is not None:
         statuses = [s for s in statuses if str(s.version) == version]
@@ -681,8 +690,11 @@ def _model_status(request: Request, name: str, version: str | None) -> JSONRespo
                 f"({[s.version for s in plane.statuses(name)]}), received {version[:40]!r}"
             )
     ready = any(s.state is State.AVAILABLE for s in statuses)
-    body = {"name": name, "ready": ready, "model_version_status": [_status(s) for s in statuses]}
-    return JSONResponse(body)
+    return {"name": name, "ready": ready, "model_version_status": [_status(s) for s in statuses]}
+
+
+def _model_status(request: Request, name: str, version: str | None) -> JSONResponse:
+    return JSONResponse(status_body(dataplane(request), name, version))
 
 
 @router.get(

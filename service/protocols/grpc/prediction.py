@@ -1,4 +1,5 @@
-"""TF Serving's gRPC ``tensorflow.serving.PredictionService``: Predict and GetModelMetadata.
+"""TF Serving's gRPC ``tensorflow.serving.PredictionService`` (Predict, Classify,
+GetModelMetadata) and ``tensorflow.serving.ModelService`` (GetModelStatus).
 
 A codec over the data plane, as ``service.protocols.tfserving`` is over REST, and built
 from the Open Inference Protocol's pieces: each input ``TensorProto`` (its values in
@@ -7,20 +8,29 @@ from the Open Inference Protocol's pieces: each input ``TensorProto`` (its value
 inputs are checked by the same code with the same messages. The one output,
 ``probabilities``, is ``DT_DOUBLE`` ``[N, classes]``: ``/predict``'s probabilities, bit
 for bit, as the signature (``tfserving.signature_metadata``) says. A model with one input
-takes it under any name, as over REST. Classify, Regress and MultiInference are not
-offered (UNIMPLEMENTED).
+takes it under any name, as over REST.
+
+Classify is the REST ``:classify``: each ``tf.Example`` becomes the JSON example REST
+takes (``examples``), checked by the same schema and answered by the same function
+(``tfserving.classify_examples``); the scores are TF Serving's ``float``, so float32 of
+the REST scores. GetModelStatus is ``GET /v1/models/{name}``'s ``model_version_status``
+(``tfserving.status_body``). Regress and MultiInference are not offered (UNIMPLEMENTED).
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import math
 from typing import Any
 
 import numpy as np
 from google.protobuf import json_format
+from pydantic import ValidationError
 
 from service.dataplane import DataPlane
 from service.errors import InvalidInput
+from service.http.error_responses import invalid_input
 from service.protocols import tfserving, v2
 from service.protocols import v2_tensors as tensors
 from service.protocols.grpc import tfserving_pb2 as pb
@@ -32,8 +42,11 @@ from service.protocols.grpc.inference import (
     model_name,
     pack,
 )
+from service.repository.artifact import InputSpec
+from service.repository.registry import LoadedVersion
 
 SERVICE = "tensorflow.serving.PredictionService"
+MODEL_SERVICE = "tensorflow.serving.ModelService"
 #: TF Serving packs the signatures under this type URL: its clients unpack them by it.
 SIGNATURE_DEF_MAP = "type.googleapis.com/tensorflow.serving.SignatureDefMap"
 #: The Open Inference Protocol's datatype of each dtype taken, and the field of its values.
@@ -120,6 +133,63 @@ def decode_predict(request: pb.PredictRequest) -> tuple[v2.InferenceRequest, byt
     return body, b"".join(chunks)
 
 
+def _feature(name: str, feature: pb.Feature, where: str, spec: InputSpec, table: bool) -> Any:
+    """A ``tf.Example`` feature as the value a REST example gives it: null when it has no
+    values; bytes as image files for an image model, else as UTF-8 strings; for a model
+    of one numeric input, a list (nested to the input's shape) but a table's single
+    feature values; any other single value as itself."""
+    kind = feature.WhichOneof("kind")
+    values: list[Any] = list(getattr(feature, kind).value) if kind is not None else []
+    if not values:
+        return None
+    if kind == "bytes_list":
+        if spec.kind == "image":
+            values = [{"b64": base64.b64encode(value).decode()} for value in values]
+        else:
+            try:
+                values = [value.decode() for value in values]
+            except UnicodeDecodeError:
+                raise InvalidInput(
+                    f"expected UTF-8 text (or, for an image model, image files) in the "
+                    f"bytes_list of {name[:64]!r} in {where}, received bytes that are not UTF-8"
+                ) from None
+    elif spec.inputs is None and spec.kind != "text" and not (table and len(values) == 1):
+        if len(spec.shape) > 1:
+            with contextlib.suppress(ValueError):  # else the data plane names the shape
+                return np.reshape(values, spec.shape).tolist()
+        return values
+    return values[0] if len(values) == 1 else values
+
+
+def classify_body(given: pb.Input, served: LoadedVersion) -> tfserving.ClassifyRequest:
+    """The request's examples (and context) as REST's ``:classify`` body, validated by
+    its schema."""
+    kind = given.WhichOneof("kind")
+    if kind is None:
+        raise InvalidInput(
+            "expected input.example_list or input.example_list_with_context, received neither"
+        )
+    spec = served.metadata.input_spec
+    table = served.metadata.columns is not None
+
+    def example(message: pb.Example, where: str) -> dict[str, Any]:
+        features = message.features.feature
+        return {
+            name: _feature(name, features[name], where, spec, table) for name in sorted(features)
+        }
+
+    listed = getattr(given, kind)
+    body: dict[str, Any] = {
+        "examples": [example(each, f"examples[{i}]") for i, each in enumerate(listed.examples)]
+    }
+    if kind == "example_list_with_context" and listed.HasField("context"):
+        body["context"] = example(listed.context, "context")
+    try:
+        return tfserving.ClassifyRequest.model_validate(body)
+    except ValidationError as exc:
+        raise invalid_input(exc.errors(include_url=False)) from None
+
+
 def _model_spec(served_name: str, version: int) -> pb.ModelSpec:
     spec = pb.ModelSpec(name=served_name, signature_name=tfserving.SIGNATURE)
     spec.version.value = version
@@ -150,6 +220,18 @@ class PredictionService:
             outputs={tfserving.OUTPUT: output},
         )
 
+    async def classify(self, request: pb.ClassificationRequest, context: Context) -> Any:
+        """Classify, through the same door and checks as ``:classify``."""
+        version, label = _version(request.model_spec)
+        served = self.plane.route(model_name(request.model_spec.name), version, label)
+        body = classify_body(request.input, served)
+        rows = await tfserving.classify_examples(self.plane, body, served)
+        response = pb.ClassificationResponse(model_spec=_model_spec(served.name, served.version))
+        for row in rows:
+            classes = response.result.classifications.add().classes
+            classes.extend(pb.Class(label=name, score=score) for name, score in row)
+        return response
+
     async def get_model_metadata(
         self, request: pb.GetModelMetadataRequest, context: Context
     ) -> Any:
@@ -173,9 +255,38 @@ class PredictionService:
         """Each RPC's name, with its coroutine and its request and response messages."""
         return {
             "Predict": (self.predict, pb.PredictRequest, pb.PredictResponse),
+            "Classify": (self.classify, pb.ClassificationRequest, pb.ClassificationResponse),
             "GetModelMetadata": (
                 self.get_model_metadata,
                 pb.GetModelMetadataRequest,
                 pb.GetModelMetadataResponse,
             ),
+        }
+
+
+class ModelService:
+    """``tensorflow.serving.ModelService``'s GetModelStatus (not HandleReloadConfigRequest)."""
+
+    def __init__(self, plane: DataPlane) -> None:
+        self.plane = plane
+
+    async def get_model_status(self, request: pb.GetModelStatusRequest, context: Context) -> Any:
+        """Every version of the model tried (or the one named), as ``GET /v1/models/{name}``."""
+        version, label = _version(request.model_spec)
+        name = model_name(request.model_spec.name)
+        if label is not None:
+            version = str(self.plane.resolve(name, label=label).version)
+        statuses = tfserving.status_body(self.plane, name, version)["model_version_status"]
+        return json_format.ParseDict(
+            {"model_version_status": statuses}, pb.GetModelStatusResponse()
+        )
+
+    def methods(self) -> dict[str, tuple[Any, type[Any], type[Any]]]:
+        """Each RPC's name, with its coroutine and its request and response messages."""
+        return {
+            "GetModelStatus": (
+                self.get_model_status,
+                pb.GetModelStatusRequest,
+                pb.GetModelStatusResponse,
+            )
         }

@@ -7,7 +7,8 @@
       └── Calls (every other RPC, once) ..... request id, API key, in-flight bound,
             │                                 status code, metrics, access log
             ├── inference.GRPCInferenceService (service.protocols.grpc.inference)
-            └── tensorflow.serving.PredictionService (service.protocols.grpc.prediction)
+            ├── tensorflow.serving.PredictionService (service.protocols.grpc.prediction)
+            └── tensorflow.serving.ModelService ...... GetModelStatus (the same module)
                   └── DataPlane
 
 ``Calls`` is to gRPC what ``service.http.gateway.Gateway`` is to HTTP:
@@ -18,8 +19,8 @@
 - **API keys** (when configured): ``authorization: Bearer <key>`` or ``x-api-key`` metadata,
   compared in constant time; ServerLive, ServerReady and the health service need none,
   as ``/v2/health/*`` and ``/health/*`` are open over HTTP;
-- **admission**: ModelInfer and Predict calls in progress are bounded by ``SERVICE_MAX_INFLIGHT``
-  (a bound of this listener's own, beside HTTP's); messages above
+- **admission**: ModelInfer, Predict and Classify calls in progress are bounded by
+  ``SERVICE_MAX_INFLIGHT`` (a bound of this listener's own, beside HTTP's); messages above
   ``SERVICE_GRPC_MAX_MESSAGE_BYTES`` are refused by gRPC itself (RESOURCE_EXHAUSTED);
   a client's deadline cancels its call, wherever it waits;
 - **errors**: a ``ServiceError`` becomes the status code of its HTTP status (``CODES``)
@@ -69,7 +70,7 @@ CODES = {
 }
 #: RPCs answered without an API key (health), and those the in-flight bound counts.
 OPEN = frozenset({"ServerLive", "ServerReady"})
-BOUNDED = frozenset({"ModelInfer", "Predict"})
+BOUNDED = frozenset({"ModelInfer", "Predict", "Classify"})
 #: The details travel in a header (grpc-message): a message echoing a huge name is cut.
 MAX_DETAILS = 4096
 
@@ -254,7 +255,7 @@ class Readiness:
     """``grpc.health.v1.Health``: SERVING, for the server and each service, exactly while
     the data plane is ready (``/health/ready`` answers 200); NOT_SERVING otherwise."""
 
-    SERVICES = ("", inference.SERVICE, prediction.SERVICE)
+    SERVICES = ("", inference.SERVICE, prediction.SERVICE, prediction.MODEL_SERVICE)
 
     def __init__(self, plane: DataPlane) -> None:
         self.plane = plane
@@ -302,6 +303,7 @@ class GrpcListener:
         services = {
             inference.SERVICE: inference.InferenceService(plane).methods(),
             prediction.SERVICE: prediction.PredictionService(plane).methods(),
+            prediction.MODEL_SERVICE: prediction.ModelService(plane).methods(),
         }
         for service, methods in services.items():
             handlers = {

@@ -23,6 +23,11 @@ class DataType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DT_INT64: _ClassVar[DataType]
     DT_BOOL: _ClassVar[DataType]
     DT_HALF: _ClassVar[DataType]
+
+class Code(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OK: _ClassVar[Code]
+    UNKNOWN: _ClassVar[Code]
 DT_INVALID: DataType
 DT_FLOAT: DataType
 DT_DOUBLE: DataType
@@ -35,6 +40,8 @@ DT_COMPLEX64: DataType
 DT_INT64: DataType
 DT_BOOL: DataType
 DT_HALF: DataType
+OK: Code
+UNKNOWN: Code
 
 class TensorShapeProto(_message.Message):
     __slots__ = ("dim", "unknown_rank")
@@ -190,3 +197,152 @@ class GetModelMetadataResponse(_message.Message):
     model_spec: ModelSpec
     metadata: _containers.MessageMap[str, _any_pb2.Any]
     def __init__(self, model_spec: _Optional[_Union[ModelSpec, _Mapping]] = ..., metadata: _Optional[_Mapping[str, _any_pb2.Any]] = ...) -> None: ...
+
+class BytesList(_message.Message):
+    __slots__ = ("value",)
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    value: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, value: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class FloatList(_message.Message):
+    __slots__ = ("value",)
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    value: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, value: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class Int64List(_message.Message):
+    __slots__ = ("value",)
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    value: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, value: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class Feature(_message.Message):
+    __slots__ = ("bytes_list", "float_list", "int64_list")
+    BYTES_LIST_FIELD_NUMBER: _ClassVar[int]
+    FLOAT_LIST_FIELD_NUMBER: _ClassVar[int]
+    INT64_LIST_FIELD_NUMBER: _ClassVar[int]
+    bytes_list: BytesList
+    float_list: FloatList
+    int64_list: Int64List
+    def __init__(self, bytes_list: _Optional[_Union[BytesList, _Mapping]] = ..., float_list: _Optional[_Union[FloatList, _Mapping]] = ..., int64_list: _Optional[_Union[Int64List, _Mapping]] = ...) -> None: ...
+
+class Features(_message.Message):
+    __slots__ = ("feature",)
+    class FeatureEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Feature
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Feature, _Mapping]] = ...) -> None: ...
+    FEATURE_FIELD_NUMBER: _ClassVar[int]
+    feature: _containers.MessageMap[str, Feature]
+    def __init__(self, feature: _Optional[_Mapping[str, Feature]] = ...) -> None: ...
+
+class Example(_message.Message):
+    __slots__ = ("features",)
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    features: Features
+    def __init__(self, features: _Optional[_Union[Features, _Mapping]] = ...) -> None: ...
+
+class ExampleList(_message.Message):
+    __slots__ = ("examples",)
+    EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    examples: _containers.RepeatedCompositeFieldContainer[Example]
+    def __init__(self, examples: _Optional[_Iterable[_Union[Example, _Mapping]]] = ...) -> None: ...
+
+class ExampleListWithContext(_message.Message):
+    __slots__ = ("examples", "context")
+    EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    examples: _containers.RepeatedCompositeFieldContainer[Example]
+    context: Example
+    def __init__(self, examples: _Optional[_Iterable[_Union[Example, _Mapping]]] = ..., context: _Optional[_Union[Example, _Mapping]] = ...) -> None: ...
+
+class Input(_message.Message):
+    __slots__ = ("example_list", "example_list_with_context")
+    EXAMPLE_LIST_FIELD_NUMBER: _ClassVar[int]
+    EXAMPLE_LIST_WITH_CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    example_list: ExampleList
+    example_list_with_context: ExampleListWithContext
+    def __init__(self, example_list: _Optional[_Union[ExampleList, _Mapping]] = ..., example_list_with_context: _Optional[_Union[ExampleListWithContext, _Mapping]] = ...) -> None: ...
+
+class ClassificationRequest(_message.Message):
+    __slots__ = ("model_spec", "input")
+    MODEL_SPEC_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    model_spec: ModelSpec
+    input: Input
+    def __init__(self, model_spec: _Optional[_Union[ModelSpec, _Mapping]] = ..., input: _Optional[_Union[Input, _Mapping]] = ...) -> None: ...
+
+class Class(_message.Message):
+    __slots__ = ("label", "score")
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    label: str
+    score: float
+    def __init__(self, label: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
+
+class Classifications(_message.Message):
+    __slots__ = ("classes",)
+    CLASSES_FIELD_NUMBER: _ClassVar[int]
+    classes: _containers.RepeatedCompositeFieldContainer[Class]
+    def __init__(self, classes: _Optional[_Iterable[_Union[Class, _Mapping]]] = ...) -> None: ...
+
+class ClassificationResult(_message.Message):
+    __slots__ = ("classifications",)
+    CLASSIFICATIONS_FIELD_NUMBER: _ClassVar[int]
+    classifications: _containers.RepeatedCompositeFieldContainer[Classifications]
+    def __init__(self, classifications: _Optional[_Iterable[_Union[Classifications, _Mapping]]] = ...) -> None: ...
+
+class ClassificationResponse(_message.Message):
+    __slots__ = ("model_spec", "result")
+    MODEL_SPEC_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    model_spec: ModelSpec
+    result: ClassificationResult
+    def __init__(self, model_spec: _Optional[_Union[ModelSpec, _Mapping]] = ..., result: _Optional[_Union[ClassificationResult, _Mapping]] = ...) -> None: ...
+
+class StatusProto(_message.Message):
+    __slots__ = ("error_code", "error_message")
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    error_code: Code
+    error_message: str
+    def __init__(self, error_code: _Optional[_Union[Code, str]] = ..., error_message: _Optional[str] = ...) -> None: ...
+
+class ModelVersionStatus(_message.Message):
+    __slots__ = ("version", "state", "status")
+    class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        UNKNOWN: _ClassVar[ModelVersionStatus.State]
+        START: _ClassVar[ModelVersionStatus.State]
+        LOADING: _ClassVar[ModelVersionStatus.State]
+        AVAILABLE: _ClassVar[ModelVersionStatus.State]
+        UNLOADING: _ClassVar[ModelVersionStatus.State]
+        END: _ClassVar[ModelVersionStatus.State]
+    UNKNOWN: ModelVersionStatus.State
+    START: ModelVersionStatus.State
+    LOADING: ModelVersionStatus.State
+    AVAILABLE: ModelVersionStatus.State
+    UNLOADING: ModelVersionStatus.State
+    END: ModelVersionStatus.State
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    state: ModelVersionStatus.State
+    status: StatusProto
+    def __init__(self, version: _Optional[int] = ..., state: _Optional[_Union[ModelVersionStatus.State, str]] = ..., status: _Optional[_Union[StatusProto, _Mapping]] = ...) -> None: ...
+
+class GetModelStatusRequest(_message.Message):
+    __slots__ = ("model_spec",)
+    MODEL_SPEC_FIELD_NUMBER: _ClassVar[int]
+    model_spec: ModelSpec
+    def __init__(self, model_spec: _Optional[_Union[ModelSpec, _Mapping]] = ...) -> None: ...
+
+class GetModelStatusResponse(_message.Message):
+    __slots__ = ("model_version_status",)
+    MODEL_VERSION_STATUS_FIELD_NUMBER: _ClassVar[int]
+    model_version_status: _containers.RepeatedCompositeFieldContainer[ModelVersionStatus]
+    def __init__(self, model_version_status: _Optional[_Iterable[_Union[ModelVersionStatus, _Mapping]]] = ...) -> None: ...
