@@ -11,6 +11,9 @@ Files (in the version's ``report/`` folder):
   on the validation split (where the temperature was fitted) and the test split;
 - ``sample_images.png`` and ``misclassified.png`` (image models only): training
   images of each class, and the misclassified test images with their probabilities;
+- ``feature_importance.png`` (tables of at most 12 features or named columns, with a
+  saved background): each one's mean |Shapley value| over the test split
+  (``model_training.importance``), also a table in ``report.md``;
 - ``report.md``: the metrics and the figures, readable on any Markdown viewer.
 
 matplotlib draws with the non-interactive Agg backend (no window ever opens) and
@@ -39,6 +42,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from model_training import calibration, ood
+from model_training.importance import Importance, global_importance
 
 DPI = 110
 #: Largest-probability contours on the decision-region plot.
@@ -848,8 +852,57 @@ def _baseline_section(metrics: dict[str, Any], training: dict[str, Any]) -> list
     ]
 
 
-def markdown(data: ReportData, files: Sequence[str]) -> str:
-    """The text of ``report.md``; ``files`` are the figures written next to it."""
+def importance(data: ReportData) -> Importance | None:
+    """A table's global feature importance (``model_training.importance``): None for
+    images, text, or a table without a saved background or of more than 12 players."""
+    if data.is_image or data.is_text or data.logits is None:
+        return None
+    logits, temperature = data.logits, data.temperature
+
+    def probabilities(z: np.ndarray) -> np.ndarray:
+        return calibration.softmax(logits(z), temperature)
+
+    return global_importance(data.metadata, probabilities, data.x_test)
+
+
+def importance_chart(found: Importance, path: Path) -> None:
+    """Horizontal bars: each player's mean |attribution|, the largest on top."""
+    order = np.argsort(found.mean_abs, kind="stable")
+    fig, ax = plt.subplots(figsize=(6.4, max(3.0, 0.45 * len(order) + 1.2)))
+    ax.barh([found.players[i] for i in order], found.mean_abs[order], color="#4C72B0")
+    ax.set_xlabel("mean |Shapley value| of the predicted class's probability")
+    ax.set_title(f"Global feature importance ({found.rows} test rows)")
+    ax.grid(axis="x", alpha=0.3)
+    _save(fig, path)
+
+
+def _importance_section(found: Importance) -> list[str]:
+    order = np.argsort(-found.mean_abs, kind="stable")
+    rows = (
+        f"all {found.test_rows} test rows"
+        if found.rows == found.test_rows
+        else f"the first {found.rows} of the {found.test_rows} test rows"
+    )
+    return [
+        "## Global feature importance",
+        "",
+        "![Global feature importance](feature_importance.png)",
+        "",
+        f"Each feature's exact Shapley value for the calibrated probability of the class "
+        f"the model picks, against the version's saved background ({found.points} weighted "
+        f"points), as `/models/{{name}}/explain` answers it; its mean absolute value over "
+        f"{rows}.",
+        "",
+        "| feature | mean \\|attribution\\| |",
+        "|---|---:|",
+        *[f"| {_cell(found.players[i], 60)} | {found.mean_abs[i]:.4g} |" for i in order],
+        "",
+    ]
+
+
+def markdown(data: ReportData, files: Sequence[str], found: Importance | None = None) -> str:
+    """The text of ``report.md``; ``files`` are the figures written next to it, ``found``
+    the table's global feature importance."""
     meta = data.metadata
     metrics, training = meta["metrics"], meta["training"]
     source = training["data"]
@@ -927,6 +980,7 @@ def markdown(data: ReportData, files: Sequence[str]) -> str:
         "",
         *_ood_section(data),
         "",
+        *(_importance_section(found) if found is not None else []),
         "## Figures",
         "",
     ]
@@ -1067,5 +1121,9 @@ def write_report(directory: Path, data: ReportData) -> list[str]:
     for filename, draw in figures:
         draw(data, directory / filename)
         written.append(filename)
-    (directory / "report.md").write_text(markdown(data, written), encoding="utf-8")
+    found = importance(data)
+    if found is not None:
+        importance_chart(found, directory / "feature_importance.png")
+        written.append("feature_importance.png")
+    (directory / "report.md").write_text(markdown(data, written, found), encoding="utf-8")
     return [*written, "report.md"]

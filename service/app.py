@@ -77,6 +77,7 @@ def _lifespan(settings: Settings, metrics: Metrics, serve_grpc: bool = False) ->
             explain_max_sampled_features=settings.explain_max_sampled_features,
             explain_patch=settings.explain_patch,
             explain_max_patches=settings.explain_max_patches,
+            explain_max_tokens=settings.explain_max_tokens,
             metrics=metrics,
             model_control=settings.model_control,
         )

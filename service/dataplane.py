@@ -38,7 +38,7 @@ from service.errors import (
     ServiceError,
 )
 from service.inference import explain as shapley
-from service.inference import kernel_shap, occlusion
+from service.inference import kernel_shap, leave_one_out, occlusion
 from service.inference import named as named_inputs
 from service.inference.images import EncodedImages, decode_all
 from service.inference.inputs import Inputs, Instances, features, whole_numbers
@@ -47,7 +47,7 @@ from service.inference.runtime import Features, Logits
 from service.inference.scores import NotFinite, Scores, top_k
 from service.inference.softmax import softmax
 from service.inference.tables import EncodedRows, NamedRows, encode
-from service.inference.text import Texts
+from service.inference.text import Texts, TokenSplit, token_split
 from service.operations.feedback import FeedbackStore
 from service.operations.metrics import Metrics
 from service.operations.monitor import LiveMonitor
@@ -181,6 +181,32 @@ class ImageExplanation:
 
 
 @dataclass(frozen=True)
+class StepExplanation:
+    """Each text's, token ids' or sequence's probabilities and, for the classes asked about,
+    each token's (step's) leave-one-out attribution (``service.inference.leave_one_out``)."""
+
+    model: LoadedVersion
+    attributions: list[leave_one_out.StepAttributions]
+    """Per instance, every class's attributions."""
+    tokens: list[list[str]] | list[list[int]] | None
+    """Per instance, its tokens: a text's as the model's layer cuts it, or the ids; None
+    for float steps."""
+    classes: npt.NDArray[np.intp]
+    """(n, m) the classes explained for each instance (default: its predicted class)."""
+    occluded: str
+    """``leave one token out`` or ``leave one step out``."""
+    baseline: str
+    """``removed`` (a text's token), ``padding`` (a token id set to 0) or ``zeros``."""
+    baseline_value: float | None
+    """What a hidden id or step is set to (None: a text's token is removed)."""
+    baseline_description: str
+    calibrated: bool
+    max_tokens: int
+    """The most tokens (steps) an instance may have (``SERVICE_EXPLAIN_MAX_TOKENS``)."""
+    method: str = leave_one_out.METHOD
+
+
+@dataclass(frozen=True)
 class ModelSummary:
     """A served model: its served versions and the one ``/predict`` and friends default to."""
 
@@ -267,6 +293,7 @@ class DataPlane:
         explain_max_sampled_features: int = 200,
         explain_patch: int = 8,
         explain_max_patches: int = 256,
+        explain_max_tokens: int = 512,
         metrics: Metrics | None = None,
         model_control: bool = False,
         shadow: ShadowTraffic | None = None,
@@ -293,6 +320,7 @@ class DataPlane:
         self.explain_max_sampled_features = explain_max_sampled_features
         self.explain_patch = explain_patch
         self.explain_max_patches = explain_max_patches
+        self.explain_max_tokens = explain_max_tokens
 
     # --- what is served -------------------------------------------------------------
 
@@ -541,10 +569,11 @@ class DataPlane:
         label: str | None = None,
         classes: Sequence[str | int] | None = None,
         calibrated: bool = True,
-    ) -> Explanation | ImageExplanation:
+    ) -> Explanation | ImageExplanation | StepExplanation:
         """Shapley values of each instance's class probabilities, for a table model: exact
         up to ``explain_max_features`` players, KernelSHAP's estimate above; for an image
-        model, occlusion heat maps. Each instance's variants are scored in one call through
+        model, occlusion heat maps; for text, token ids or a sequence, each token (step)
+        left out in turn. Each instance's variants are scored in one call through
         the version's runtime (and batcher), as any prediction is; ``classes`` (names, or
         indices) to explain instead of each instance's predicted one."""
         started = time.perf_counter()
@@ -557,6 +586,8 @@ class DataPlane:
         spec = served.metadata.input_spec
         if spec.kind == "image" and spec.inputs is None:
             return await self._explain_images(served, instances, classes, calibrated, started)
+        if spec.kind in ("text", "token_ids", "sequence"):
+            return await self._explain_steps(served, instances, classes, calibrated, started)
         x32 = self._table_rows(served, instances)
         players = explanations.players(served.metadata)
         samples = self._explain_samples(served, len(players))
@@ -647,6 +678,128 @@ class DataPlane:
             served, maps, chosen, baseline, value, description, calibrated, tiles.size, rows
         )
 
+    async def _explain_steps(
+        self,
+        served: LoadedVersion,
+        instances: Instances | EncodedImages | NamedRows | Texts | NamedColumns,
+        classes: Sequence[str | int] | None,
+        calibrated: bool,
+        started: float,
+    ) -> StepExplanation:
+        """Each token (step) of each instance left out in turn: the instance and its
+        variants scored in one call, after the preprocessing a prediction has."""
+        spec = served.metadata.input_spec
+        asked = None if classes is None else _class_indices(served, classes)
+        temperature = served.metadata.temperature if calibrated else 1.0
+        classes_of = len(served.labels)
+        attributions = []
+        tokens: list[list[str]] | list[list[int]] | None
+        if spec.kind == "text":
+            texts, tokens, split = self._text_tokens(served, instances)
+            for text, words in zip(texts.strings, tokens, strict=True):
+                variants = Texts([text, *leave_one_out.left_out_texts(words, split.join)])
+                z = self._texts(served, variants)[1]
+                outputs = await self._outputs(served, z, offload=True)
+                probabilities = softmax(outputs[:, :classes_of], temperature)
+                attributions.append(leave_one_out.drops(probabilities, len(words)))
+            occluded, baseline, value = leave_one_out.TOKENS, "removed", None
+            description = (
+                "each token left out of the text in turn, the others joined as the model's "
+                "layer cuts them"
+            )
+        else:
+            if isinstance(instances, EncodedImages | NamedRows | Texts | NamedColumns):
+                raise InvalidInput(
+                    f"expected instances as nested arrays of shape {spec.shape} (model "
+                    f"{served.name!r} takes {spec.kind.replace('_', ' ')}), received "
+                    f"{'strings' if isinstance(instances, Texts) else 'objects or files'}"
+                )
+            x32 = self._checked(served, instances)[1]
+            ids = spec.kind == "token_ids"
+            id_lists: list[list[int]] = []
+            for i, row in enumerate(x32):
+                steps = len(row)
+                self._check_tokens(steps, i, "token ids" if ids else "steps")
+                z, positions = leave_one_out.hidden_steps(row, 0.0, spec.dtype)
+                if spec.variable:  # rows of any length: the runtime's ragged batch
+                    ragged = np.empty(len(z), dtype=object)
+                    ragged[:] = list(z)
+                    z = ragged
+                outputs = await self._outputs(served, z, offload=True)
+                probabilities = softmax(outputs[:, :classes_of], temperature)
+                attributions.append(leave_one_out.drops(probabilities, steps, positions))
+                if ids:
+                    id_lists.append([int(v) for v in np.asarray(row).reshape(-1)])
+            tokens = id_lists if ids else None
+            occluded = leave_one_out.TOKENS if ids else leave_one_out.STEPS
+            baseline, value = ("padding", 0.0) if ids else ("zeros", 0.0)
+            description = (
+                "each token id in turn replaced by 0, the padding id (which a masking "
+                "Embedding skips: the token left out); padding is not scored"
+                if ids
+                else "each step in turn set to zeros; steps already all zeros are not scored"
+            )
+        predictions = [a.prediction for a in attributions]
+        rows = sum(a.model_rows for a in attributions)
+        chosen = self._explained(
+            served, leave_one_out.METHOD, predictions, asked, 0, started, total_rows=rows
+        )
+        return StepExplanation(
+            served,
+            attributions,
+            tokens,
+            chosen,
+            occluded,
+            baseline,
+            value,
+            description,
+            calibrated,
+            self.explain_max_tokens,
+        )
+
+    def _text_tokens(
+        self,
+        served: LoadedVersion,
+        instances: Instances | EncodedImages | NamedRows | Texts | NamedColumns,
+    ) -> tuple[Texts, list[list[str]], TokenSplit]:
+        """A text model's strings, each cut into tokens as its layer cuts it (else a 422),
+        and how it cuts them."""
+        split = token_split(served.text) if served.text is not None else None
+        if split is None:
+            raise InvalidInput(
+                f"expected a model of text cut into tokens to explain, received model "
+                f"{served.name!r}, whose string input is one value (a StringLookup)"
+            )
+        if isinstance(instances, NamedRows):
+            instances = _named_strings(instances)
+        if not isinstance(instances, Texts):
+            raise InvalidInput(
+                f"expected instances as strings (model {served.name!r} takes raw text), "
+                "received arrays or files"
+            )
+        tokens = []
+        for i, text in enumerate(instances.strings):
+            if not isinstance(text, str):
+                raise InvalidInput(f"expected a string in instances[{i}], received {text!r:.64}")
+            words = split.pieces(text)
+            self._check_tokens(len(words), i, "tokens")
+            if served.metadata.input_spec.variable and len(words) < 2:
+                raise InvalidInput(
+                    f"expected text of at least 2 tokens to explain (model {served.name!r} "
+                    f"takes as many ids as the text has tokens: none left is no input), "
+                    f"received {len(words)} in instances[{i}]"
+                )
+            tokens.append(words)
+        return instances, tokens, split
+
+    def _check_tokens(self, count: int, i: int, what: str) -> None:
+        """Refuse an instance of more tokens (steps) than an explanation may leave out."""
+        if count > self.explain_max_tokens:
+            raise InvalidInput(
+                f"expected at most {self.explain_max_tokens} {what} per instance to explain "
+                f"(SERVICE_EXPLAIN_MAX_TOKENS), received {count} in instances[{i}]"
+            )
+
     def _explained(
         self,
         served: LoadedVersion,
@@ -655,9 +808,12 @@ class DataPlane:
         asked: npt.NDArray[np.intp] | None,
         rows: int,
         started: float,
+        *,
+        total_rows: int | None = None,
     ) -> npt.NDArray[np.intp]:
         """The classes explained for each instance (its predicted one, unless ``asked``),
-        with the explanation recorded and counted apart from predictions."""
+        with the explanation recorded and counted apart from predictions (``rows`` per
+        instance, or ``total_rows`` in all)."""
         predicted = np.array([p.argmax() for p in predictions], dtype=np.intp)
         chosen = predicted[:, None] if asked is None else np.tile(asked, (len(predicted), 1))
         record = served_record.get()
@@ -670,7 +826,7 @@ class DataPlane:
                 str(served.version),
                 method,
                 len(predictions),
-                rows * len(predictions),
+                rows * len(predictions) if total_rows is None else total_rows,
                 time.perf_counter() - started,
             )
         return chosen
@@ -694,13 +850,12 @@ class DataPlane:
         served: LoadedVersion,
         instances: Instances | EncodedImages | NamedRows | Texts | NamedColumns,
     ) -> Features:
-        """A table model's checked input rows, or a 422 saying explanations are for tables
-        and images."""
+        """A table model's checked input rows, or a 422 saying which models are explained."""
         spec = served.metadata.input_spec
         if spec.kind != "table" or served.text is not None or spec.inputs is not None:
             raise InvalidInput(
-                f"expected a table or an image model to explain (attributions are computed "
-                f"for tables and images), received model {served.name!r}, which takes "
+                f"expected a model of one input to explain (a table, an image, text, token "
+                f"ids or a sequence), received model {served.name!r}, which takes "
                 f"{spec.kind.replace('_', ' ')}"
             )
         if isinstance(instances, NamedRows):

@@ -138,6 +138,11 @@ class Settings(BaseSettings):
     an image of more (its sides over ``SERVICE_EXPLAIN_PATCH``, rounded up, multiplied) is
     refused with 422."""
 
+    explain_max_tokens: int = Field(default=512, ge=1)
+    """Most tokens of a text (token ids, steps of a sequence) explained by leaving each out
+    in turn: one model call of tokens + 1 rows per instance (each as long as the text, for
+    a model of any length); an instance of more is refused with 422."""
+
     monitor_window: int = Field(default=1000, ge=0)
     """Rows of each model version's rolling window for live drift (``GET
     /models/{name}/monitor``, the ``softmax_drift_*`` and ``softmax_window_*`` gauges);

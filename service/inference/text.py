@@ -315,16 +315,19 @@ class _TextVectorizer:
         self.table = table
         self.index = _Indexer(spec)
 
-    def tokens(self, text: str) -> list[str]:
-        """The tokens (n-grams included) the layer looks up for one string."""
+    def pieces(self, text: str) -> list[str]:
+        """The string standardized and split: the tokens its n-grams are made of."""
         _utf8(text)
         text = text.translate(self.table)
         if self.spec.split == "whitespace":
-            pieces = [piece for piece in text.translate(_TO_SPACE).split(" ") if piece]
-        elif self.spec.split == "character":
-            pieces = list(text)
-        else:
-            pieces = [text]
+            return [piece for piece in text.translate(_TO_SPACE).split(" ") if piece]
+        if self.spec.split == "character":
+            return list(text)
+        return [text]
+
+    def tokens(self, text: str) -> list[str]:
+        """The tokens (n-grams included) the layer looks up for one string."""
+        pieces = self.pieces(text)
         if self.spec.ngrams is None:
             return pieces
         return [
@@ -349,6 +352,32 @@ class _TextVectorizer:
             kept = row[:length]
             out[r, : len(kept)] = kept
         return out
+
+
+@dataclass(frozen=True)
+class TokenSplit:
+    """How a ``TextVectorization`` cuts a string into tokens, and how tokens make a string
+    it cuts into the same tokens again (to leave one out: ``service.inference.leave_one_out``)."""
+
+    pieces: Callable[[str], list[str]]
+    """The string standardized and split (before n-grams), as the layer does it."""
+    separator: str
+    """What joins tokens back into a string: a space for ``whitespace``; nothing for
+    ``character`` (or no split). Standardizing is idempotent, so the join splits into the
+    same tokens."""
+
+    def join(self, tokens: Sequence[str]) -> str:
+        """The string of these tokens, as the layer would cut it."""
+        return self.separator.join(tokens)
+
+
+def token_split(vectorize: Vectorizer) -> TokenSplit | None:
+    """How ``vectorize`` cuts a string into tokens; None for a ``StringLookup`` (whose
+    instance is one value, not a text of tokens)."""
+    if not isinstance(vectorize, _TextVectorizer):
+        return None
+    separator = " " if vectorize.spec.split == "whitespace" else ""
+    return TokenSplit(vectorize.pieces, separator)
 
 
 class _Lookuper:

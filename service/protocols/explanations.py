@@ -9,7 +9,9 @@ exactly (``additivity_error``); beside them the method (``exact shapley``, or ``
 shap`` for a table wider than the exact limit, whose values come with their sampling
 ``standard_errors``), the baseline and the settings. An image model's answer holds, in
 place of the attributions, each class's occlusion ``heatmap`` (the image's height x width:
-each pixel how much the class's probability falls when its patch is hidden).
+each pixel how much the class's probability falls when its patch is hidden). A text's,
+token ids' or a sequence's answer holds each instance's ``tokens`` and, per class, one
+attribution per token (step): how much the class's probability falls when it is left out.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.dataplane import Explanation, ImageExplanation
+from service.dataplane import Explanation, ImageExplanation, StepExplanation
 from service.inference.explain import METHOD
 from service.protocols.schemas import Batch, StrictBody
 
@@ -36,8 +38,8 @@ CALIBRATED_FIELD = Field(
 
 
 class ExplainRequest(StrictBody):
-    """Instances to explain (a table model's rows or objects of named features), and
-    optionally the classes to explain."""
+    """Instances to explain (a table model's rows or objects of named features, images,
+    strings, token ids or sequences), and optionally the classes to explain."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -50,7 +52,8 @@ class ExplainRequest(StrictBody):
 
     instances: Batch = Field(
         description="One per instance: a row of the table's features, or an object of named "
-        "features (null: missing)."
+        "features (null: missing); an image (nested arrays, or a file); a string; token ids "
+        "or a sequence's steps."
     )
     classes: list[str | int] | None = CLASSES_FIELD
     calibrated: bool = CALIBRATED_FIELD
@@ -73,7 +76,9 @@ class ClassAttributions(BaseModel):
     attributions: list[float] | None = Field(
         default=None,
         description="Tables: one per feature (in 'features' order): its Shapley value for "
-        "the class's probability. They sum to probability - expected_value.",
+        "the class's probability. They sum to probability - expected_value. Text, token ids "
+        "and sequences: one per token (step), the class's probability minus its probability "
+        "with the token left out.",
     )
     additivity_error: float | None = Field(
         default=None,
@@ -99,6 +104,16 @@ class InstanceExplanation(BaseModel):
     probabilities: list[float]
     argmax: int
     label: str
+    tokens: list[str | int] | None = Field(
+        default=None,
+        description="Text: its tokens as the model's layer cuts it (standardized); token "
+        "ids: the ids. One attribution each.",
+    )
+    model_rows: int | None = Field(
+        default=None,
+        description="Text, token ids, sequences: rows the model scored for the instance "
+        "(tokens + 1; padding is not scored).",
+    )
     classes: list[ClassAttributions]
 
 
@@ -107,14 +122,17 @@ class Baseline(BaseModel):
 
     kind: str = Field(
         description="kmeans or kmedoids (the weighted training summary saved with the "
-        "version), training_mean, or zeros (a version that records neither)."
+        "version), training_mean, or zeros (a version that records neither); removed (a "
+        "text's token left out), padding (a token id set to 0)."
     )
     description: str
     points: int | None = Field(
         default=None, description="Tables: background points, each scored with every coalition."
     )
     value: float | None = Field(
-        default=None, description="Images: the value of a hidden patch's pixels."
+        default=None,
+        description="Images: the value of a hidden patch's pixels; token ids and sequences: "
+        "of a hidden id or step.",
     )
 
 
@@ -132,7 +150,8 @@ class ExplainSettings(BaseModel):
         "kernel shap, samples + 2 (the empty and the full coalition).",
     )
     model_rows_per_instance: int = Field(
-        description="Tables: coalitions x background points; images: patches + 1."
+        description="Tables: coalitions x background points; images: patches + 1; text, "
+        "token ids and sequences: tokens + 1, the most of any instance."
     )
     patch: int | None = Field(
         default=None, description="Images: the patches' side in pixels (SERVICE_EXPLAIN_PATCH)."
@@ -143,6 +162,15 @@ class ExplainSettings(BaseModel):
         description="kernel shap only: the budget of coalitions regressed over "
         "(SERVICE_EXPLAIN_SAMPLES, at least 4 x features), whole sizes enumerated while it "
         "covers them, the rest drawn in complementary pairs seeded by the instance.",
+    )
+    occluded: str | None = Field(
+        default=None,
+        description="Text, token ids and sequences: 'leave one token out' or 'leave one step out'.",
+    )
+    max_tokens: int | None = Field(
+        default=None,
+        description="Text, token ids and sequences: the most tokens (steps) an instance may "
+        "have (SERVICE_EXPLAIN_MAX_TOKENS).",
     )
 
 
@@ -196,7 +224,9 @@ class ExplainResponse(BaseModel):
     version: str
     method: str = Field(
         description='"exact shapley": all coalitions enumerated; "kernel shap": a table '
-        "wider than SERVICE_EXPLAIN_MAX_FEATURES, a weighted regression over a sample."
+        "wider than SERVICE_EXPLAIN_MAX_FEATURES, a weighted regression over a sample; "
+        "\"occlusion\": an image's patches, or a text's tokens (a sequence's steps), "
+        "hidden one at a time."
     )
     baseline: Baseline
     settings: ExplainSettings
@@ -206,10 +236,12 @@ class ExplainResponse(BaseModel):
     explanations: list[InstanceExplanation]
 
 
-def body(result: Explanation | ImageExplanation) -> dict[str, Any]:
+def body(result: Explanation | ImageExplanation | StepExplanation) -> dict[str, Any]:
     """The answer's JSON for an explanation."""
     if isinstance(result, ImageExplanation):
         return image_body(result)
+    if isinstance(result, StepExplanation):
+        return steps_body(result)
     names = result.model.metadata.class_names
     instances = []
     for attributions, classes in zip(result.attributions, result.classes, strict=True):
@@ -301,6 +333,55 @@ def image_body(result: ImageExplanation) -> dict[str, Any]:
             "patch": result.patch,
             "patches": result.model_rows - 1,
             "model_rows_per_instance": result.model_rows,
+        },
+        "explanations": instances,
+    }
+
+
+def steps_body(result: StepExplanation) -> dict[str, Any]:
+    """The answer's JSON for a text's, token ids' or a sequence's leave-one-out attributions."""
+    names = result.model.metadata.class_names
+    instances = []
+    for i, (attributions, classes) in enumerate(
+        zip(result.attributions, result.classes, strict=True)
+    ):
+        probabilities = attributions.prediction
+        best = int(probabilities.argmax())
+        instance: dict[str, Any] = {
+            "probabilities": probabilities.tolist(),
+            "argmax": best,
+            "label": names[best],
+        }
+        if result.tokens is not None:
+            instance["tokens"] = result.tokens[i]
+        instance["model_rows"] = attributions.model_rows
+        instance["classes"] = [
+            {
+                "index": int(k),
+                "label": names[k],
+                "probability": float(probabilities[k]),
+                "attributions": attributions.values[:, k].tolist(),
+            }
+            for k in classes
+        ]
+        instances.append(instance)
+    baseline: dict[str, Any] = {
+        "kind": result.baseline,
+        "description": result.baseline_description,
+    }
+    if result.baseline_value is not None:
+        baseline["value"] = result.baseline_value
+    return {
+        "model": result.model.name,
+        "version": str(result.model.version),
+        "method": result.method,
+        "baseline": baseline,
+        "settings": {
+            "output": "probability",
+            "calibrated": result.calibrated,
+            "occluded": result.occluded,
+            "max_tokens": result.max_tokens,
+            "model_rows_per_instance": max(a.model_rows for a in result.attributions),
         },
         "explanations": instances,
     }

@@ -217,11 +217,13 @@ async def explain_model(name: str, request: Request) -> JSONResponse:
     measured against the background saved with the version (its training rows' weighted
     k-means summary; else their mean; else zeros, as ``baseline`` says): exact up to
     ``SERVICE_EXPLAIN_MAX_FEATURES`` features, KernelSHAP's estimate with its standard
-    errors above; for an image model, each class's occlusion heat map (the image's size).
-    413 for more instances than ``SERVICE_EXPLAIN_MAX_INSTANCES``; 422 for a model that is
-    neither a table nor an image, a table wider than
-    ``SERVICE_EXPLAIN_MAX_SAMPLED_FEATURES``, an image of more patches than
-    ``SERVICE_EXPLAIN_MAX_PATCHES``, or an unknown class.
+    errors above; for an image model, each class's occlusion heat map (the image's size);
+    for text, token ids or a sequence, each token's (step's) attribution, the class's
+    probability minus its probability with the token left out.
+    413 for more instances than ``SERVICE_EXPLAIN_MAX_INSTANCES``; 422 for a model of
+    several inputs, a table wider than ``SERVICE_EXPLAIN_MAX_SAMPLED_FEATURES``, an image
+    of more patches than ``SERVICE_EXPLAIN_MAX_PATCHES``, an instance of more tokens than
+    ``SERVICE_EXPLAIN_MAX_TOKENS``, or an unknown class.
     """
     return await _explain(request, name, None)
 

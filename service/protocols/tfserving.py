@@ -151,8 +151,8 @@ class PredictRequest(StrictBody):
 
 
 class ExplainRequest(PredictRequest):
-    """``:explain``: ``:predict``'s ``instances`` or ``inputs`` (a table's rows, or objects of
-    its named features), and optionally the classes to explain."""
+    """``:explain``: ``:predict``'s ``instances`` or ``inputs`` (a table's rows or objects of
+    its named features, images, strings, token ids), and optionally the classes to explain."""
 
     model_config = ConfigDict(
         title="V1ExplainRequest",
@@ -600,8 +600,8 @@ EXPLAIN = {
 async def explain(name: str, request: Request) -> JSONResponse:
     """KServe V1's explain: Shapley values of each instance's class probabilities (exact,
     or KernelSHAP's above ``SERVICE_EXPLAIN_MAX_FEATURES``), per feature of a table model,
-    or an image model's occlusion heat maps, from the newest version (as
-    ``/models/{name}/explain``)."""
+    an image model's occlusion heat maps, or each token (step) of text, token ids or a
+    sequence left out in turn, from the newest version (as ``/models/{name}/explain``)."""
     return await _explain(request, name, None)
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import json
+import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,11 +19,14 @@ import pytest
 from model_training.artifact import sha256
 from model_training.calibration import calibrate
 from model_training.cli import main as train_main
+from model_training.importance import members_of
 from model_training.ood import fit_reference
-from model_training.report import ReportData, confusion, write_report
+from model_training.report import ReportData, confusion, importance, write_report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FIGURES = ["decision_regions.png", "training_curves.png", "confusion_matrix.png", "reliability.png"]
+#: What training a table adds: its global feature importance (a saved background).
+IMPORTANCE = "feature_importance.png"
 TINY = ("--epochs", "2", "--samples", "200", "--test-size", "50", "--quiet")
 
 
@@ -169,8 +174,8 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Run:
 
 def test_training_writes_the_report_into_the_version(tiny: Run) -> None:
     report = tiny.version / "report"
-    assert sorted(p.name for p in report.iterdir()) == sorted([*FIGURES, "report.md"])
-    for name in FIGURES:
+    assert sorted(p.name for p in report.iterdir()) == sorted([*FIGURES, IMPORTANCE, "report.md"])
+    for name in [*FIGURES, IMPORTANCE]:
         assert_readable_png(report / name)
     assert not list(tiny.version.parent.glob(".tmp-*"))
     assert f"report: {report / 'report.md'}" in tiny.stdout
@@ -185,12 +190,16 @@ def test_report_markdown_shows_the_metrics_and_the_figures(tiny: Run) -> None:
     assert f"{tiny.metadata['training_data']['ood']['threshold']:.4g}" in text
     assert "| split | samples | NLL before | NLL after | ECE before | ECE after |" in text
     assert "120 samples to fit the weights, 30 for validation, 50 held out" in text
+    assert "## Global feature importance" in text
+    assert "over all 50 test rows" in text
+    assert "| x1 |" in text
+    assert "| x2 |" in text
 
 
 def test_report_files_are_hashed_apart_from_the_served_files(tiny: Run) -> None:
     report = tiny.metadata["report"]
     assert report["directory"] == "report"
-    assert set(report["files"]) == {*FIGURES, "report.md"}
+    assert set(report["files"]) == {*FIGURES, IMPORTANCE, "report.md"}
     for name, entry in report["files"].items():
         path = tiny.version / "report" / name
         assert entry == {"sha256": sha256(path), "bytes": path.stat().st_size}
@@ -235,3 +244,79 @@ def test_no_report_writes_no_plots_but_keeps_calibration_and_statistics(tmp_path
     assert run.metadata["training_data"]["n"] == 150
     assert "calibration: none" in run.stdout
     assert "report:" not in run.stdout
+
+
+def shapley_by_subsets(f: Any, x: np.ndarray, points: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """(n, K) the Shapley values of ``f``'s outputs for row ``x``, from their definition:
+    every subset S without i, weighted |S|! (n-|S|-1)! / n!, the left-out features taking
+    each background point's values (weights ``w``)."""
+    n = len(x)
+
+    def value(subset: tuple[int, ...]) -> np.ndarray:
+        z = points.copy()
+        z[:, list(subset)] = x[list(subset)]
+        return np.asarray(w @ f(z), dtype=np.float64)
+
+    phi = np.zeros((n, len(value(()))))
+    for i in range(n):
+        others = [j for j in range(n) if j != i]
+        for size in range(n):
+            weight = math.factorial(size) * math.factorial(n - size - 1) / math.factorial(n)
+            for subset in itertools.combinations(others, size):
+                phi[i] += weight * (value((*subset, i)) - value(subset))
+    return phi
+
+
+def test_the_global_importance_is_the_mean_absolute_shapley_value_of_the_predicted_class(
+    tmp_path: Path,
+) -> None:
+    data = synthetic(3, 4)
+    rng = np.random.default_rng(5)
+    points = rng.normal(scale=4.0, size=(3, 3))
+    weights = np.array([0.5, 0.3, 0.2])
+    data.metadata["explanation"] = {"points": points.tolist(), "weights": weights.tolist()}
+    written = write_report(tmp_path, data)
+    assert IMPORTANCE in written
+    assert_readable_png(tmp_path / IMPORTANCE)
+    found = importance(data)
+    assert found is not None
+    assert found.players == ["f0", "f1", "f2"]
+    assert found.rows == found.test_rows == 50
+
+    def probabilities(z: np.ndarray) -> np.ndarray:
+        logits = np.asarray(data.logits(z), dtype=np.float64) / data.temperature  # type: ignore[misc]
+        e = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return np.asarray(e / e.sum(axis=1, keepdims=True))
+
+    x = np.asarray(data.x_test, dtype=np.float64)
+    magnitudes = []
+    for row in x:
+        k = probabilities(row[None])[0].argmax()
+        magnitudes.append(np.abs(shapley_by_subsets(probabilities, row, points, weights)[:, k]))
+    np.testing.assert_allclose(found.mean_abs, np.mean(magnitudes, axis=0), rtol=0, atol=1e-12)
+    text = (tmp_path / "report.md").read_text()
+    best = int(np.argmax(found.mean_abs))
+    assert f"| f{best} | {found.mean_abs[best]:.4g} |" in text
+
+
+def test_no_importance_without_a_background_or_beyond_twelve_features(tmp_path: Path) -> None:
+    assert importance(synthetic(3, 4)) is None  # no saved background
+    wide = synthetic(13, 2)
+    wide.metadata["explanation"] = {"points": [[0.0] * 13], "weights": [1.0]}
+    assert importance(wide) is None
+    assert IMPORTANCE not in write_report(tmp_path, wide)
+
+
+def test_a_categorical_columns_one_hot_inputs_are_one_player() -> None:
+    metadata = {
+        "feature_names": ["a", "b=x", "b=y", "b=?"],
+        "input": {
+            "columns": [
+                {"name": "a", "fill": 0.0},
+                {"name": "b", "kind": "categorical", "fill": "x", "vocabulary": ["x", "y"]},
+            ]
+        },
+    }
+    names, members = members_of(metadata)
+    assert names == ["a", "b"]
+    assert members.tolist() == [[True, False, False, False], [False, True, True, True]]
